@@ -1,0 +1,71 @@
+/// The one error type that crosses STORM's boundaries: HTTP answers, WebSocket error replies and close
+/// frames, and `stormctl` messages all render it the same way.
+///
+/// The `code` is stable and machine-readable; the `message` is for the operator and names what was wrong
+/// and, where it helps, what to do. Messages never contain secrets (tokens, passwords).
+public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, RawRepresentable, CustomStringConvertible {
+        public let rawValue: String
+        public init(rawValue: String) { self.rawValue = rawValue }
+        public var description: String { rawValue }
+
+        public static let badRequest = Code(rawValue: "bad_request")
+        public static let invalidChannel = Code(rawValue: "invalid_channel")
+        public static let messageTooLarge = Code(rawValue: "message_too_large")
+        public static let notFound = Code(rawValue: "not_found")
+        public static let methodNotAllowed = Code(rawValue: "method_not_allowed")
+        public static let tooManyChannels = Code(rawValue: "too_many_channels")
+        public static let brokerUnavailable = Code(rawValue: "broker_unavailable")
+        public static let slowClient = Code(rawValue: "slow_client")
+        public static let shuttingDown = Code(rawValue: "shutting_down")
+        public static let configuration = Code(rawValue: "configuration")
+        public static let connection = Code(rawValue: "connection")
+        public static let protocolViolation = Code(rawValue: "protocol_violation")
+        public static let internalError = Code(rawValue: "internal")
+
+        /// The HTTP status this error answers with.
+        public var httpStatus: Int {
+            switch self {
+            case .badRequest, .invalidChannel, .tooManyChannels, .protocolViolation: return 400
+            case .messageTooLarge: return 413
+            case .notFound: return 404
+            case .methodNotAllowed: return 405
+            case .brokerUnavailable, .shuttingDown, .connection: return 503
+            default: return 500
+            }
+        }
+
+        /// The WebSocket close code used when this error ends a connection (RFC 6455 section 7.4, and
+        /// 4008 in the private range for slow clients).
+        public var webSocketCloseCode: UInt16 {
+            switch self {
+            case .badRequest: return 1008
+            case .protocolViolation: return 1002
+            case .messageTooLarge: return 1009
+            case .slowClient: return 4008
+            case .shuttingDown: return 1001
+            default: return 1011
+            }
+        }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code.rawValue): \(message)" }
+
+    /// `{"error":{"code":"…","message":"…"}}`, the body of every HTTP error.
+    public var jsonBody: String {
+        var out = "{\"error\":{\"code\":"
+        JSONWriter.appendString(code.rawValue, to: &out)
+        out += ",\"message\":"
+        JSONWriter.appendString(message, to: &out)
+        out += "}}"
+        return out
+    }
+}
