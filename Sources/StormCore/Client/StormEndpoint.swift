@@ -1,0 +1,201 @@
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Where a STORM gateway listens, parsed once from `--server`/`STORM_URL` so every transport (HTTP, SSE,
+/// WebSocket) connects to the same place and names it the same way in error messages.
+public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Accepts `http://host:port`, `ws://host:port`, `host:port` or `host`; a path, if any, is ignored.
+    /// `https`/`wss` are refused rather than silently spoken in clear text.
+    public init(url raw: String) throws(StormError) {
+        var rest = Substring(raw.trimmingWhitespace())
+        if let schemeEnd = rest.range(of: "://") {
+            let scheme = rest[..<schemeEnd.lowerBound].lowercased()
+            guard scheme == "http" || scheme == "ws" else {
+                throw StormError(.configuration, "server URL '\(raw)' uses '\(scheme)'; only http:// (or ws://) is supported")
+            }
+            rest = rest[schemeEnd.upperBound...]
+        }
+        if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
+        guard !rest.isEmpty else { throw StormError(.configuration, "server URL '\(raw)' has no host") }
+        var host = rest
+        var port = 80
+        if rest.hasPrefix("[") {  // [::1]:8080
+            guard let close = rest.firstIndex(of: "]") else {
+                throw StormError(.configuration, "server URL '\(raw)' has an unterminated IPv6 address")
+            }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let value = Int(after.dropFirst()), (1...65535).contains(value) else {
+                    throw StormError(.configuration, "server URL '\(raw)' has an invalid port")
+                }
+                port = value
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            guard let value = Int(rest[rest.index(after: colon)...]), (1...65535).contains(value) else {
+                throw StormError(.configuration, "server URL '\(raw)' has an invalid port")
+            }
+            port = value
+        }
+        guard !host.isEmpty else { throw StormError(.configuration, "server URL '\(raw)' has no host") }
+        self.host = String(host)
+        self.port = port
+    }
+
+    /// The value of the `Host` header.
+    public var hostHeader: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    public var description: String { "http://\(hostHeader)" }
+}
+
+/// How a client connection is opened.
+public struct StormConnectOptions: Sendable {
+    /// Local IP address to bind before connecting (port chosen by the kernel). The bench spreads
+    /// connections over 127.0.0.x this way, because one source address only has ~28,000 ephemeral ports
+    /// towards a given server address. Default: none (the kernel picks).
+    public var localAddress: String?
+    /// How long a TCP connect (and for WebSocket, the upgrade) may take. Default: 10 s.
+    public var connectTimeout: TimeAmount
+
+    public init(localAddress: String? = nil, connectTimeout: TimeAmount = .seconds(10)) {
+        self.localAddress = localAddress
+        self.connectTimeout = connectTimeout
+    }
+}
+
+extension StormEndpoint {
+    /// Resolves the endpoint once; connecting by address avoids a resolver round trip per connection
+    /// when the bench opens thousands of them.
+    func socketAddress() throws(StormError) -> SocketAddress {
+        do {
+            if host == "localhost" {
+                return try SocketAddress(ipAddress: "127.0.0.1", port: port)
+            }
+            if let address = try? SocketAddress(ipAddress: host, port: port) { return address }
+            return try SocketAddress.makeAddressResolvingHost(host, port: port)
+        } catch {
+            throw StormError(.connection, "cannot resolve \(description): \(error)")
+        }
+    }
+}
+
+/// `IP_BIND_ADDRESS_NO_PORT` (Linux): defers the choice of local port from `bind()` to `connect()`, so a
+/// bound source address does not pin one ephemeral port per socket regardless of destination.
+private let ipBindAddressNoPort = SocketOptionName(24)
+
+enum ClientBootstraps {
+    static func make(group: EventLoopGroup, options: StormConnectOptions) throws(StormError) -> ClientBootstrap {
+        var bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(options.connectTimeout)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+        if let local = options.localAddress {
+            let address: SocketAddress
+            do {
+                address = try SocketAddress(ipAddress: local, port: 0)
+            } catch {
+                throw StormError(.configuration, "local address '\(local)' is not an IP address")
+            }
+            #if os(Linux)
+            bootstrap = bootstrap.channelOption(
+                ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_IP), name: ipBindAddressNoPort),
+                value: 1)
+            #endif
+            bootstrap = bootstrap.bind(to: address)
+        }
+        return bootstrap
+    }
+}
+
+extension StormError {
+    /// Turns a socket-level failure into the message an operator needs: what we tried, what happened,
+    /// and the usual fix.
+    static func connectionFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError {
+        if let storm = error as? StormError { return storm }
+        let reason: String
+        switch errnoCode(of: error) {
+        case ECONNREFUSED?: reason = "connection refused"
+        case ETIMEDOUT?: reason = "connection timed out"
+        case EADDRNOTAVAIL?: reason = "no local address or port available (too many connections from one source address?)"
+        case EMFILE?, ENFILE?: reason = "too many open files (raise the fd limit or use more processes)"
+        case ECONNRESET?: reason = "connection reset by peer"
+        case EHOSTUNREACH?, ENETUNREACH?: reason = "host unreachable"
+        case let code?: reason = String(cString: strerror(code))
+        case nil:
+            if case ChannelError.connectTimeout = error {
+                reason = "connection timed out"
+            } else {
+                reason = "\(error)"
+            }
+        }
+        return StormError(
+            .connection, "cannot connect to \(endpoint): \(reason) — is stormd running? (set --server or STORM_URL)")
+    }
+
+    static func errnoCode(of error: any Error) -> CInt? {
+        if let io = error as? IOError { return io.errnoCode }
+        if let connection = error as? NIOConnectionError {
+            for failure in connection.connectionErrors {
+                if let code = errnoCode(of: failure.error) { return code }
+            }
+        }
+        return nil
+    }
+}
+
+extension StringProtocol {
+    func trimmingWhitespace() -> Substring {
+        var slice = Substring(self)
+        while let first = slice.first, first.isWhitespace { slice = slice.dropFirst() }
+        while let last = slice.last, last.isWhitespace { slice = slice.dropLast() }
+        return slice
+    }
+}
+
+/// Percent-encodes a query value, keeping only RFC 3986 unreserved bytes as they are.
+public func percentEncodeQueryValue(_ value: String) -> String {
+    var out = ""
+    out.reserveCapacity(value.utf8.count)
+    for byte in value.utf8 {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+            UInt8(ascii: "~"):
+            out.unicodeScalars.append(Unicode.Scalar(byte))
+        default:
+            let hex = Array("0123456789ABCDEF".unicodeScalars)
+            out.unicodeScalars.append("%")
+            out.unicodeScalars.append(hex[Int(byte >> 4)])
+            out.unicodeScalars.append(hex[Int(byte & 0xF)])
+        }
+    }
+    return out
+}
+
+/// `path?name=value&…` with values percent-encoded.
+public func makeRequestURI(path: String, query: [(String, String)]) -> String {
+    guard !query.isEmpty else { return path }
+    var uri = path + "?"
+    for (index, (name, value)) in query.enumerated() {
+        if index > 0 { uri += "&" }
+        uri += percentEncodeQueryValue(name) + "=" + percentEncodeQueryValue(value)
+    }
+    return uri
+}
