@@ -144,6 +144,11 @@ final class EventStreamHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    /// A connect that fails tears the pipeline down without the channel ever going active.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        ready.fail(closeError ?? StormError(.connection, "the connection closed before the event stream started"))
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if closeError == nil {
             closeError = (error as? StormError) ?? StormError(.connection, "connection failed: \(error)")
