@@ -10,7 +10,7 @@ final class MemoryBroker: MessageBroker {
     private final class Subscription: BrokerSubscription {
         let channel: ChannelName
         let deliver: BrokerDelivery
-        weak var broker: MemoryBroker?
+        weak let broker: MemoryBroker?
 
         init(channel: ChannelName, deliver: @escaping BrokerDelivery, broker: MemoryBroker) {
             self.channel = channel

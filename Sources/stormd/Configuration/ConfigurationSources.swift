@@ -1,0 +1,80 @@
+import Foundation
+import StormCore
+
+/// A gateway setting: its key (the long flag name and the config file key) and environment variable.
+enum Setting: String, CaseIterable, Sendable {
+    case listen
+    case nats
+    case natsSubjectPrefix = "nats-subject-prefix"
+    case maxMessageSize = "max-message-size"
+    case clientBuffer = "client-buffer"
+    case maxChannels = "max-channels-per-connection"
+    case wsPingInterval = "ws-ping-interval"
+    case sseHeartbeat = "sse-heartbeat"
+    case flushInterval = "flush-interval"
+    case eventLoops = "event-loops"
+    case backlog
+    case drainTimeout = "drain-timeout"
+    case logLevel = "log-level"
+
+    var environmentVariable: String {
+        switch self {
+        case .nats: return "STORM_NATS_URL"
+        default: return "STORM_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
+        }
+    }
+}
+
+/// Where settings come from, highest precedence first: flags, environment, config file.
+struct ConfigurationSources: Sendable {
+    struct Value: Sendable {
+        var value: String
+        /// Where it came from, for error messages: "--listen", "STORM_LISTEN", "/etc/storm.conf:3".
+        var origin: String
+    }
+
+    var flags: [Setting: String] = [:]
+    var environment: [String: String] = [:]
+    var fileValues: [String: Value] = [:]
+
+    init(flags: [Setting: String] = [:], environment: [String: String] = [:], fileValues: [String: Value] = [:]) {
+        self.flags = flags
+        self.environment = environment
+        self.fileValues = fileValues
+    }
+
+    func value(_ setting: Setting) -> Value? {
+        if let flag = flags[setting] { return Value(value: flag, origin: "--\(setting.rawValue)") }
+        if let env = environment[setting.environmentVariable], !env.isEmpty {
+            return Value(value: env, origin: setting.environmentVariable)
+        }
+        return fileValues[setting.rawValue]
+    }
+
+    func unknownKeys() -> [(String, String)] {
+        fileValues.filter { Setting(rawValue: $0.key) == nil }.map { ($0.key, $0.value.origin) }.sorted { $0.0 < $1.0 }
+    }
+
+    /// Reads a config file: one `key = value` per line, `#` starts a comment, keys are the long flag
+    /// names (`listen = 0.0.0.0:8080`).
+    static func parseFile(at path: String) throws(StormError) -> [String: Value] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw StormError(.configuration, "cannot read config file '\(path)'")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw StormError(.configuration, "config file '\(path)' is not UTF-8 text")
+        }
+        var values: [String: Value] = [:]
+        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map { $0.trimmingSpaces() } ?? ""
+            if line.isEmpty { continue }
+            guard let equals = line.firstIndex(of: "=") else {
+                throw StormError(.configuration, "\(path):\(number + 1): expected 'key = value', found '\(line.prefix(60))'")
+            }
+            let key = line[..<equals].trimmingSpaces()
+            let value = line[line.index(after: equals)...].trimmingSpaces()
+            values[key] = Value(value: value, origin: "\(path):\(number + 1)")
+        }
+        return values
+    }
+}

@@ -1,0 +1,134 @@
+import NIOCore
+import StormCore
+
+/// Everything `stormd` is configured with, resolved from (highest first) command-line flags, `STORM_*`
+/// environment variables, and the `--config` file. Every key, its variable and default is listed in
+/// `Setting` and documented in man/storm.conf.5.
+struct GatewayConfiguration: Sendable {
+    struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+        var host: String
+        var port: Int
+        var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+        /// Loopback addresses need no further thought; anything else is exposed to a network.
+        var isLoopback: Bool { host == "localhost" || host.hasPrefix("127.") || host == "::1" }
+    }
+
+    /// `--listen HOST:PORT` (`STORM_LISTEN`), default `127.0.0.1:8080`: loopback unless chosen otherwise.
+    var listen = ListenAddress(host: "127.0.0.1", port: 8080)
+    /// `--nats URL[,URL]` (`STORM_NATS_URL`): empty means the in-memory broker (single node).
+    var natsURLs: [String] = []
+    /// `--nats-subject-prefix` (`STORM_NATS_SUBJECT_PREFIX`), default `storm.ch`.
+    var natsSubjectPrefix = "storm.ch"
+    /// Connection limits and timings.
+    var limits = GatewayLimits()
+    /// `--event-loops N` (`STORM_EVENT_LOOPS`), default: the number of cores.
+    var eventLoops = System.coreCount
+    /// `--backlog N` (`STORM_BACKLOG`), default 4096: the accept queue, sized for connection ramps.
+    var backlog = 4096
+    /// `--drain-timeout SECONDS` (`STORM_DRAIN_TIMEOUT`), default 5: how long shutdown waits for clients.
+    var drainSeconds = 5
+    /// `--log-level` (`STORM_LOG_LEVEL`), default `info`.
+    var logLevel = "info"
+
+    /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
+    init(sources: ConfigurationSources) throws(StormError) {
+        for (key, source) in sources.unknownKeys() {
+            throw StormError(.configuration, "unknown configuration key '\(key)' in \(source)")
+        }
+        if let value = sources.value(.listen) { listen = try Self.parseListen(value) }
+        if let value = sources.value(.nats) {
+            natsURLs = value.value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+            for url in natsURLs where !(url.hasPrefix("nats://") || url.hasPrefix("tls://")) {
+                throw StormError(.configuration, "\(value.origin): '\(url)' is not a NATS URL (expected nats://HOST:PORT)")
+            }
+        }
+        if let value = sources.value(.natsSubjectPrefix) {
+            do {
+                natsSubjectPrefix = try ChannelName(validating: value.value).rawValue
+            } catch {
+                throw StormError(.configuration, "\(value.origin): '\(value.value)' is not a valid subject prefix: \(error.message)")
+            }
+        }
+        if let value = sources.value(.maxMessageSize) { limits.maxMessageSize = try Self.parseSize(value, range: 1...(64 << 20)) }
+        if let value = sources.value(.clientBuffer) { limits.clientBufferBytes = try Self.parseSize(value, range: 4096...(1 << 30)) }
+        if let value = sources.value(.maxChannels) { limits.maxChannelsPerConnection = try Self.parseInt(value, range: 1...100_000) }
+        if let value = sources.value(.wsPingInterval) { limits.webSocketPingInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
+        if let value = sources.value(.sseHeartbeat) { limits.sseHeartbeatInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
+        if let value = sources.value(.flushInterval) { limits.flushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.milliseconds(100)) }
+        if let value = sources.value(.eventLoops) { eventLoops = try Self.parseInt(value, range: 1...256) }
+        if let value = sources.value(.backlog) { backlog = try Self.parseInt(value, range: 1...65_535) }
+        if let value = sources.value(.drainTimeout) { drainSeconds = try Self.parseInt(value, range: 0...3600) }
+        if let value = sources.value(.logLevel) {
+            let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+            guard levels.contains(value.value) else {
+                throw StormError(.configuration, "\(value.origin): '\(value.value)' is not a log level (\(levels.joined(separator: ", ")))")
+            }
+            logLevel = value.value
+        }
+    }
+
+    static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {
+        let text = setting.value
+        let host: Substring
+        let port: Substring
+        if text.hasPrefix("["), let close = text.firstIndex(of: "]") {
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(after: close)...].drop(while: { $0 == ":" })
+        } else if let colon = text.lastIndex(of: ":") {
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        } else {
+            throw StormError(.configuration, "\(setting.origin): '\(text)' is not HOST:PORT (for example 127.0.0.1:8080)")
+        }
+        guard let number = Int(port), (0...65_535).contains(number) else {
+            throw StormError(.configuration, "\(setting.origin): '\(port)' is not a port number (0-65535)")
+        }
+        return ListenAddress(host: host.isEmpty ? "127.0.0.1" : String(host), port: number)
+    }
+
+    static func parseInt(_ setting: ConfigurationSources.Value, range: ClosedRange<Int>) throws(StormError) -> Int {
+        guard let number = Int(setting.value), range.contains(number) else {
+            throw StormError(.configuration, "\(setting.origin): '\(setting.value)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return number
+    }
+
+    /// Sizes in bytes, with an optional `KiB`, `MiB` or `GiB` suffix.
+    static func parseSize(_ setting: ConfigurationSources.Value, range: ClosedRange<Int>) throws(StormError) -> Int {
+        let text = setting.value
+        let units: [(String, Int)] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)]
+        var number: Int?
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            number = Int(text.dropLast(suffix.count).trimmingSpaces()).map { $0 * scale }
+            break
+        }
+        if number == nil { number = Int(text) }
+        guard let bytes = number, range.contains(bytes) else {
+            throw StormError(.configuration, "\(setting.origin): '\(text)' is not a size from \(range.lowerBound) to \(range.upperBound) bytes (suffixes: KiB, MiB, GiB)")
+        }
+        return bytes
+    }
+
+    /// Durations with a unit (`ms`, `s`, `m`, `h`); a bare number means seconds.
+    static func parseDuration(_ setting: ConfigurationSources.Value, range: ClosedRange<TimeAmount>) throws(StormError) -> TimeAmount {
+        let text = setting.value
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        var amount: TimeAmount?
+        for (suffix, nanos) in units where text.hasSuffix(suffix) {
+            if let value = Int64(text.dropLast(suffix.count).trimmingSpaces()) { amount = .nanoseconds(value * nanos) }
+            break
+        }
+        if amount == nil, let seconds = Int64(text) { amount = .seconds(seconds) }
+        guard let duration = amount, range.contains(duration) else {
+            throw StormError(.configuration, "\(setting.origin): '\(text)' is not a duration from \(range.lowerBound.nanoseconds / 1_000_000) ms to \(range.upperBound.nanoseconds / 1_000_000_000) s (for example 500ms, 20s, 1m)")
+        }
+        return duration
+    }
+}
+
+extension Substring {
+    func trimmingSpaces() -> String {
+        String(drop(while: { $0 == " " || $0 == "\t" }).reversed().drop(while: { $0 == " " || $0 == "\t" }).reversed())
+    }
+}

@@ -1,0 +1,24 @@
+import NIOCore
+
+/// The per-connection limits and timings every session applies. Defaults are the documented ones
+/// (`stormd --help`, man/stormd.8).
+struct GatewayLimits: Sendable {
+    /// Largest payload accepted, in bytes (`--max-message-size`, default 64 KiB).
+    var maxMessageSize = 64 * 1024
+    /// Outbound bytes a connection may have pending before it is disconnected as too slow
+    /// (`--client-buffer`, default 1 MiB).
+    var clientBufferBytes = 1 << 20
+    /// Subscriptions one connection may hold (`--max-channels-per-connection`, default 128).
+    var maxChannelsPerConnection = 128
+    /// Silence after which a WebSocket client is pinged; twice this and it is dropped (`--ws-ping-interval`).
+    var webSocketPingInterval: TimeAmount = .seconds(20)
+    /// Interval of SSE heartbeat comments (`--sse-heartbeat`).
+    var sseHeartbeatInterval: TimeAmount = .seconds(15)
+    /// Delay before a batch of deliveries is written and flushed (`--flush-interval`, default 1 ms): a
+    /// bounded latency cost that lets one `writev` carry many messages.
+    var flushDelay: TimeAmount = .milliseconds(1)
+
+    /// A WebSocket request carries the payload inside JSON, perhaps as base64 (4/3 larger), so the frame
+    /// limit is above the payload limit.
+    var maxWebSocketMessageSize: Int { maxMessageSize / 3 * 4 + 8 * 1024 }
+}

@@ -1,0 +1,166 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import StormCore
+
+/// Holds one broker subscription per channel that has local subscribers, and routes each broker message
+/// to the event loops whose sessions want it.
+///
+/// Interest is counted per loop: the broker subscription starts with the first local subscriber of a
+/// channel and ends with the last, and a message is handed only to the loops that have a subscriber.
+final class ChannelRouter: Sendable {
+    private let broker: any MessageBroker
+    private let hubs: [LoopHub]
+    private let hubByLoop: [ObjectIdentifier: LoopHub]
+    private let metrics: GatewayMetrics
+    private let logger: Logger
+    private let allocator = ByteBufferAllocator()
+
+    /// One channel's interest. Broker callbacks capture the entry itself, so a delivery reads the loop
+    /// counts without a table lookup, and an entry that was replaced (unsubscribe, then subscribe again
+    /// while the broker was still busy) delivers nothing.
+    private final class Entry: @unchecked Sendable {
+        // @unchecked: every mutable field is read and written under `ChannelRouter.table`'s lock.
+        enum State {
+            case pending([EventLoopPromise<Void>])
+            case active(any BrokerSubscription)
+            case released
+        }
+        let channel: ChannelName
+        var loopCounts: [Int]
+        var state: State
+
+        init(channel: ChannelName, loops: Int) {
+            self.channel = channel
+            self.loopCounts = Array(repeating: 0, count: loops)
+            self.state = .pending([])
+        }
+    }
+
+    private let table = NIOLockedValueBox<[ChannelName: Entry]>([:])
+
+    init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger) {
+        self.broker = broker
+        self.hubs = hubs
+        var byLoop: [ObjectIdentifier: LoopHub] = [:]
+        for hub in hubs { byLoop[ObjectIdentifier(hub.eventLoop)] = hub }
+        self.hubByLoop = byLoop
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// The hub of the loop a connection lives on.
+    func hub(for eventLoop: any EventLoop) -> LoopHub? {
+        hubByLoop[ObjectIdentifier(eventLoop)]
+    }
+
+    /// Channels with a live broker subscription (for `storm_broker_subscriptions`).
+    var activeChannelCount: Int {
+        table.withLockedValue { $0.count }
+    }
+
+    /// Counts one more subscriber of `channel` on `hub`'s loop. The future succeeds on that loop once the
+    /// broker delivers the channel's messages, and fails with the broker's error when it cannot.
+    func retain(_ channel: ChannelName, on hub: LoopHub) -> EventLoopFuture<Void> {
+        let promise = hub.eventLoop.makePromise(of: Void.self)
+        let startSubscription: Entry? = table.withLockedValue { table in
+            let entry: Entry
+            var created = false
+            if let existing = table[channel] {
+                entry = existing
+            } else {
+                entry = Entry(channel: channel, loops: hubs.count)
+                table[channel] = entry
+                created = true
+            }
+            entry.loopCounts[hub.index] += 1
+            switch entry.state {
+            case .pending(var waiters):
+                waiters.append(promise)
+                entry.state = .pending(waiters)
+            case .active:
+                promise.succeed(())
+            case .released:
+                promise.fail(StormError(.internalError, "channel '\(channel)' was released while in use"))
+            }
+            return created ? entry : nil
+        }
+        if let entry = startSubscription {
+            Task { await self.subscribe(entry) }
+        }
+        return promise.futureResult
+    }
+
+    /// Counts one subscriber fewer; the last one on every loop ends the broker subscription.
+    func release(_ channel: ChannelName, on hub: LoopHub) {
+        let toCancel: (any BrokerSubscription)? = table.withLockedValue { table in
+            guard let entry = table[channel], entry.loopCounts[hub.index] > 0 else { return nil }
+            entry.loopCounts[hub.index] -= 1
+            guard entry.loopCounts.allSatisfy({ $0 == 0 }) else { return nil }
+            table[channel] = nil
+            switch entry.state {
+            case .active(let subscription):
+                entry.state = .released
+                return subscription
+            case .pending(let waiters):
+                // The subscription is still being made: `subscribe` cancels it when it lands.
+                entry.state = .released
+                for waiter in waiters { waiter.fail(StormError(.internalError, "unsubscribed before the subscription started")) }
+                return nil
+            case .released:
+                return nil
+            }
+        }
+        toCancel?.cancel()
+    }
+
+    private func subscribe(_ entry: Entry) async {
+        let result: Result<any BrokerSubscription, StormError>
+        do {
+            let subscription = try await broker.subscribe(to: entry.channel) { [weak self, entry] envelope in
+                self?.route(envelope, for: entry)
+            }
+            result = .success(subscription)
+        } catch {
+            result = .failure(error)
+        }
+        let (waiters, orphan): ([EventLoopPromise<Void>], (any BrokerSubscription)?) = table.withLockedValue { table in
+            guard case .pending(let waiters) = entry.state else {
+                // Released while we were subscribing: nobody wants it any more.
+                if case .success(let subscription) = result { return ([], subscription) }
+                return ([], nil)
+            }
+            switch result {
+            case .success(let subscription):
+                entry.state = .active(subscription)
+            case .failure:
+                entry.state = .released
+                if table[entry.channel] === entry { table[entry.channel] = nil }
+            }
+            return (waiters, nil)
+        }
+        orphan?.cancel()
+        switch result {
+        case .success:
+            for waiter in waiters { waiter.succeed(()) }
+        case .failure(let error):
+            logger.warning("broker subscription failed", metadata: ["storm.channel": "\(entry.channel)", "error": "\(error)"])
+            for waiter in waiters { waiter.fail(error) }
+        }
+    }
+
+    /// Runs on the broker's delivery thread: frames the message once and hands it to each interested loop.
+    private func route(_ envelope: ByteBuffer, for entry: Entry) {
+        metrics.brokerMessagesReceived.increment()
+        guard let delivery = Delivery(envelope: envelope, channel: entry.channel, allocator: allocator) else {
+            metrics.droppedMalformed.increment()
+            logger.debug("dropped a message that is not a STORM envelope", metadata: ["storm.channel": "\(entry.channel)"])
+            return
+        }
+        // Copy the counts out so the lock is not held while enqueueing.
+        let counts = table.withLockedValue { _ in entry.loopCounts }
+        for (index, count) in counts.enumerated() where count > 0 {
+            hubs[index].enqueue(delivery)
+        }
+    }
+}

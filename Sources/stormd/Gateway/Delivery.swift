@@ -1,0 +1,164 @@
+import NIOCore
+import StormCore
+
+/// One message ready for fan-out: the envelope framed once per transport, shared by every subscriber.
+///
+/// Building both frames costs two small copies per message per gateway; writing the same `ByteBuffer` to
+/// ten thousand connections then costs a reference-count increment each, with no encoding on the loops.
+struct Delivery: Sendable {
+    let channel: ChannelName
+    /// A complete unmasked WebSocket text frame (header and payload).
+    let webSocketFrame: ByteBuffer
+    /// A complete HTTP/1.1 chunk holding one Server-Sent Event.
+    let sseChunk: ByteBuffer
+    /// When the publishing gateway accepted the message (µs since the epoch), for the fan-out latency.
+    let publishedAtMicros: UInt64
+
+    /// Frames an envelope received from the broker; `nil` when the bytes are not a STORM envelope (another
+    /// program publishing on STORM's subjects), which the caller counts and drops.
+    init?(envelope: ByteBuffer, channel: ChannelName, allocator: ByteBufferAllocator) {
+        guard let fields = EnvelopeFields(envelope) else { return nil }
+        self.channel = channel
+        self.publishedAtMicros = fields.timestampMicros
+        self.webSocketFrame = WebSocketWire.textFrame(payload: envelope, allocator: allocator)
+        self.sseChunk = SSEWire.eventChunk(id: fields.id, envelope: envelope, allocator: allocator)
+    }
+}
+
+/// The two envelope fields the gateway needs without parsing the whole JSON: the message id (SSE `id:`)
+/// and the publish timestamp. Envelopes are written by `Envelope.encoded()`, whose field order is fixed.
+struct EnvelopeFields {
+    let id: ByteBufferView
+    let timestampMicros: UInt64
+
+    init?(_ envelope: ByteBuffer) {
+        let view = envelope.readableBytesView
+        guard view.first == UInt8(ascii: "{"), view.last == UInt8(ascii: "}"),
+            let idStart = Self.valueStart(of: Self.idKey, in: view),
+            let idEnd = view[idStart...].firstIndex(of: UInt8(ascii: "\"")),
+            let tsStart = Self.valueStart(of: Self.tsKey, in: view)
+        else { return nil }
+        var index = tsStart
+        var millis: UInt64 = 0
+        var digits = 0
+        while index < view.endIndex, let digit = Self.digit(view[index]), digits < 16 {
+            millis = millis * 10 + digit
+            index += 1
+            digits += 1
+        }
+        guard digits > 0 else { return nil }
+        var micros = millis * 1000
+        if index < view.endIndex, view[index] == UInt8(ascii: ".") {
+            index += 1
+            var scale: UInt64 = 100
+            while index < view.endIndex, let digit = Self.digit(view[index]) {
+                micros += digit * scale
+                scale /= 10
+                index += 1
+            }
+        }
+        self.id = view[idStart..<idEnd]
+        self.timestampMicros = micros
+    }
+
+    private static let idKey = Array(#","id":""#.utf8)
+    private static let tsKey = Array(#","ts":"#.utf8)
+
+    @inline(__always)
+    private static func digit(_ byte: UInt8) -> UInt64? {
+        byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") ? UInt64(byte - UInt8(ascii: "0")) : nil
+    }
+
+    /// Index just after the first occurrence of `key`; envelopes put `id` and `ts` before the payload, so the
+    /// first match is the envelope's own field, never one inside `data`.
+    private static func valueStart(of key: [UInt8], in view: ByteBufferView) -> Int? {
+        guard let first = key.first else { return nil }
+        var index = view.startIndex
+        let end = view.endIndex - key.count
+        while index <= end {
+            if view[index] == first {
+                var matched = true
+                for offset in 1..<key.count where view[index + offset] != key[offset] {
+                    matched = false
+                    break
+                }
+                if matched { return index + key.count }
+            }
+            index += 1
+        }
+        return nil
+    }
+}
+
+/// Server-side WebSocket framing (RFC 6455 section 5.2). Server frames are never masked, so a frame is a
+/// 2-to-10-byte header and the payload: written once here and then shared.
+enum WebSocketWire {
+    static func frame(opcode: UInt8, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let length = payload.readableBytes
+        var frame = allocator.buffer(capacity: length + 10)
+        frame.writeInteger(0x80 | opcode)  // FIN + opcode
+        if length < 126 {
+            frame.writeInteger(UInt8(length))
+        } else if length <= Int(UInt16.max) {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(length))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(length))
+        }
+        frame.writeImmutableBuffer(payload)
+        return frame
+    }
+
+    static func textFrame(payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        frame(opcode: 0x1, payload: payload, allocator: allocator)
+    }
+
+    static func closeFrame(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var payload = allocator.buffer(capacity: 2 + reason.utf8.count)
+        payload.writeInteger(code)
+        // Control frames carry at most 125 bytes: cut the reason on a character boundary.
+        var budget = 123
+        for scalar in reason.unicodeScalars {
+            let size = String(scalar).utf8.count
+            if size > budget { break }
+            budget -= size
+            payload.writeString(String(scalar))
+        }
+        return frame(opcode: 0x8, payload: payload, allocator: allocator)
+    }
+}
+
+/// Server-Sent Events framing inside HTTP/1.1 chunked transfer encoding: each event is one complete chunk,
+/// so the same bytes go to every SSE subscriber as they are.
+enum SSEWire {
+    static func eventChunk(id: ByteBufferView, envelope: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let bodyLength = 4 + id.count + 1 + 15 + 6 + envelope.readableBytes + 2
+        var chunk = allocator.buffer(capacity: bodyLength + 12)
+        chunk.writeString(String(bodyLength, radix: 16))
+        chunk.writeStaticString("\r\nid: ")
+        chunk.writeBytes(id)
+        chunk.writeStaticString("\nevent: message\ndata: ")
+        chunk.writeImmutableBuffer(envelope)
+        chunk.writeStaticString("\n\n\r\n")
+        return chunk
+    }
+
+    /// A comment event: keeps proxies from timing the stream out and finds dead peers.
+    static func commentChunk(_ text: String, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let body = ": \(text)\n\n"
+        var chunk = allocator.buffer(capacity: body.utf8.count + 12)
+        chunk.writeString(String(body.utf8.count, radix: 16))
+        chunk.writeStaticString("\r\n")
+        chunk.writeString(body)
+        chunk.writeStaticString("\r\n")
+        return chunk
+    }
+
+    /// The last chunk of a chunked body.
+    static func terminator(allocator: ByteBufferAllocator) -> ByteBuffer {
+        var chunk = allocator.buffer(capacity: 5)
+        chunk.writeStaticString("0\r\n\r\n")
+        return chunk
+    }
+}

@@ -1,0 +1,38 @@
+import Logging
+import NIOCore
+import StormCore
+
+/// What every connection handler of one gateway shares. Created once per gateway.
+final class GatewayContext: Sendable {
+    let router: ChannelRouter
+    let publisher: Publisher
+    let metrics: GatewayMetrics
+    let limits: GatewayLimits
+    let state: GatewayState
+    let broker: any MessageBroker
+    let logger: Logger
+
+    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, logger: Logger) {
+        self.router = router
+        self.publisher = publisher
+        self.metrics = metrics
+        self.limits = limits
+        self.state = state
+        self.broker = broker
+        self.logger = logger
+    }
+
+    /// Validates channel names from a request, refusing the whole request on the first bad one.
+    func channels(from names: [String]) throws(StormError) -> [ChannelName] {
+        guard !names.isEmpty else { throw StormError(.badRequest, "no channel given") }
+        var result: [ChannelName] = []
+        for name in names {
+            let channel = try ChannelName(validating: name)
+            if !result.contains(channel) { result.append(channel) }
+        }
+        guard result.count <= limits.maxChannelsPerConnection else {
+            throw StormError(.tooManyChannels, "\(result.count) channels requested; a connection may hold at most \(limits.maxChannelsPerConnection) (--max-channels-per-connection)")
+        }
+        return result
+    }
+}

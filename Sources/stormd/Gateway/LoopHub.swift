@@ -1,0 +1,179 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import StormCore
+
+/// A client connection that receives fan-out: a WebSocket or an SSE session. Used only on its event loop.
+protocol FanoutSubscriber: AnyObject {
+    var transport: GatewayMetrics.Transport { get }
+
+    /// Queues one delivery without flushing; the hub flushes every session that answered
+    /// `.queuedFirst` once the batch is written.
+    func enqueue(_ delivery: Delivery) -> EnqueueOutcome
+
+    /// Writes what `enqueue` queued: one `writev` for everything since the last flush.
+    func flush()
+
+    /// Called about once a second by the hub: pings, heartbeats, dead-peer detection.
+    func tick(now: NIODeadline)
+
+    /// Closes the connection for a gateway shutdown (WebSocket close 1001, SSE stream end).
+    func closeForShutdown()
+}
+
+enum EnqueueOutcome {
+    /// Queued, and the first write since the last flush: the hub must flush this session.
+    case queuedFirst
+    /// Queued behind writes that a flush is already due for.
+    case queued
+    /// Not queued, and nothing owed: the session is not streaming yet.
+    case skipped
+    /// Not queued: the connection is closed, or was just disconnected as too slow. The hub forgets it.
+    case closed
+}
+
+/// The subscribers of one event loop, and the inbox through which broker threads hand it messages.
+///
+/// An event loop owns its connections, so the subscriber table needs no lock: only the inbox, which
+/// broker threads fill, is locked. Messages are handed over in batches: the first message into an empty
+/// inbox schedules one drain `flushDelay` later, and every message arriving meanwhile rides along. The
+/// drain writes each message to every subscriber of its channel and then flushes each touched connection
+/// once, which is what turns one `send()` per message per subscriber into one per connection per batch.
+final class LoopHub: @unchecked Sendable {
+    // @unchecked: `subscribers`, `sessions`, `dirty` and `ticker` are only touched on `eventLoop`
+    // (asserted in debug builds); `inbox` is behind its lock.
+    let eventLoop: any EventLoop
+    let index: Int
+    private let flushDelay: TimeAmount
+    private let metrics: GatewayMetrics
+
+    private var subscribers: [ChannelName: [ObjectIdentifier: any FanoutSubscriber]] = [:]
+    private var sessions: [ObjectIdentifier: any FanoutSubscriber] = [:]
+    private var dirty: [any FanoutSubscriber] = []
+    private var ticker: RepeatedTask?
+
+    private struct Inbox {
+        var deliveries: [Delivery] = []
+        var drainScheduled = false
+    }
+    private let inbox = NIOLockedValueBox(Inbox())
+
+    init(eventLoop: any EventLoop, index: Int, flushDelay: TimeAmount, metrics: GatewayMetrics) {
+        self.eventLoop = eventLoop
+        self.index = index
+        self.flushDelay = flushDelay
+        self.metrics = metrics
+    }
+
+    /// Starts the once-a-second tick that drives pings and heartbeats for every session of this loop (one
+    /// timer per loop rather than one per connection keeps idle connections cheap).
+    func start() {
+        eventLoop.execute {
+            self.ticker = self.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                let now = NIODeadline.now()
+                for session in self.sessions.values { session.tick(now: now) }
+            }
+        }
+    }
+
+    // MARK: Sessions (on the loop)
+
+    func register(_ session: any FanoutSubscriber) {
+        eventLoop.preconditionInEventLoop()
+        sessions[ObjectIdentifier(session)] = session
+    }
+
+    func unregister(_ session: any FanoutSubscriber) {
+        eventLoop.preconditionInEventLoop()
+        sessions[ObjectIdentifier(session)] = nil
+    }
+
+    func add(_ session: any FanoutSubscriber, to channel: ChannelName) {
+        eventLoop.preconditionInEventLoop()
+        subscribers[channel, default: [:]][ObjectIdentifier(session)] = session
+    }
+
+    func remove(_ session: any FanoutSubscriber, from channel: ChannelName) {
+        eventLoop.preconditionInEventLoop()
+        subscribers[channel]?[ObjectIdentifier(session)] = nil
+        if subscribers[channel]?.isEmpty == true { subscribers[channel] = nil }
+    }
+
+    /// Closes every session of this loop for shutdown and stops the tick.
+    func closeAll() -> EventLoopFuture<Void> {
+        eventLoop.submit {
+            self.ticker?.cancel()
+            self.ticker = nil
+            for session in Array(self.sessions.values) { session.closeForShutdown() }
+        }
+    }
+
+    var sessionCount: EventLoopFuture<Int> { eventLoop.submit { self.sessions.count } }
+
+    // MARK: Deliveries (from broker threads)
+
+    func enqueue(_ delivery: Delivery) {
+        let mustSchedule = inbox.withLockedValue { inbox -> Bool in
+            inbox.deliveries.append(delivery)
+            if inbox.drainScheduled { return false }
+            inbox.drainScheduled = true
+            return true
+        }
+        guard mustSchedule else { return }
+        if flushDelay > .zero {
+            eventLoop.scheduleTask(in: flushDelay) { self.drain() }
+        } else {
+            eventLoop.execute { self.drain() }
+        }
+    }
+
+    private func drain() {
+        let batch = inbox.withLockedValue { inbox -> [Delivery] in
+            inbox.drainScheduled = false
+            return inbox.deliveries.swapAndClear()
+        }
+        var deliveredWebSocket: Int64 = 0
+        var deliveredSSE: Int64 = 0
+        var dropped: Int64 = 0
+        let nowMicros = unixMicrosNow()
+        var gone: [(ChannelName, ObjectIdentifier)] = []
+        for delivery in batch {
+            guard let targets = subscribers[delivery.channel] else { continue }
+            metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
+            for (key, session) in targets {
+                switch session.enqueue(delivery) {
+                case .queuedFirst:
+                    dirty.append(session)
+                    fallthrough
+                case .queued:
+                    if session.transport == .sse { deliveredSSE += 1 } else { deliveredWebSocket += 1 }
+                case .skipped:
+                    break
+                case .closed:
+                    dropped += 1
+                    gone.append((delivery.channel, key))
+                }
+            }
+        }
+        for (channel, key) in gone {
+            subscribers[channel]?[key] = nil
+            if subscribers[channel]?.isEmpty == true { subscribers[channel] = nil }
+        }
+        if !dirty.isEmpty {
+            for session in dirty { session.flush() }
+            dirty.removeAll(keepingCapacity: dirty.count < 65_536)
+        }
+        if deliveredWebSocket > 0 { metrics.deliveredWebSocket.increment(by: deliveredWebSocket) }
+        if deliveredSSE > 0 { metrics.deliveredSSE.increment(by: deliveredSSE) }
+        if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }
+    }
+}
+
+extension Array {
+    /// Returns the contents and leaves an empty array that keeps its capacity for the next batch.
+    fileprivate mutating func swapAndClear() -> [Element] {
+        var taken: [Element] = []
+        taken.reserveCapacity(Swift.min(count, 1024))
+        swap(&taken, &self)
+        return taken
+    }
+}

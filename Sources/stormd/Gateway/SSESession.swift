@@ -1,0 +1,157 @@
+import NIOCore
+import NIOHTTP1
+import StormCore
+
+/// One Server-Sent Events client (`GET /events?subject=…`).
+///
+/// The response head is sent only once every channel's deliveries have started, so a client that sees
+/// the stream open misses nothing published afterwards; a failure before that is an ordinary HTTP error.
+/// Events are pre-encoded HTTP chunks written below NIO's `HTTPResponseEncoder`, shared by every
+/// subscriber like WebSocket frames.
+final class SSESession: ChannelInboundHandler, FanoutSubscriber {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let transport = GatewayMetrics.Transport.sse
+
+    private enum State {
+        case starting
+        case streaming
+        case closed
+    }
+
+    private let gateway: GatewayContext
+    private let hub: LoopHub
+    private let requested: [ChannelName]
+    private let keepAlive: Bool
+    private let channels: SessionChannels
+    private var state = State.starting
+    private var context: ChannelHandlerContext?
+    private var writer: ChannelHandlerContext?
+    private var flushPending = false
+    private var lastHeartbeat = NIODeadline.now()
+    private var counted = false
+
+    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool) {
+        self.gateway = gateway
+        self.hub = hub
+        self.requested = channels
+        self.keepAlive = keepAlive
+        self.channels = SessionChannels(hub: hub, router: gateway.router)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
+        hub.register(self)
+        channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
+            switch outcome {
+            case .success: self.startStreaming()
+            case .failure(let error): self.fail(error)
+            }
+        }
+    }
+
+    private func startStreaming() {
+        guard state == .starting, let context, let writer else { return }
+        state = .streaming
+        counted = true
+        gateway.metrics.sseConnections.increment()
+        gateway.metrics.sseAccepted.increment()
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "text/event-stream; charset=utf-8")
+        headers.add(name: "Cache-Control", value: "no-cache")
+        headers.add(name: "Transfer-Encoding", value: "chunked")
+        headers.add(name: "X-Accel-Buffering", value: "no")
+        context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        // `retry` tells EventSource how soon to reconnect; the comment shows the stream is live.
+        var opening = ByteBuffer(string: "retry: 2000\n: connected\n\n")
+        var chunk = ByteBuffer(string: String(opening.readableBytes, radix: 16) + "\r\n")
+        chunk.writeBuffer(&opening)
+        chunk.writeString("\r\n")
+        writer.writeAndFlush(NIOAny(chunk), promise: nil)
+        lastHeartbeat = .now()
+    }
+
+    private func fail(_ error: any Error) {
+        guard state == .starting, let context else { return }
+        state = .closed
+        let stormError = (error as? StormError) ?? StormError(.internalError, "\(error)")
+        gateway.metrics.countClientError(stormError.code)
+        HTTPResponder.respond(context: context, error: stormError, keepAlive: false)
+        channels.removeAll(session: self)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // The request's remaining parts (and anything pipelined after it) are ignored: this connection
+        // now only streams.
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+    }
+
+    private func tearDown() {
+        guard context != nil else { return }
+        state = .closed
+        channels.removeAll(session: self)
+        hub.unregister(self)
+        if counted { gateway.metrics.sseConnections.decrement() }
+        counted = false
+        context = nil
+        writer = nil
+    }
+
+    // MARK: Fan-out
+
+    func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
+        guard let context, let writer else { return .closed }
+        switch state {
+        case .starting: return .skipped  // the head is not out yet; nothing published before it is owed
+        case .closed: return .closed
+        case .streaming: break
+        }
+        guard context.channel.isWritable else {
+            gateway.metrics.slowSSEDisconnects.increment()
+            gateway.logger.info("disconnecting slow SSE client", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
+            state = .closed
+            context.close(promise: nil)
+            return .closed
+        }
+        writer.write(NIOAny(delivery.sseChunk), promise: nil)
+        if flushPending { return .queued }
+        flushPending = true
+        return .queuedFirst
+    }
+
+    func flush() {
+        guard flushPending else { return }
+        flushPending = false
+        writer?.flush()
+    }
+
+    func tick(now: NIODeadline) {
+        guard state == .streaming, let writer, now - lastHeartbeat >= gateway.limits.sseHeartbeatInterval else { return }
+        lastHeartbeat = now
+        writer.writeAndFlush(NIOAny(SSEWire.commentChunk("heartbeat", allocator: allocator)), promise: nil)
+    }
+
+    func closeForShutdown() {
+        guard let context, let writer else { return }
+        guard state == .streaming else {
+            state = .closed
+            return context.close(promise: nil)
+        }
+        state = .closed
+        let written = context.eventLoop.makePromise(of: Void.self)
+        writer.writeAndFlush(NIOAny(SSEWire.terminator(allocator: allocator)), promise: written)
+        written.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
+    }
+
+    private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+}

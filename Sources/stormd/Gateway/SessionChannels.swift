@@ -1,0 +1,56 @@
+import NIOCore
+import StormCore
+
+/// The channels one session subscribes to, kept in step with its loop's hub and the router's counts.
+///
+/// A channel is in `counted` from the moment the router counted it until the session releases it; when
+/// the router's future fails the interest was never counted, so it is dropped without a release.
+final class SessionChannels {
+    private var counted: Set<ChannelName> = []
+    private let hub: LoopHub
+    private let router: ChannelRouter
+
+    init(hub: LoopHub, router: ChannelRouter) {
+        self.hub = hub
+        self.router = router
+    }
+
+    var count: Int { counted.count }
+
+    func contains(_ channel: ChannelName) -> Bool { counted.contains(channel) }
+
+    /// Subscribes `session` to every channel not yet held; succeeds once deliveries have started for all,
+    /// fails with the first error (channels that did start stay subscribed).
+    func subscribe(_ channels: [ChannelName], session: any FanoutSubscriber) -> EventLoopFuture<Void> {
+        let loop = hub.eventLoop
+        var pending: [EventLoopFuture<Void>] = []
+        for channel in channels where !counted.contains(channel) {
+            counted.insert(channel)
+            hub.add(session, to: channel)
+            let future = router.retain(channel, on: hub).assumeIsolated().flatMapErrorThrowing { [self] error in
+                // Not counted by the router: forget it here too, unless the session let go already.
+                if self.counted.remove(channel) != nil { self.hub.remove(session, from: channel) }
+                throw error
+            }.nonisolated()
+            pending.append(future)
+        }
+        return EventLoopFuture.andAllSucceed(pending, on: loop)
+    }
+
+    /// Returns whether the session held the channel.
+    @discardableResult
+    func unsubscribe(_ channel: ChannelName, session: any FanoutSubscriber) -> Bool {
+        guard counted.remove(channel) != nil else { return false }
+        hub.remove(session, from: channel)
+        router.release(channel, on: hub)
+        return true
+    }
+
+    func removeAll(session: any FanoutSubscriber) {
+        for channel in counted {
+            hub.remove(session, from: channel)
+            router.release(channel, on: hub)
+        }
+        counted.removeAll()
+    }
+}

@@ -1,0 +1,382 @@
+import Foundation
+import NIOCore
+import NIOWebSocket
+import StormCore
+
+/// One WebSocket client: RFC 6455 framing rules, the JSON request protocol of docs/protocol.md, and
+/// fan-out writes.
+///
+/// Frames are decoded by NIO's `WebSocketFrameDecoder`. Everything this handler sends is pre-encoded
+/// frame bytes written through the context of NIO's `WebSocketFrameEncoder`, that is, below it: fan-out
+/// frames are encoded once per message and shared by every subscriber, which the encoder (one header
+/// buffer per frame per connection) would undo.
+final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
+    typealias InboundIn = WebSocketFrame
+
+    let transport = GatewayMetrics.Transport.webSocket
+
+    private let gateway: GatewayContext
+    private let hub: LoopHub
+    private let channels: SessionChannels
+    private var context: ChannelHandlerContext?
+    /// Where pre-encoded frames are written: the encoder's context, so they skip the encoder.
+    private var writer: ChannelHandlerContext?
+    private var fragments: ByteBuffer?
+    private var closing = false
+    private var flushPending = false
+    private var lastInbound = NIODeadline.now()
+    private var pingSentAt: NIODeadline?
+
+    init(gateway: GatewayContext, hub: LoopHub) {
+        self.gateway = gateway
+        self.hub = hub
+        self.channels = SessionChannels(hub: hub, router: gateway.router)
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.writer = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+        hub.register(self)
+        gateway.metrics.webSocketConnections.increment()
+        gateway.metrics.webSocketAccepted.increment()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+    }
+
+    private func tearDown() {
+        guard self.context != nil else { return }
+        channels.removeAll(session: self)
+        hub.unregister(self)
+        gateway.metrics.webSocketConnections.decrement()
+        self.context = nil
+        self.writer = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case NIOWebSocketError.invalidFrameLength:
+            close(code: 1009, reason: "frame larger than \(gateway.limits.maxWebSocketMessageSize) bytes")
+        case let error as NIOWebSocketError:
+            close(code: 1002, reason: "protocol error: \(error)")
+        default:
+            gateway.logger.debug("websocket connection error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Fan-out
+
+    func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
+        guard !closing, let context, let writer else { return .closed }
+        guard context.channel.isWritable else {
+            disconnectSlowClient(context: context)
+            return .closed
+        }
+        writer.write(NIOAny(delivery.webSocketFrame), promise: nil)
+        if flushPending { return .queued }
+        flushPending = true
+        return .queuedFirst
+    }
+
+    func flush() {
+        guard flushPending else { return }
+        flushPending = false
+        writer?.flush()
+    }
+
+    func tick(now: NIODeadline) {
+        guard !closing else { return }
+        let interval = gateway.limits.webSocketPingInterval
+        if now - lastInbound > interval * 2 {
+            close(code: 1001, reason: "no traffic for \(interval.nanoseconds * 2 / 1_000_000_000) s")
+        } else if now - lastInbound > interval, pingSentAt == nil {
+            pingSentAt = now
+            send(WebSocketWire.frame(opcode: 0x9, payload: ByteBuffer(), allocator: allocator))
+        }
+    }
+
+    func closeForShutdown() {
+        close(code: 1001, reason: "gateway shutting down")
+    }
+
+    private func disconnectSlowClient(context: ChannelHandlerContext) {
+        gateway.metrics.slowWebSocketDisconnects.increment()
+        gateway.logger.info(
+            "disconnecting slow websocket client",
+            metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.client_buffer": "\(gateway.limits.clientBufferBytes)"])
+        // The client is not reading, so a close frame would queue behind the backlog: drop the connection.
+        closing = true
+        context.close(promise: nil)
+    }
+
+    // MARK: Inbound frames
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = Self.unwrapInboundIn(data)
+        lastInbound = .now()
+        pingSentAt = nil
+        if closing {
+            // After our close frame only the peer's close matters (RFC 6455 section 5.5.1).
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
+        guard frame.maskKey != nil else {
+            return close(code: 1002, reason: "client frames must be masked")
+        }
+        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
+            return close(code: 1002, reason: "reserved bits set but no extension was negotiated")
+        }
+        switch frame.opcode {
+        case .ping:
+            send(WebSocketWire.frame(opcode: 0xA, payload: frame.unmaskedData, allocator: allocator))
+        case .pong:
+            break
+        case .connectionClose:
+            answerClose(frame.unmaskedData)
+        case .text:
+            guard fragments == nil else {
+                return close(code: 1002, reason: "a new message started before the fragmented one ended")
+            }
+            if frame.fin {
+                handleMessage(frame.unmaskedData)
+            } else {
+                fragments = frame.unmaskedData
+            }
+        case .continuation:
+            guard var message = fragments else {
+                return close(code: 1002, reason: "continuation frame with no message to continue")
+            }
+            var piece = frame.unmaskedData
+            guard message.readableBytes + piece.readableBytes <= gateway.limits.maxWebSocketMessageSize else {
+                fragments = nil
+                return close(code: 1009, reason: "message larger than \(gateway.limits.maxWebSocketMessageSize) bytes")
+            }
+            fragments = nil  // release our reference so the append does not copy
+            message.writeBuffer(&piece)
+            if frame.fin {
+                handleMessage(message)
+            } else {
+                fragments = message
+            }
+        case .binary:
+            close(code: 1003, reason: "binary frames are not supported: send JSON requests in text frames")
+        default:
+            close(code: 1002, reason: "unknown opcode \(frame.opcode)")
+        }
+    }
+
+    private func answerClose(_ payload: ByteBuffer) {
+        var payload = payload
+        guard payload.readableBytes != 0 else {
+            return close(code: 1000, reason: "")
+        }
+        guard let code = payload.readInteger(as: UInt16.self) else {
+            return close(code: 1002, reason: "close frame with a 1-byte payload")
+        }
+        guard Self.isValidReceivedCloseCode(code) else {
+            return close(code: 1002, reason: "invalid close code \(code)")
+        }
+        guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+            return close(code: 1007, reason: "close reason is not valid UTF-8")
+        }
+        close(code: code, reason: "")
+    }
+
+    /// Codes a peer may send (RFC 6455 section 7.4.1 and the IANA registry); 1005, 1006 and 1015 are
+    /// reserved for reporting and must never appear on the wire.
+    static func isValidReceivedCloseCode(_ code: UInt16) -> Bool {
+        switch code {
+        case 1000...1003, 1007...1014, 3000...4999: return true
+        default: return false
+        }
+    }
+
+    // MARK: Requests
+
+    private func handleMessage(_ message: ByteBuffer) {
+        let bytes = Array(message.readableBytesView)
+        guard String(validating: bytes, as: UTF8.self) != nil else {
+            return close(code: 1007, reason: "text message is not valid UTF-8")
+        }
+        let members: [String: [UInt8]]
+        do {
+            members = try JSONScanner.objectMembers(bytes)
+        } catch {
+            return replyError(id: nil, StormError(.badRequest, "request is not a JSON object: \(error)"))
+        }
+        let id = Self.requestID(members["id"])
+        guard let rawOp = members["op"], let op = try? JSONScanner.string(rawOp) else {
+            return replyError(id: id, StormError(.badRequest, "request has no 'op' string (expected subscribe, unsubscribe, publish or ping)"))
+        }
+        do {
+            switch op {
+            case "subscribe": try subscribe(id: id, members: members)
+            case "unsubscribe": try unsubscribe(id: id, members: members)
+            case "publish": try publish(id: id, members: members)
+            case "ping": reply(id: id, result: #"{"pong":true}"#)
+            default:
+                throw StormError(.badRequest, "unknown op '\(op.prefix(32))' (expected subscribe, unsubscribe, publish or ping)")
+            }
+        } catch {
+            replyError(id: id, error)
+        }
+    }
+
+    /// A request id is echoed as sent when it is a number or a string, else as `null`.
+    private static func requestID(_ raw: [UInt8]?) -> [UInt8]? {
+        guard let raw, let first = raw.first, raw.count <= 128 else { return nil }
+        if first == UInt8(ascii: "\"") || first == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(first) {
+            return raw
+        }
+        return nil
+    }
+
+    private func channelNames(_ members: [String: [UInt8]]) throws(StormError) -> [ChannelName] {
+        var names: [String] = []
+        if let raw = members["channel"] {
+            guard let name = try? JSONScanner.string(raw) else { throw StormError(.badRequest, "'channel' must be a string") }
+            names.append(name)
+        }
+        if let raw = members["channels"] {
+            guard let list = try? JSONScanner.stringArray(raw) else {
+                throw StormError(.badRequest, "'channels' must be an array of strings")
+            }
+            names += list
+        }
+        guard !names.isEmpty else { throw StormError(.badRequest, "request names no 'channel' or 'channels'") }
+        return try gateway.channels(from: names)
+    }
+
+    private func subscribe(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
+        let requested = try channelNames(members)
+        let newCount = requested.filter { !channels.contains($0) }.count
+        guard channels.count + newCount <= gateway.limits.maxChannelsPerConnection else {
+            throw StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(newCount) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)")
+        }
+        let result = Self.channelList(requested)
+        channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
+            switch outcome {
+            case .success: self.reply(id: id, result: result)
+            case .failure(let error): self.replyError(id: id, error)
+            }
+        }
+    }
+
+    private func unsubscribe(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
+        let requested = try channelNames(members)
+        for channel in requested { channels.unsubscribe(channel, session: self) }
+        reply(id: id, result: Self.channelList(requested))
+    }
+
+    private func publish(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
+        guard let rawChannel = members["channel"], let name = try? JSONScanner.string(rawChannel) else {
+            throw StormError(.badRequest, "publish needs a 'channel' string")
+        }
+        let channel = try ChannelName(validating: name)
+        guard let data = members["data"] else { throw StormError(.badRequest, "publish needs 'data'") }
+        let payload: [UInt8]
+        let encoding: PayloadEncoding
+        if let rawEncoding = members["encoding"] {
+            guard (try? JSONScanner.string(rawEncoding)) == "base64" else {
+                throw StormError(.badRequest, "'encoding' must be \"base64\" (or absent)")
+            }
+            guard let text = try? JSONScanner.string(data), let bytes = Data(base64Encoded: text) else {
+                throw StormError(.badRequest, "'data' is not a valid base64 string")
+            }
+            payload = Array(bytes)
+            encoding = .base64
+        } else if data.first == UInt8(ascii: "\"") {
+            guard let text = try? JSONScanner.string(data) else { throw StormError(.badRequest, "'data' is not a valid JSON string") }
+            payload = Array(text.utf8)
+            encoding = .text
+        } else {
+            payload = data
+            encoding = .json
+        }
+        try gateway.publisher.checkSize(payload.count)
+        guard let context else { return }
+        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
+        Self.publishInBackground(payload, encoding: encoding, on: channel, publisher: gateway.publisher, session: session, requestID: id)
+    }
+
+    /// Publishes off the event loop and answers on it.
+    private static func publishInBackground(
+        _ payload: [UInt8], encoding: PayloadEncoding, on channel: ChannelName, publisher: Publisher,
+        session: NIOLoopBound<WebSocketSession>, requestID id: [UInt8]?
+    ) {
+        Task {
+            let outcome: Result<Envelope, any Error>
+            do {
+                outcome = .success(try await publisher.publish(payload, encoding: encoding, on: channel, via: .webSocket))
+            } catch {
+                outcome = .failure(error)
+            }
+            session.eventLoop.execute {
+                switch outcome {
+                case .success(let envelope): session.value.reply(id: id, result: Self.publishResult(envelope))
+                case .failure(let error): session.value.replyError(id: id, error)
+                }
+            }
+        }
+    }
+
+    static func publishResult(_ envelope: Envelope) -> String {
+        "{\"id\":\(JSONWriter.quoted(envelope.id)),\"channel\":\(JSONWriter.quoted(envelope.channel.rawValue)),\"ts\":\(Envelope.formatTimestamp(envelope.timestampMicros))}"
+    }
+
+    private static func channelList(_ channels: [ChannelName]) -> String {
+        "{\"channels\":[" + channels.map { JSONWriter.quoted($0.rawValue) }.joined(separator: ",") + "]}"
+    }
+
+    // MARK: Writing
+
+    private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }
+
+    private func reply(id: [UInt8]?, result: String) {
+        var json = ByteBuffer(string: "{\"type\":\"reply\",\"id\":")
+        json.writeBytes(id ?? Array("null".utf8))
+        json.writeString(",\"result\":\(result)}")
+        send(WebSocketWire.textFrame(payload: json, allocator: allocator))
+    }
+
+    private func replyError(id: [UInt8]?, _ error: any Error) {
+        let stormError = (error as? StormError) ?? StormError(.internalError, "unexpected error: \(error)")
+        gateway.metrics.countClientError(stormError.code)
+        var json = ByteBuffer(string: "{\"type\":\"error\",\"id\":")
+        json.writeBytes(id ?? Array("null".utf8))
+        json.writeString(",\(stormError.jsonBody.dropFirst())")
+        send(WebSocketWire.textFrame(payload: json, allocator: allocator))
+    }
+
+    /// Writes and flushes a frame now (replies and control frames do not wait for the fan-out batch).
+    private func send(_ frame: ByteBuffer) {
+        guard !closing, let writer else { return }
+        writer.write(NIOAny(frame), promise: nil)
+        flushPending = false
+        writer.flush()
+    }
+
+    /// Sends a close frame and closes the connection once it is written.
+    private func close(code: UInt16, reason: String) {
+        guard !closing, let context, let writer else { return }
+        closing = true
+        fragments = nil
+        if code == 1002 || code == 1007 || code == 1009 || code == 1003 {
+            gateway.metrics.countClientError(.protocolViolation)
+        }
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        writer.writeAndFlush(NIOAny(WebSocketWire.closeFrame(code: code, reason: reason, allocator: allocator)), promise: promise)
+        promise.futureResult.assumeIsolated().whenComplete { [context] _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,250 @@
+import NIOCore
+import NIOHTTP1
+import StormCore
+
+/// The HTTP routes of a gateway (docs/protocol.md, "HTTP"). WebSocket upgrades to `/ws` are taken by
+/// NIO's upgrader before a request reaches this handler; `GET /events` hands the connection to an
+/// `SSESession`.
+final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private enum State {
+        case idle
+        case receiving(HTTPRequestHead, ByteBuffer)
+        /// The body passed the size limit: the rest is read and dropped, then 413 is answered.
+        case discarding(HTTPRequestHead)
+        /// Answered from the head alone (a refused event stream): the rest of the request is skipped.
+        case answered
+        case responding
+    }
+
+    private let gateway: GatewayContext
+    private let hub: LoopHub
+    private var state = State.idle
+
+    init(gateway: GatewayContext, hub: LoopHub) {
+        self.gateway = gateway
+        self.hub = hub
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch (Self.unwrapInboundIn(data), state) {
+        case (.head(let head), .idle):
+            let target = RequestTarget(head.uri)
+            if head.method == .GET, target.path == "/events" {
+                return startEventStream(context: context, head: head, target: target)
+            }
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > gateway.limits.maxMessageSize {
+                state = .discarding(head)
+                return
+            }
+            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
+        case (.body(var chunk), .receiving(let head, var body)):
+            if body.readableBytes + chunk.readableBytes > gateway.limits.maxMessageSize {
+                state = .discarding(head)
+            } else {
+                state = .idle  // drop our reference so the append does not copy
+                body.writeBuffer(&chunk)
+                state = .receiving(head, body)
+            }
+        case (.end, .receiving(let head, let body)):
+            state = .responding
+            route(context: context, head: head, body: body)
+        case (.end, .discarding(let head)):
+            state = .responding
+            respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"))
+        case (.body, .discarding), (.body, .answered):
+            break
+        case (.end, .answered):
+            state = .idle
+        default:
+            // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream.
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Routes
+
+    private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
+        let target = RequestTarget(head.uri)
+        switch (target.path, head.method) {
+        case ("/publish", .POST):
+            publish(context: context, head: head, target: target, body: body)
+        case ("/healthz", .GET), ("/healthz", .HEAD):
+            respond(context: context, head: head, status: .ok, contentType: "text/plain; charset=utf-8", body: ByteBuffer(string: "ok\n"))
+        case ("/readyz", .GET), ("/readyz", .HEAD):
+            readiness(context: context, head: head)
+        case ("/metrics", .GET):
+            let text = gateway.metrics.exposition(brokerConnected: gateway.broker.isConnected, brokerSubscriptions: gateway.router.activeChannelCount)
+            respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
+        case ("/ws", .GET):
+            respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
+        case ("/publish", _), ("/healthz", _), ("/readyz", _), ("/metrics", _), ("/ws", _), ("/events", _):
+            respond(context: context, head: head, error: StormError(.methodNotAllowed, "\(head.method) is not allowed on \(target.path)"))
+        default:
+            respond(context: context, head: head, error: StormError(.notFound, "no route for \(target.path) (see docs/protocol.md)"))
+        }
+    }
+
+    private func readiness(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        if gateway.state.isDraining {
+            respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
+        } else if !gateway.broker.isConnected {
+            respond(context: context, head: head, error: StormError(.brokerUnavailable, "broker \(gateway.broker.endpointDescription) is not connected"))
+        } else {
+            let body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription))}\n"
+            respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: body))
+        }
+    }
+
+    private func publish(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer) {
+        let channel: ChannelName
+        do {
+            let names = target.values(of: "subject")
+            guard names.count == 1, let name = names.first else {
+                throw StormError(.badRequest, "POST /publish needs exactly one 'subject' query parameter naming the channel")
+            }
+            channel = try ChannelName(validating: name)
+        } catch {
+            return respond(context: context, head: head, error: error)
+        }
+        let payload = Array(body.readableBytesView)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        let publisher = gateway.publisher
+        Task {
+            let outcome: Result<Envelope, any Error>
+            do {
+                outcome = .success(try await publisher.publish(payload, on: channel, via: .http))
+            } catch {
+                outcome = .failure(error)
+            }
+            loop.execute {
+                let (handler, context) = bound.value
+                switch outcome {
+                case .success(let envelope):
+                    handler.respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: WebSocketSession.publishResult(envelope) + "\n"))
+                case .failure(let error):
+                    handler.respond(context: context, head: head, error: error)
+                }
+            }
+        }
+    }
+
+    private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) {
+        let channels: [ChannelName]
+        do {
+            guard !gateway.state.isDraining else { throw StormError(.shuttingDown, "the gateway is shutting down") }
+            let names = target.values(of: "subject") + target.values(of: "channel")
+            guard !names.isEmpty else { throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter") }
+            channels = try gateway.channels(from: names)
+        } catch {
+            respond(context: context, head: head, error: error)
+            state = .answered
+            return
+        }
+        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive)
+        do {
+            try context.pipeline.syncOperations.addHandler(session, position: .after(self))
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
+    // MARK: Responses
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: ByteBuffer) {
+        HTTPResponder.respond(context: context, status: status, contentType: contentType, body: head.method == .HEAD ? ByteBuffer() : body, keepAlive: head.isKeepAlive)
+        state = .idle
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error) {
+        let stormError = (error as? StormError) ?? StormError(.internalError, "unexpected error: \(error)")
+        gateway.metrics.countClientError(stormError.code)
+        // A request whose body we did not read to the end cannot keep its connection.
+        let keepAlive = head.isKeepAlive && stormError.code != .messageTooLarge
+        HTTPResponder.respond(context: context, error: stormError, keepAlive: keepAlive)
+        state = .idle
+    }
+}
+
+/// Writes complete HTTP responses; shared by the request handler and SSE sessions that fail to start.
+enum HTTPResponder {
+    static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        if body.readableBytes > 0 {
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
+        }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
+        }
+    }
+
+    static func respond(context: ChannelHandlerContext, error: StormError, keepAlive: Bool) {
+        respond(
+            context: context, status: HTTPResponseStatus(statusCode: error.code.httpStatus), contentType: "application/json",
+            body: ByteBuffer(string: error.jsonBody + "\n"), keepAlive: keepAlive)
+    }
+}
+
+/// A request target split into its path and decoded query parameters.
+struct RequestTarget {
+    let path: String
+    let query: [(name: String, value: String)]
+
+    init(_ uri: String) {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        path = String(parts.first ?? "")
+        var query: [(String, String)] = []
+        if parts.count > 1 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = Self.percentDecode(kv[0])
+                let value = kv.count > 1 ? Self.percentDecode(kv[1]) : ""
+                query.append((name, value))
+            }
+        }
+        self.query = query
+    }
+
+    func values(of name: String) -> [String] {
+        query.filter { $0.name == name }.map(\.value)
+    }
+
+    /// Decodes `%XX` and `+`; a malformed escape is kept literally (channel validation then refuses it).
+    static func percentDecode(_ text: Substring) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        var iterator = Array(text.utf8)[...]
+        while let byte = iterator.popFirst() {
+            if byte == UInt8(ascii: "+") {
+                bytes.append(UInt8(ascii: " "))
+            } else if byte == UInt8(ascii: "%"), iterator.count >= 2,
+                let high = hexValue(iterator[iterator.startIndex]), let low = hexValue(iterator[iterator.startIndex + 1])
+            {
+                bytes.append(high << 4 | low)
+                iterator = iterator.dropFirst(2)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Prometheus
+import StormCore
+
+/// Every metric a gateway exports, created once with fixed labels (never per user or per channel).
+///
+/// Names follow Prometheus conventions: `storm_` prefix, base units (seconds, bytes), counters end in
+/// `_total`. Each gateway owns its own registry, so tests can run several gateways in one process.
+final class GatewayMetrics: Sendable {
+    enum Transport: String, CaseIterable, Sendable {
+        case webSocket = "websocket"
+        case sse
+        case http
+    }
+
+    let registry = PrometheusCollectorRegistry()
+
+    let webSocketConnections: Gauge
+    let sseConnections: Gauge
+    let webSocketAccepted: Prometheus.Counter
+    let sseAccepted: Prometheus.Counter
+    let publishedHTTP: Prometheus.Counter
+    let publishedWebSocket: Prometheus.Counter
+    let deliveredWebSocket: Prometheus.Counter
+    let deliveredSSE: Prometheus.Counter
+    let droppedSlowClient: Prometheus.Counter
+    let droppedMalformed: Prometheus.Counter
+    let slowWebSocketDisconnects: Prometheus.Counter
+    let slowSSEDisconnects: Prometheus.Counter
+    let brokerMessagesReceived: Prometheus.Counter
+    let publishDuration: ValueHistogram
+    let fanoutLatency: ValueHistogram
+    let brokerConnected: Gauge
+    let brokerSubscriptions: Gauge
+    private let clientErrors: [StormError.Code: Prometheus.Counter]
+
+    /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
+    /// < 100 ms) sit in the dense middle.
+    static let latencyBuckets: [Double] = [
+        0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    ]
+
+    /// The codes a client can cause; counted under `storm_client_errors_total{code=…}`.
+    static let countedClientErrors: [StormError.Code] = [
+        .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
+        .protocolViolation, .brokerUnavailable,
+    ]
+
+    init(instanceID: String) {
+        let r = registry
+        webSocketConnections = r.makeGauge(name: "storm_connections", labels: [("transport", "websocket")], help: "Open client connections by transport.")
+        sseConnections = r.makeGauge(name: "storm_connections", labels: [("transport", "sse")], help: "Open client connections by transport.")
+        webSocketAccepted = r.makeCounter(name: "storm_connections_accepted_total", labels: [("transport", "websocket")], help: "Client connections accepted since start, by transport.")
+        sseAccepted = r.makeCounter(name: "storm_connections_accepted_total", labels: [("transport", "sse")], help: "Client connections accepted since start, by transport.")
+        publishedHTTP = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "http")], help: "Messages accepted from clients by this gateway, by transport.")
+        publishedWebSocket = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "websocket")], help: "Messages accepted from clients by this gateway, by transport.")
+        deliveredWebSocket = r.makeCounter(name: "storm_messages_delivered_total", labels: [("transport", "websocket")], help: "Messages written to client connections, by transport.")
+        deliveredSSE = r.makeCounter(name: "storm_messages_delivered_total", labels: [("transport", "sse")], help: "Messages written to client connections, by transport.")
+        droppedSlowClient = r.makeCounter(name: "storm_messages_dropped_total", labels: [("reason", "slow_client")], help: "Deliveries not made, by reason.")
+        droppedMalformed = r.makeCounter(name: "storm_messages_dropped_total", labels: [("reason", "malformed")], help: "Deliveries not made, by reason.")
+        slowWebSocketDisconnects = r.makeCounter(name: "storm_slow_client_disconnects_total", labels: [("transport", "websocket")], help: "Clients disconnected because their outbound buffer was full.")
+        slowSSEDisconnects = r.makeCounter(name: "storm_slow_client_disconnects_total", labels: [("transport", "sse")], help: "Clients disconnected because their outbound buffer was full.")
+        brokerMessagesReceived = r.makeCounter(name: "storm_broker_messages_received_total", help: "Messages received from the broker for local subscribers.")
+        publishDuration = r.makeValueHistogram(name: "storm_publish_duration_seconds", buckets: Self.latencyBuckets, help: "Time from receiving a publish to the broker accepting it.")
+        fanoutLatency = r.makeValueHistogram(name: "storm_fanout_latency_seconds", buckets: Self.latencyBuckets, help: "Time from a message's publish timestamp to its write to local subscribers.")
+        brokerConnected = r.makeGauge(name: "storm_broker_connected", help: "1 when the broker connection is up.")
+        brokerSubscriptions = r.makeGauge(name: "storm_broker_subscriptions", help: "Channels this gateway holds a broker subscription for.")
+        var errors: [StormError.Code: Prometheus.Counter] = [:]
+        for code in Self.countedClientErrors {
+            errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")
+        }
+        clientErrors = errors
+        r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
+    }
+
+    func countClientError(_ code: StormError.Code) {
+        clientErrors[code]?.increment()
+    }
+
+    func connections(_ transport: Transport) -> Gauge {
+        transport == .sse ? sseConnections : webSocketConnections
+    }
+
+    func delivered(_ transport: Transport) -> Prometheus.Counter {
+        transport == .sse ? deliveredSSE : deliveredWebSocket
+    }
+
+    /// The exposition text; `refresh` sets the gauges that are read rather than counted.
+    func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int) -> [UInt8] {
+        brokerConnected.set(Int64(connected ? 1 : 0))
+        brokerSubscriptions.set(Int64(subscriptions))
+        return registry.emitToBuffer()
+    }
+}

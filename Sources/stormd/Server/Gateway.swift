@@ -1,0 +1,162 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+#if canImport(Glibc)
+import Glibc
+#endif
+import ServiceLifecycle
+import StormCore
+
+/// A running gateway: the listening socket, one `LoopHub` per event loop, the router and the broker.
+///
+/// It is a `Service`: `run()` serves until graceful shutdown (SIGTERM/SIGINT through the
+/// `ServiceGroup`), then drains: it stops accepting, closes every client (WebSocket close 1001, SSE end
+/// of stream), waits briefly for in-flight publishes, and drains the broker.
+final class Gateway: Service, Sendable {
+    let configuration: GatewayConfiguration
+    let context: GatewayContext
+    let ids: MessageIDGenerator
+    private let group: any EventLoopGroup
+    private let ownsGroup: Bool
+    private let hubs: [LoopHub]
+    private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+    private let logger: Logger
+
+    init(configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil) {
+        self.configuration = configuration
+        self.logger = logger
+        let ids = MessageIDGenerator()
+        self.ids = ids
+        if let group {
+            self.group = group
+            self.ownsGroup = false
+        } else {
+            self.group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoops)
+            self.ownsGroup = true
+        }
+        let metrics = GatewayMetrics(instanceID: ids.instanceID)
+        var hubs: [LoopHub] = []
+        for (index, loop) in self.group.makeIterator().enumerated() {
+            hubs.append(LoopHub(eventLoop: loop, index: index, flushDelay: configuration.limits.flushDelay, metrics: metrics))
+        }
+        self.hubs = hubs
+        let state = GatewayState()
+        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger)
+        let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state)
+        self.context = GatewayContext(router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, logger: logger)
+    }
+
+    /// The address actually bound (port 0 in tests becomes a real port).
+    var localAddress: SocketAddress? {
+        serverChannel.withLockedValue { $0?.localAddress }
+    }
+
+    /// Connects the broker and binds the listening socket. Split from `run()` so tests and `stormd` can
+    /// report the bound address before serving.
+    func start() async throws {
+        try await context.broker.start()
+        for hub in hubs { hub.start() }
+        let channel = try await makeBootstrap().bind(host: configuration.listen.host, port: configuration.listen.port).get()
+        serverChannel.withLockedValue { $0 = channel }
+    }
+
+    func run() async throws {
+        if localAddress == nil { try await start() }
+        guard let channel = serverChannel.withLockedValue({ $0 }) else { return }
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            self.logger.notice("shutting down: closing the listener, then client connections")
+            channel.close(promise: nil)
+        }
+        await drain()
+    }
+
+    /// Stops the gateway without a `ServiceGroup` (tests).
+    func stop() async {
+        if let channel = serverChannel.withLockedValue({ $0 }) {
+            try? await channel.close()
+        }
+        await drain()
+    }
+
+    private func drain() async {
+        guard !context.state.isDraining else { return }
+        context.state.beginDraining()
+        for hub in hubs { _ = try? await hub.closeAll().get() }
+        // Give in-flight publishes and the close frames a moment, then cut what is left (idle keep-alive
+        // HTTP connections among them).
+        let deadline = ContinuousClock.now + .seconds(configuration.drainSeconds)
+        while ContinuousClock.now < deadline, !connections.withLockedValue({ $0.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let remaining = connections.withLockedValue { Array($0.values) }
+        for channel in remaining { channel.close(promise: nil) }
+        await context.broker.shutdown()
+        if ownsGroup { try? await group.shutdownGracefully() }
+        logger.notice("gateway stopped")
+    }
+
+    // MARK: Pipeline
+
+    private func makeBootstrap() -> ServerBootstrap {
+        let limits = configuration.limits
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: Int32(configuration.backlog))
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SocketOptionName(SO_REUSEPORT)), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: limits.clientBufferBytes / 2, high: limits.clientBufferBytes))
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try self.configureConnection(channel)
+                }
+            }
+    }
+
+    private func configureConnection(_ channel: any Channel) throws {
+        guard let hub = context.router.hub(for: channel.eventLoop) else {
+            throw StormError(.internalError, "connection on an event loop that has no hub")
+        }
+        let id = ObjectIdentifier(channel)
+        connections.withLockedValue { $0[id] = channel }
+        channel.closeFuture.whenComplete { _ in self.connections.withLockedValue { $0[id] = nil } }
+
+        let gateway = context
+        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub)
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: limits.maxWebSocketMessageSize,
+            automaticErrorHandling: false,
+            shouldUpgrade: { channel, head in
+                let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                guard path == "/ws", !gateway.state.isDraining else { return channel.eventLoop.makeSucceededFuture(nil) }
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub))
+                }
+            }
+        )
+        let sync = channel.pipeline.syncOperations
+        try sync.configureHTTPServerPipeline(
+            withPipeliningAssistance: true,
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                // The connection speaks WebSocket now: the HTTP routes leave the pipeline.
+                let sync = context.pipeline.syncOperations
+                if let routes = try? sync.context(handlerType: HTTPRequestHandler.self) {
+                    sync.removeHandler(context: routes, promise: nil)
+                }
+            }),
+            withErrorHandling: true
+        )
+        try sync.addHandler(httpHandler)
+    }
+
+    private var limits: GatewayLimits { configuration.limits }
+}
