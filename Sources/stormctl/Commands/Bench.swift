@@ -1,8 +1,275 @@
 import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+import StormCore
 
 extension Stormctl {
+    /// `stormctl bench`: many subscribers, a paced publisher, and what arrived how fast.
     struct Bench: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Load-test the gateway (in progress).")
-        func run() async throws {}
+        static let configuration = CommandConfiguration(
+            abstract: "Load-test the gateway: hold N subscribers, publish at R msg/s, measure delivery.",
+            discussion: """
+                Connects and subscribes every subscriber first (counting failures), then publishes
+                --rate messages per second for --duration seconds with POST /publish. Every subscriber
+                checks each message: deliveries, per-publisher order, and latency from the envelope's
+                ts (the time the gateway accepted the message) to arrival. The run is bounded: connect
+                time + duration + 10 s to drain, then it reports and exits.
+
+                One process holds at most ~19,900 sockets (open-file limit) and one source address
+                ~28,000 connections to the gateway: past those, use --processes and --source-addresses.
+
+                Examples:
+                  stormctl bench
+                  stormctl bench --subscribers 10000 --rate 50 --duration 30
+                  stormctl bench --subscribers 50000 --processes 4 --source-addresses 4 --json
+                  stormctl bench --transport sse --subscribers 2000
+
+                Exits 0 when every subscriber connected and every message reached every subscriber in
+                order; 1 when the run completed with losses or failures; 69 when nothing could connect.
+
+                \(ExitStatus.helpText)
+                """
+        )
+
+        @OptionGroup var global: GlobalOptions
+
+        @Option(name: .long, help: "Subscribers to connect.")
+        var subscribers = 1000
+
+        @Option(name: .long, help: "ws or sse.")
+        var transport: Subscribe.Transport = .ws
+
+        @Option(name: .long, help: "Channel to use (default: bench.<random>).")
+        var channel: String?
+
+        @Option(name: .long, help: "Total publish rate, messages per second.")
+        var rate: Double = 100
+
+        @Option(name: .long, help: "Seconds to publish for.")
+        var duration: Double = 10
+
+        @Option(name: .customLong("payload-size"), help: "Payload bytes per message.")
+        var payloadSize = 64
+
+        @Option(name: .long, help: "Keep-alive HTTP connections publishing in parallel.")
+        var publishers = 4
+
+        @Option(
+            name: .customLong("source-addresses"),
+            help: "Spread connections over 127.0.0.1…127.0.0.K (default: one per 25,000 subscribers).")
+        var sourceAddresses: Int?
+
+        @Option(name: .customLong("connect-rate"), help: "New connections per second.")
+        var connectRate: Double = 5000
+
+        @Option(name: .long, help: "Subscriber processes (each holds subscribers/M).")
+        var processes = 1
+
+        @Flag(name: .customLong("subscriber-only"), help: .hidden)
+        var subscriberOnly = false
+
+        @Option(name: .customLong("first-index"), help: .hidden)
+        var firstIndex = 0
+
+        static let drainSeconds = 10.0
+
+        func validate() throws {
+            if subscribers < 0 { throw ValidationError("--subscribers must not be negative") }
+            if !(rate > 0) || !rate.isFinite { throw ValidationError("--rate must be a positive number") }
+            if !(duration > 0) || !duration.isFinite { throw ValidationError("--duration must be a positive number") }
+            if payloadSize < 0 || payloadSize > 1 << 20 { throw ValidationError("--payload-size must be 0…1048576") }
+            if publishers < 1 { throw ValidationError("--publishers must be at least 1") }
+            if let sourceAddresses, !(1...254).contains(sourceAddresses) {
+                throw ValidationError("--source-addresses must be 1…254")
+            }
+            if !(connectRate > 0) { throw ValidationError("--connect-rate must be positive") }
+            if processes < 1 || processes > 64 { throw ValidationError("--processes must be 1…64") }
+        }
+
+        var effectiveSourceAddresses: Int {
+            sourceAddresses ?? max(1, (subscribers + 24_999) / 25_000)
+        }
+
+        func run() async throws {
+            try await reportingFailures {
+                let endpoint = try global.endpoint()
+                let channelName = try ChannelName(validating: channel ?? "bench.\(UInt32.random(in: 0...UInt32.max))")
+                let fileLimit = raiseOpenFileLimit()
+                let perProcess = (subscribers + processes - 1) / processes
+                if !subscriberOnly, perProcess + publishers + 64 > fileLimit {
+                    StandardError.write(
+                        "stormctl: warning: \(perProcess) subscribers per process exceed the open-file limit (\(fileLimit)); use --processes\n")
+                }
+                let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+                let outcome: Result<BenchReport?, any Error>
+                do {
+                    if subscriberOnly {
+                        try await runSubscriberChild(endpoint: endpoint, channel: channelName, group: group)
+                        outcome = .success(nil)
+                    } else {
+                        outcome = .success(try await runParent(endpoint: endpoint, channel: channelName, group: group))
+                    }
+                } catch {
+                    outcome = .failure(error)
+                }
+                try? await group.shutdownGracefully()
+                guard let report = try outcome.get() else { return }
+                StandardOutput.write(global.json ? report.json() : report.table())
+                if report.subscribersConnected == 0, report.published == 0, report.subscribersRequested > 0 {
+                    throw ExitCode(ExitStatus.unavailable)  // nothing reached the gateway at all
+                }
+                if !report.isClean { throw ExitCode(1) }
+            }
+        }
+
+        private func fleet(
+            endpoint: StormEndpoint, channel: ChannelName, count: Int, firstIndex: Int, connectRate: Double,
+            group: MultiThreadedEventLoopGroup, registry: TallyRegistry
+        ) -> SubscriberFleet {
+            SubscriberFleet(
+                endpoint: endpoint, channel: channel, transport: transport, count: count, firstIndex: firstIndex,
+                sourceAddresses: effectiveSourceAddresses, connectRate: connectRate, publishers: publishers,
+                group: group, registry: registry)
+        }
+
+        private func runParent(
+            endpoint: StormEndpoint, channel: ChannelName, group: MultiThreadedEventLoopGroup
+        ) async throws -> BenchReport {
+            var connect = ConnectOutcome()
+            var figures = SubscriberFigures()
+            var connections: [BenchConnection] = []
+            var registry: TallyRegistry?
+            var children: ChildFleet?
+            if processes == 1 {
+                let tallies = try await TallyRegistry.make(for: group)
+                registry = tallies
+                (connections, connect) = await fleet(
+                    endpoint: endpoint, channel: channel, count: subscribers, firstIndex: 0,
+                    connectRate: connectRate, group: group, registry: tallies
+                ).connectAll()
+            } else {
+                let fleet = try ChildFleet(count: processes) { index in
+                    childArguments(index: index, endpoint: endpoint, channel: channel)
+                }
+                children = fleet
+                for message in await fleet.collect(.ready) {
+                    guard let message else {
+                        connect.failed += subscribers / processes
+                        connect.firstFailure = connect.firstFailure ?? "a bench child process exited before connecting"
+                        continue
+                    }
+                    connect.subscribed += message.connect.subscribed
+                    connect.failed += message.connect.failed
+                    connect.firstFailure = connect.firstFailure ?? message.connect.firstFailure
+                    connect.seconds = max(connect.seconds, message.connect.seconds)
+                }
+            }
+
+            let cpuAtStart = processCPUSeconds()
+            let wallAtStart = ContinuousClock.now
+            let publishStartMicros = unixMicrosNow()
+            children?.send("start")
+            let schedule = RateSchedule(rate: rate, duration: duration)
+            let publishing = await PublisherPool(
+                endpoint: endpoint, channel: channel, publishers: publishers, schedule: schedule,
+                payloadSize: payloadSize, duration: .nanoseconds(Int64(duration * 1e9)), group: group
+            ).run()
+
+            let expectedPerSubscriber = UInt64(publishing.accepted)
+            let expected = expectedPerSubscriber * UInt64(connect.subscribed)
+            var childCPU = 0.0
+            if let registry {
+                let clock = ContinuousClock()
+                let drainEnd = clock.now + .nanoseconds(Int64(Self.drainSeconds * 1e9))
+                figures = await registry.snapshot()
+                while figures.delivered < expected, clock.now < drainEnd {
+                    try? await Task.sleep(for: .milliseconds(100))
+                    figures = await registry.snapshot()
+                }
+                for connection in connections { connection.close() }
+                figures = await registry.snapshot()
+            } else if let children {
+                children.send("drain \(expectedPerSubscriber) \(Self.drainSeconds)")
+                for message in await children.collect(.finished) {
+                    guard let message else { continue }
+                    if let childFigures = message.figures { figures.merge(childFigures) }
+                    childCPU += message.cpuSeconds ?? 0
+                }
+                children.finish()
+            }
+            let wall = wallAtStart.duration(to: .now)
+            let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
+            let cpuSeconds = processCPUSeconds() - cpuAtStart + childCPU
+            let deliveryWindow = Double(figures.lastDeliveryMicros > publishStartMicros ? figures.lastDeliveryMicros - publishStartMicros : 0) / 1e6
+
+            return BenchReport(
+                server: endpoint.description, transport: transport.rawValue, channel: channel.rawValue,
+                processes: processes, subscribersRequested: subscribers, subscribersConnected: connect.subscribed,
+                subscribersFailed: connect.failed, subscribersDropped: figures.dropped,
+                connectSeconds: (connect.seconds * 100).rounded() / 100, firstConnectError: connect.firstFailure,
+                firstDropReason: figures.firstDropReason, publishRate: rate, durationSeconds: duration,
+                payloadSize: payloadSize, publishers: publishers, published: publishing.accepted,
+                publishFailed: publishing.failed, publishSkipped: publishing.skipped,
+                firstPublishError: publishing.firstFailure, publishRoundTrip: .init(publishing.roundTrip),
+                expectedDeliveries: expected, delivered: figures.delivered,
+                lost: expected > figures.delivered ? expected - figures.delivered : 0,
+                outOfOrder: figures.outOfOrder, unreadable: figures.unreadable,
+                deliveredPerSecond: deliveryWindow > 0 ? (Double(figures.delivered) / deliveryWindow).rounded() : 0,
+                latency: .init(figures.latency),
+                benchCPUPercent: wallSeconds > 0 ? (cpuSeconds / wallSeconds * 1000).rounded() / 10 : 0)
+        }
+
+        /// Child `index` holds subscribers [first, first + count) of the whole run.
+        private func childArguments(index: Int, endpoint: StormEndpoint, channel: ChannelName) -> [String] {
+            let base = subscribers / processes
+            let extra = subscribers % processes
+            let count = base + (index < extra ? 1 : 0)
+            let first = index * base + min(index, extra)
+            return [
+                "bench", "--subscriber-only", "--server", endpoint.description, "--channel", channel.rawValue,
+                "--transport", transport.rawValue, "--subscribers", String(count), "--first-index", String(first),
+                "--source-addresses", String(effectiveSourceAddresses), "--publishers", String(publishers),
+                "--connect-rate", String(connectRate / Double(processes)),
+            ]
+        }
+
+        /// A child of `--processes M`: connect, report `ready`, then follow the parent's commands.
+        private func runSubscriberChild(
+            endpoint: StormEndpoint, channel: ChannelName, group: MultiThreadedEventLoopGroup
+        ) async throws {
+            let registry = try await TallyRegistry.make(for: group)
+            let (connections, connect) = await fleet(
+                endpoint: endpoint, channel: channel, count: subscribers, firstIndex: firstIndex,
+                connectRate: connectRate, group: group, registry: registry
+            ).connectAll()
+            StandardOutput.write(ChildMessage(phase: .ready, connect: connect).line())
+            var cpuAtStart = processCPUSeconds()
+            var commands = lines(of: FileHandle.standardInput).makeAsyncIterator()
+            var figures = SubscriberFigures()
+            loop: while let line = await commands.next() {
+                switch ChildCommand(line: line) {
+                case .start?:
+                    cpuAtStart = processCPUSeconds()
+                case .drain(let perSubscriber, let seconds)?:
+                    let expected = perSubscriber * UInt64(connect.subscribed)
+                    let clock = ContinuousClock()
+                    let end = clock.now + .nanoseconds(Int64(seconds * 1e9))
+                    figures = await registry.snapshot()
+                    while figures.delivered < expected, clock.now < end {
+                        try? await Task.sleep(for: .milliseconds(100))
+                        figures = await registry.snapshot()
+                    }
+                    break loop
+                case .endOfInput?, nil:
+                    continue
+                }
+            }
+            for connection in connections { connection.close() }
+            figures = await registry.snapshot()
+            StandardOutput.write(
+                ChildMessage(phase: .finished, connect: connect, figures: figures, cpuSeconds: processCPUSeconds() - cpuAtStart)
+                    .line())
+        }
     }
 }

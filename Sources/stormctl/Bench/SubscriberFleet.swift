@@ -1,0 +1,285 @@
+import NIOCore
+import NIOPosix
+import StormCore
+
+/// What the subscribers on one event loop have seen so far.
+///
+/// One per event loop rather than one per subscriber: ten thousand subscribers share a handful of
+/// histograms, and since each is touched only from its own loop, recording needs no lock.
+final class LoopTally {
+    var figures = SubscriberFigures()
+}
+
+/// Counters the subscribers add up; merged across loops and across bench processes.
+struct SubscriberFigures: Sendable, Codable {
+    var latency = LatencyHistogram()
+    var delivered: UInt64 = 0
+    var outOfOrder: UInt64 = 0
+    var unreadable: UInt64 = 0
+    /// Subscribers whose connection ended before the bench closed it.
+    var dropped = 0
+    var firstDropReason: String?
+    /// Wall-clock time of the latest delivery (µs since the epoch), to compute delivered/s.
+    var lastDeliveryMicros: UInt64 = 0
+
+    mutating func merge(_ other: SubscriberFigures) {
+        latency.merge(other.latency)
+        delivered += other.delivered
+        outOfOrder += other.outOfOrder
+        unreadable += other.unreadable
+        dropped += other.dropped
+        firstDropReason = firstDropReason ?? other.firstDropReason
+        lastDeliveryMicros = max(lastDeliveryMicros, other.lastDeliveryMicros)
+    }
+}
+
+extension LatencyHistogram: Codable {
+    private enum Keys: String, CodingKey {
+        case buckets, min, max, sum
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: Keys.self)
+        try container.encode(nonEmptyBuckets.map { [UInt64($0.index), $0.count] }, forKey: .buckets)
+        try container.encode(count > 0 ? min : 0, forKey: .min)
+        try container.encode(max, forKey: .max)
+        try container.encode(sum, forKey: .sum)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: Keys.self)
+        self.init()
+        for pair in try container.decode([[UInt64]].self, forKey: .buckets) where pair.count == 2 {
+            add(bucket: Int(pair[0]), count: pair[1])
+        }
+        setExact(
+            min: try container.decode(UInt64.self, forKey: .min), max: try container.decode(UInt64.self, forKey: .max),
+            sum: try container.decode(UInt64.self, forKey: .sum))
+    }
+}
+
+/// The tallies of every event loop of the bench's group, each bound to its loop.
+struct TallyRegistry: Sendable {
+    private let tallies: [ObjectIdentifier: NIOLoopBound<LoopTally>]
+    private let loops: [any EventLoop]
+
+    static func make(for group: MultiThreadedEventLoopGroup) async throws -> TallyRegistry {
+        var tallies: [ObjectIdentifier: NIOLoopBound<LoopTally>] = [:]
+        var loops: [any EventLoop] = []
+        for loop in group.makeIterator() {
+            tallies[ObjectIdentifier(loop)] = try await loop.submit { NIOLoopBound(LoopTally(), eventLoop: loop) }.get()
+            loops.append(loop)
+        }
+        return TallyRegistry(tallies: tallies, loops: loops)
+    }
+
+    /// The tally of `loop`; only call on that loop.
+    func tally(on loop: any EventLoop) -> LoopTally? {
+        tallies[ObjectIdentifier(loop)]?.value
+    }
+
+    /// The sum over all loops, read on each loop.
+    func snapshot() async -> SubscriberFigures {
+        var total = SubscriberFigures()
+        for loop in loops {
+            guard let bound = tallies[ObjectIdentifier(loop)] else { continue }
+            if let figures = try? await loop.submit({ bound.value.figures }).get() {
+                total.merge(figures)
+            }
+        }
+        return total
+    }
+}
+
+/// One bench subscriber: checks every message it gets and adds it to its loop's tally.
+final class BenchSubscriber: StormStreamDelegate {
+    private let tally: LoopTally?
+    private let subscribed: EventLoopPromise<Void>?
+    private var isSubscribed: Bool
+    /// Last sequence number seen from each publisher (they number their messages from 1).
+    private var lastSequence: [UInt64]
+
+    init(tally: LoopTally?, publishers: Int, subscribed: EventLoopPromise<Void>?) {
+        self.tally = tally
+        self.subscribed = subscribed
+        self.isSubscribed = subscribed == nil
+        self.lastSequence = Array(repeating: 0, count: max(1, publishers))
+    }
+
+    func streamDidReceive(text: ByteBuffer) {
+        text.withUnsafeReadableBytes { handle($0) }
+    }
+
+    func streamDidReceive(event: ServerSentEvent) {
+        event.data.withUnsafeBytes { handle($0) }
+    }
+
+    private func handle(_ bytes: UnsafeRawBufferPointer) {
+        guard let tally else { return }
+        switch EnvelopeProbe.kind(bytes) {
+        case .message:
+            let now = unixMicrosNow()
+            guard let ts = EnvelopeProbe.timestampMicros(bytes),
+                let sequence = EnvelopeProbe.integerField("seq", in: bytes)
+            else {
+                tally.figures.unreadable += 1
+                return
+            }
+            tally.figures.delivered += 1
+            tally.figures.latency.record(now > ts ? now - ts : 0)
+            tally.figures.lastDeliveryMicros = now
+            let publisher = Int(EnvelopeProbe.integerField("p", in: bytes) ?? 0)
+            if publisher < lastSequence.count {
+                if sequence <= lastSequence[publisher] {
+                    tally.figures.outOfOrder += 1
+                } else {
+                    lastSequence[publisher] = sequence
+                }
+            }
+        case .reply:
+            if !isSubscribed {
+                isSubscribed = true
+                subscribed?.succeed()
+            }
+        case .error:
+            let error = MessagePrinter.serverError(Array(bytes))
+            if !isSubscribed {
+                subscribed?.fail(error)
+            }
+        case .other:
+            tally.figures.unreadable += 1
+        }
+    }
+
+    func streamDidClose(error: StormError?) {
+        subscribed?.fail(error ?? StormError(.connection, "closed before subscribing"))
+        guard let error, isSubscribed, let tally else { return }
+        tally.figures.dropped += 1
+        if tally.figures.firstDropReason == nil { tally.figures.firstDropReason = error.message }
+    }
+}
+
+/// A held subscriber connection, whatever its transport.
+enum BenchConnection: Sendable {
+    case webSocket(StormWebSocketClient)
+    case serverSentEvents(StormSSEClient)
+
+    func close() {
+        switch self {
+        case .webSocket(let client): client.closeImmediately()
+        case .serverSentEvents(let client): client.closeImmediately()
+        }
+    }
+}
+
+/// How the connect phase went.
+struct ConnectOutcome: Sendable, Codable {
+    var subscribed = 0
+    var failed = 0
+    var firstFailure: String?
+    var seconds = 0.0
+}
+
+/// Opens and subscribes the bench's subscribers at a paced rate.
+struct SubscriberFleet {
+    let endpoint: StormEndpoint
+    let channel: ChannelName
+    let transport: Stormctl.Subscribe.Transport
+    let count: Int
+    /// Global index of this process's first subscriber, so processes spread over source addresses alike.
+    let firstIndex: Int
+    let sourceAddresses: Int
+    let connectRate: Double
+    let publishers: Int
+    let group: MultiThreadedEventLoopGroup
+    let registry: TallyRegistry
+
+    static let maximumConnectsInFlight = 2048
+
+    func sourceAddress(forSubscriber index: Int) -> String? {
+        guard sourceAddresses > 1 else { return nil }
+        return "127.0.0.\(1 + (firstIndex + index) % sourceAddresses)"
+    }
+
+    func connectAll() async -> ([BenchConnection], ConnectOutcome) {
+        let schedule = RateSchedule(rate: connectRate, total: count)
+        let clock = ContinuousClock()
+        let start = clock.now
+        var connections: [BenchConnection] = []
+        connections.reserveCapacity(count)
+        var outcome = ConnectOutcome()
+        await withTaskGroup(of: Result<BenchConnection, StormError>.self) { tasks in
+            var inFlight = 0
+            func collect(_ result: Result<BenchConnection, StormError>?) {
+                inFlight -= 1
+                switch result {
+                case .success(let connection)?:
+                    connections.append(connection)
+                    outcome.subscribed += 1
+                case .failure(let error)?:
+                    outcome.failed += 1
+                    if outcome.firstFailure == nil { outcome.firstFailure = error.message }
+                case nil:
+                    break
+                }
+            }
+            for index in 0..<count {
+                let due = start + .nanoseconds(schedule.dueOffsetNanoseconds(ofMessage: index))
+                if due > clock.now { try? await Task.sleep(until: due, clock: clock) }
+                while inFlight >= Self.maximumConnectsInFlight { collect(await tasks.next()) }
+                let options = StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))
+                inFlight += 1
+                tasks.addTask { await connectOne(options: options) }
+            }
+            while inFlight > 0 { collect(await tasks.next()) }
+        }
+        let elapsed = start.duration(to: clock.now)
+        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return (connections, outcome)
+    }
+
+    private func connectOne(options: StormConnectOptions) async -> Result<BenchConnection, StormError> {
+        let registry = self.registry
+        let publishers = self.publishers
+        do {
+            switch transport {
+            case .ws:
+                let subscribed = group.any().makePromise(of: Void.self)
+                let client: StormWebSocketClient
+                do {
+                    client = try await StormWebSocketClient.connect(to: endpoint, options: options, group: group) {
+                        loop in
+                        BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: subscribed)
+                    }
+                } catch {
+                    subscribed.fail(error)
+                    throw error
+                }
+                client.sendWithoutWaiting(text: #"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#)
+                let timeout = subscribed.futureResult.eventLoop.scheduleTask(in: options.connectTimeout) {
+                    subscribed.fail(StormError(.connection, "no reply to subscribe within the connect timeout"))
+                }
+                do {
+                    try await subscribed.futureResult.get()
+                    timeout.cancel()
+                } catch {
+                    timeout.cancel()
+                    client.closeImmediately()
+                    throw error
+                }
+                return .success(.webSocket(client))
+            case .sse:
+                let client = try await StormSSEClient.connect(
+                    to: endpoint, channels: [channel], options: options, group: group
+                ) { loop in
+                    BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: nil)
+                }
+                return .success(.serverSentEvents(client))
+            }
+        } catch let error as StormError {
+            return .failure(error)
+        } catch {
+            return .failure(StormError(.connection, "\(error)"))
+        }
+    }
+}
