@@ -71,6 +71,9 @@ struct Stormd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [STORM_LOG_LEVEL, default info]", valueName: "level"))
     var logLevel: String?
 
+    @Option(help: ArgumentHelp("Gateway processes sharing the listening port (SO_REUSEPORT); each holds its own connections and NATS connection. [STORM_WORKERS, default 1]", valueName: "n"))
+    var workers: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -103,7 +106,17 @@ struct Stormd: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
-        let logger = Logger(label: "stormd")
+        var logger = Logger(label: "stormd")
+        ResourceLimits.raiseOpenFilesLimit(logger: logger)
+        if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
+            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
+            fflush(nil)
+            let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
+            let status = try await supervisor.run()
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
+        if let index = WorkerSupervisor.currentWorkerIndex { logger[metadataKey: "storm.worker"] = "\(index)" }
 
         let broker: any MessageBroker
         if configuration.natsURLs.isEmpty {
@@ -126,7 +139,7 @@ struct Stormd: AsyncParsableCommand {
             throw ExitCode(69)
         }
         let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
-        print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics")
+        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
         if !configuration.listen.isLoopback {
             logger.warning("listening on a non-loopback address: every client on the network can publish and subscribe", metadata: ["storm.listen": "\(configuration.listen)"])
         }
@@ -141,7 +154,7 @@ struct Stormd: AsyncParsableCommand {
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .eventLoops: eventLoops, .backlog: backlog,
-            .drainTimeout: drainTimeout, .logLevel: logLevel,
+            .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -179,6 +192,7 @@ extension GatewayConfiguration {
         backlog = \(backlog)
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
+        workers = \(workers)
         # linked: \(LinkedLibraries.summary)
         """
     }

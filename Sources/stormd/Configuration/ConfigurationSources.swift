@@ -16,6 +16,7 @@ enum Setting: String, CaseIterable, Sendable {
     case backlog
     case drainTimeout = "drain-timeout"
     case logLevel = "log-level"
+    case workers
 
     var environmentVariable: String {
         switch self {

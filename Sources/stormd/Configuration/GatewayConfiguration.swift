@@ -30,6 +30,8 @@ struct GatewayConfiguration: Sendable {
     var drainSeconds = 5
     /// `--log-level` (`STORM_LOG_LEVEL`), default `info`.
     var logLevel = "info"
+    /// `--workers N` (`STORM_WORKERS`), default 1: gateway processes sharing the port (`SO_REUSEPORT`).
+    var workers = 1
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     init(sources: ConfigurationSources) throws(StormError) {
@@ -56,6 +58,16 @@ struct GatewayConfiguration: Sendable {
         if let value = sources.value(.wsPingInterval) { limits.webSocketPingInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.sseHeartbeat) { limits.sseHeartbeatInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.flushInterval) { limits.flushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.milliseconds(100)) }
+        if let value = sources.value(.workers) { workers = try Self.parseInt(value, range: 1...256) }
+        if workers > 1 {
+            eventLoops = max(1, System.coreCount / workers)
+            guard !natsURLs.isEmpty else {
+                throw StormError(.configuration, "--workers \(workers) needs --nats: each worker is its own process, and only NATS carries messages between them")
+            }
+            guard listen.port != 0 else {
+                throw StormError(.configuration, "--workers \(workers) needs a fixed port in --listen: workers share one port")
+            }
+        }
         if let value = sources.value(.eventLoops) { eventLoops = try Self.parseInt(value, range: 1...256) }
         if let value = sources.value(.backlog) { backlog = try Self.parseInt(value, range: 1...65_535) }
         if let value = sources.value(.drainTimeout) { drainSeconds = try Self.parseInt(value, range: 0...3600) }

@@ -1,0 +1,22 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Logging
+
+/// Process limits a gateway needs for many connections.
+enum ResourceLimits {
+    /// Raises the soft open-files limit to the hard one: every connection is a file descriptor, and the
+    /// usual soft default (1,024) would cap a gateway near a thousand clients.
+    static func raiseOpenFilesLimit(logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        guard limit.rlim_cur < limit.rlim_max else { return }
+        let previous = limit.rlim_cur
+        limit.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+            logger.debug("raised the open-files limit", metadata: ["from": "\(previous)", "to": "\(limit.rlim_max)"])
+        } else {
+            logger.warning("cannot raise the open-files limit; connections are capped near it", metadata: ["limit": "\(previous)"])
+        }
+    }
+}
