@@ -1,0 +1,785 @@
+import Atomics
+import CNATS
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import StormCore
+
+/// How a gateway reaches NATS. Every field has a default except the server list.
+///
+/// - `urls` (`[String]`): the NATS servers, `nats://HOST:PORT` or `tls://HOST:PORT`, credentials allowed in the
+///   URL (`nats://user:pass@host:4222`; they never appear in logs or errors). Default `["nats://127.0.0.1:4222"]`.
+/// - `subjectPrefix` (`String`, `"storm.ch"`): channel `a.b` travels on subject `<prefix>.a.b`, so STORM never
+///   collides with other users of the same NATS account. Same grammar as a channel name.
+/// - `connectionName` (`String`, `"stormd"`): shown by `nats-server`'s `/connz` and `nats-top`; put the
+///   gateway's instance id in it so an operator can tell gateways apart.
+/// - `reconnectWait` (`Duration`, 250 ms): pause between two attempts on the same server.
+/// - `maxReconnectAttempts` (`Int`, -1 = forever): a gateway outlives a NATS restart, so the default never gives
+///   up; a finite number closes the connection for good when exhausted (logged at error).
+/// - `retryOnFailedConnect` (`Bool`, true): a NATS that is down when the gateway starts is retried in the
+///   background and `start()` returns; false makes `start()` fail with `.connection` instead (one-shot tools).
+/// - `connectTimeout` (`Duration`, 2 s): TCP and handshake timeout per server and attempt.
+/// - `subscribeTimeout` (`Duration`, 5 s): how long `subscribe` waits for the server to confirm the interest.
+/// - `drainTimeout` (`Duration`, 5 s): how long `shutdown()` lets pending deliveries and publishes finish.
+/// - `pendingMessagesLimit` (`Int`, 1,000,000) and `pendingBytesLimit` (`Int`, 1 GiB): per-subscription
+///   backlog inside nats.c before it declares the gateway a slow consumer and drops. nats.c's own defaults
+///   (65,536 / 64 MB) drop messages under a burst that the gateway would absorb in a few milliseconds.
+/// - `deliveryThreads` (`Int`, 1): size of nats.c's global delivery pool. Without the pool nats.c starts a
+///   thread per subscription, and a gateway holds one subscription per channel its clients watch. The pool is
+///   per process and only grows: it is the largest value any broker in the process asked for. One subscription
+///   is always served by one thread, which keeps a channel's messages in order.
+struct NATSBrokerConfiguration: Sendable {
+    var urls: [String] = ["nats://127.0.0.1:4222"]
+    var subjectPrefix: String = "storm.ch"
+    var connectionName: String = "stormd"
+    var reconnectWait: Duration = .milliseconds(250)
+    var maxReconnectAttempts: Int = -1
+    var retryOnFailedConnect: Bool = true
+    var connectTimeout: Duration = .seconds(2)
+    var subscribeTimeout: Duration = .seconds(5)
+    var drainTimeout: Duration = .seconds(5)
+    var pendingMessagesLimit: Int = 1_000_000
+    var pendingBytesLimit: Int = 1 << 30
+    var deliveryThreads: Int = 1
+
+    init(
+        urls: [String] = ["nats://127.0.0.1:4222"],
+        subjectPrefix: String = "storm.ch",
+        connectionName: String = "stormd",
+        reconnectWait: Duration = .milliseconds(250),
+        maxReconnectAttempts: Int = -1,
+        retryOnFailedConnect: Bool = true,
+        connectTimeout: Duration = .seconds(2),
+        subscribeTimeout: Duration = .seconds(5),
+        drainTimeout: Duration = .seconds(5),
+        pendingMessagesLimit: Int = 1_000_000,
+        pendingBytesLimit: Int = 1 << 30,
+        deliveryThreads: Int = 1
+    ) {
+        self.urls = urls
+        self.subjectPrefix = subjectPrefix
+        self.connectionName = connectionName
+        self.reconnectWait = reconnectWait
+        self.maxReconnectAttempts = maxReconnectAttempts
+        self.retryOnFailedConnect = retryOnFailedConnect
+        self.connectTimeout = connectTimeout
+        self.subscribeTimeout = subscribeTimeout
+        self.drainTimeout = drainTimeout
+        self.pendingMessagesLimit = pendingMessagesLimit
+        self.pendingBytesLimit = pendingBytesLimit
+        self.deliveryThreads = deliveryThreads
+    }
+}
+
+/// The real broker: carries envelopes between gateways through NATS core pub/sub, via nats.c.
+///
+/// Threads: nats.c delivers on its own pool threads and runs connection events on its own callback thread;
+/// neither can capture Swift context, so each gets an `Unmanaged` box as its closure pointer. Calls that wait
+/// for the server (connect, the flush in `subscribe`) run on `NIOThreadPool`, never on an event loop or the
+/// cooperative pool, which has only as many threads as cores.
+///
+/// Memory: the `natsConnection` is destroyed in `deinit`, not in `shutdown()`, so a publish racing shutdown
+/// meets a closed connection (a clean error) rather than freed memory. The connection-events box is released
+/// by nats.c's closed callback, the last event a connection ever raises; a subscription's box by its
+/// on-complete callback, which nats.c runs after the handler has returned for the last time.
+///
+/// Publishing while disconnected is refused with `.brokerUnavailable` instead of letting nats.c buffer it:
+/// the client gets a clear error now rather than a message that may or may not go out after a reconnect.
+/// Only a publish that races the disconnect itself can still land in nats.c's reconnect buffer (8 MB), and is
+/// sent when the connection comes back.
+final class NATSBroker: MessageBroker {
+    private enum Phase {
+        case idle
+        case starting
+        case running(NATSConnectionHandle)
+        /// Carries the connection (if one was made) so `deinit` can destroy it.
+        case stopped(NATSConnectionHandle?)
+    }
+
+    private struct State {
+        var phase: Phase = .idle
+        /// Live subscriptions, so `shutdown()` can free the ones nobody cancelled.
+        var subscriptions: [ObjectIdentifier: NATSSubscription] = [:]
+    }
+
+    let configuration: NATSBrokerConfiguration
+    private let logger: Logger
+    private let allocator = ByteBufferAllocator()
+    private let state = NIOLockedValueBox(State())
+    /// Our own reference to the callbacks' box (nats.c has no getter), for the shutdown flag.
+    private let events = NIOLockedValueBox<NATSConnectionEvents?>(nil)
+    /// Subject prefix with its trailing dot, built once for every publish.
+    private let subjectPrefixWithDot: String
+
+    let endpointDescription: String
+
+    init(configuration: NATSBrokerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.subjectPrefixWithDot = configuration.subjectPrefix + "."
+        self.endpointDescription = configuration.urls.map(redactedNATSURL).joined(separator: ",")
+    }
+
+    deinit {
+        let connection: NATSConnectionHandle? = state.withLockedValue { state in
+            switch state.phase {
+            case .running(let connection): return connection
+            case .stopped(let connection): return connection
+            case .idle, .starting: return nil
+            }
+        }
+        // Nobody can hold the pointer any more: every user went through `self`. Destroying closes the
+        // connection if `shutdown()` was never called; the closed callback then frees the events box.
+        if let connection {
+            natsConnection_Destroy(connection.raw)
+        }
+    }
+
+    /// The NATS subject a channel travels on.
+    func subject(for channel: ChannelName) -> String {
+        subjectPrefixWithDot + channel.rawValue
+    }
+
+    var isConnected: Bool {
+        guard case .running(let connection) = state.withLockedValue({ $0.phase }) else { return false }
+        return natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED
+    }
+
+    // MARK: start
+
+    func start() async throws(StormError) {
+        let mayStart: Bool = state.withLockedValue { state in
+            guard case .idle = state.phase else { return false }
+            state.phase = .starting
+            return true
+        }
+        guard mayStart else {
+            if case .stopped = state.withLockedValue({ $0.phase }) {
+                throw StormError(.brokerUnavailable, "the NATS broker was shut down and cannot be started again")
+            }
+            return  // already started (or starting): start() is idempotent
+        }
+
+        let connection: NATSConnectionHandle
+        do {
+            connection = try await connect()
+        } catch {
+            state.withLockedValue { state in
+                if case .starting = state.phase { state.phase = .idle }
+            }
+            throw error
+        }
+
+        let raced: Bool = state.withLockedValue { state in
+            guard case .starting = state.phase else {
+                state.phase = .stopped(connection)
+                return true
+            }
+            state.phase = .running(connection)
+            return false
+        }
+        if raced {
+            // shutdown() ran while we were connecting; it could not see this connection, so close it here.
+            events.withLockedValue { $0 }?.stopping.store(true, ordering: .releasing)
+            natsConnection_Close(connection.raw)
+            throw StormError(.brokerUnavailable, "the NATS broker was shut down while it was connecting")
+        }
+    }
+
+    /// Validates the configuration, builds nats.c options and connects. Returns the connection, which may still
+    /// be retrying in the background.
+    private func connect() async throws(StormError) -> NATSConnectionHandle {
+        let config = configuration
+        try validate(config)
+
+        var optionsPointer: OpaquePointer?
+        try natsCall("natsOptions_Create", .internalError, "allocate connection options") {
+            natsOptions_Create(&optionsPointer)
+        }
+        guard let options = optionsPointer else {
+            throw StormError(.internalError, "NATS could not allocate connection options [natsOptions_Create]")
+        }
+        defer { natsOptions_Destroy(options) }
+
+        let servers = endpointDescription
+        try withCStringArray(config.urls) { (array, count) throws(StormError) in
+            try natsCall("natsOptions_SetServers", .configuration, "use the server list '\(servers)'") {
+                natsOptions_SetServers(options, array, count)
+            }
+        }
+        try natsCall("natsOptions_SetName", .configuration, "set the connection name") {
+            natsOptions_SetName(options, config.connectionName)
+        }
+        try natsCall("natsOptions_SetTimeout", .configuration, "set the connect timeout") {
+            natsOptions_SetTimeout(options, milliseconds(config.connectTimeout))
+        }
+        try natsCall("natsOptions_SetReconnectWait", .configuration, "set the reconnect wait") {
+            natsOptions_SetReconnectWait(options, milliseconds(config.reconnectWait))
+        }
+        try natsCall("natsOptions_SetMaxReconnect", .configuration, "set the reconnect attempts") {
+            natsOptions_SetMaxReconnect(options, Int32(clamping: config.maxReconnectAttempts))
+        }
+        try natsCall("nats_SetMessageDeliveryPoolSize", .configuration, "size the delivery pool") {
+            nats_SetMessageDeliveryPoolSize(Int32(clamping: config.deliveryThreads))
+        }
+        try natsCall("natsOptions_UseGlobalMessageDelivery", .configuration, "use the global delivery pool") {
+            natsOptions_UseGlobalMessageDelivery(options, true)
+        }
+
+        let events = NATSConnectionEvents(logger: logger, endpoint: servers)
+        self.events.withLockedValue { $0 = events }
+        // Retained for nats.c; released by natsClosedCallback, or below if no connection ever exists.
+        let eventsPointer = Unmanaged.passRetained(events).toOpaque()
+        do {
+            try natsCall("natsOptions_SetDisconnectedCB", .configuration, "register the disconnect handler") {
+                natsOptions_SetDisconnectedCB(options, natsDisconnectedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetReconnectedCB", .configuration, "register the reconnect handler") {
+                natsOptions_SetReconnectedCB(options, natsReconnectedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetClosedCB", .configuration, "register the close handler") {
+                natsOptions_SetClosedCB(options, natsClosedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetErrorHandler", .configuration, "register the error handler") {
+                natsOptions_SetErrorHandler(options, natsAsyncErrorCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetRetryOnFailedConnect", .configuration, "enable connect retries") {
+                natsOptions_SetRetryOnFailedConnect(
+                    options, config.retryOnFailedConnect,
+                    config.retryOnFailedConnect ? natsConnectedCallback : nil, eventsPointer)
+            }
+        } catch {
+            Unmanaged<NATSConnectionEvents>.fromOpaque(eventsPointer).release()
+            throw error
+        }
+
+        // natsConnection_Connect blocks for a TCP connect and handshake per server (or, without retries,
+        // through the whole list): keep it off the event loops and the cooperative pool.
+        let sendableOptions = NATSOptionsHandle(raw: options)
+        let outcome: NATSConnectOutcome = await runBlocking {
+            var connectionPointer: OpaquePointer?
+            let status = natsConnection_Connect(&connectionPointer, sendableOptions.raw)
+            // Built here: nats.c's detailed last error is thread-local.
+            let failure = status == NATS_OK || status == NATS_NOT_YET_CONNECTED
+                ? nil
+                : natsError(
+                    "natsConnection_Connect", status, status == NATS_INVALID_ARG ? .configuration : .connection,
+                    "connect to \(servers)")
+            return NATSConnectOutcome(
+                connection: connectionPointer.map(NATSConnectionHandle.init(raw:)), stillRetrying: status == NATS_NOT_YET_CONNECTED,
+                failure: failure)
+        }
+
+        guard let connection = outcome.connection, outcome.failure == nil else {
+            // No connection object survives a failed connect, so no callback can ever use the box.
+            Unmanaged<NATSConnectionEvents>.fromOpaque(eventsPointer).release()
+            throw outcome.failure
+                ?? StormError(.connection, "NATS could not connect to \(servers): no connection was returned [natsConnection_Connect]")
+        }
+        if outcome.stillRetrying {
+            logger.warning(
+                "NATS is unreachable; retrying in the background, publishing and subscribing fail until it answers",
+                metadata: ["nats.url": "\(servers)", "nats.reconnect_wait_ms": "\(milliseconds(config.reconnectWait))"])
+        } else {
+            logger.info("NATS connected", metadata: ["nats.url": "\(connectedURL(connection.raw) ?? servers)"])
+        }
+        return connection
+    }
+
+    /// Refuses what nats.c would only catch later or misread: empty lists, unparsable URLs, a prefix that is
+    /// not a valid subject, limits that mean nothing.
+    private func validate(_ config: NATSBrokerConfiguration) throws(StormError) {
+        guard !config.urls.isEmpty else {
+            throw StormError(.configuration, "no NATS server URL is configured: give at least one, e.g. nats://127.0.0.1:4222")
+        }
+        for url in config.urls {
+            if let problem = natsURLProblem(url) {
+                throw StormError(.configuration, "NATS URL '\(redactedNATSURL(url))' is invalid: \(problem)")
+            }
+        }
+        do {
+            _ = try ChannelName(validating: config.subjectPrefix)
+        } catch {
+            throw StormError(
+                .configuration,
+                "NATS subject prefix '\(config.subjectPrefix)' is invalid: it must be a valid channel name (\(error.message))")
+        }
+        guard config.pendingMessagesLimit > 0, config.pendingBytesLimit > 0 else {
+            throw StormError(.configuration, "NATS pending limits must be positive (messages \(config.pendingMessagesLimit), bytes \(config.pendingBytesLimit))")
+        }
+        guard config.deliveryThreads >= 1 else {
+            throw StormError(.configuration, "NATS delivery threads must be at least 1, not \(config.deliveryThreads)")
+        }
+        guard config.reconnectWait >= .zero, config.connectTimeout > .zero, config.subscribeTimeout > .zero,
+            config.drainTimeout > .zero
+        else {
+            throw StormError(.configuration, "NATS timeouts must be positive and the reconnect wait not negative")
+        }
+    }
+
+    // MARK: publish and subscribe
+
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName) async throws(StormError) {
+        let connection = try connectedConnection(orElse: "nothing was published")
+        guard envelope.readableBytes <= Int(Int32.max) else {
+            throw StormError(.messageTooLarge, "envelope of \(envelope.readableBytes) bytes is too large for NATS")
+        }
+        let subject = subject(for: channel)
+        try natsCall("natsConnection_Publish", .brokerUnavailable, "publish on '\(subject)'") {
+            envelope.withUnsafeReadableBytes { bytes in
+                natsConnection_Publish(connection.raw, subject, bytes.baseAddress, Int32(bytes.count))
+            }
+        }
+    }
+
+    func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription {
+        let connection = try connectedConnection(orElse: "the subscription was not made")
+        let subject = subject(for: channel)
+        let box = NATSDeliveryBox(deliver: deliver, allocator: allocator)
+        // Retained for nats.c; released by natsSubscriptionCompleteCallback.
+        let boxPointer = Unmanaged.passRetained(box).toOpaque()
+
+        var subscriptionPointer: OpaquePointer?
+        do {
+            try natsCall("natsConnection_Subscribe", .brokerUnavailable, "subscribe to '\(subject)'") {
+                natsConnection_Subscribe(&subscriptionPointer, connection.raw, subject, natsDeliveryCallback, boxPointer)
+            }
+        } catch {
+            Unmanaged<NATSDeliveryBox>.fromOpaque(boxPointer).release()  // no subscription, so no callback
+            throw error
+        }
+        guard let rawSubscription = subscriptionPointer else {
+            Unmanaged<NATSDeliveryBox>.fromOpaque(boxPointer).release()
+            throw StormError(.internalError, "NATS returned no subscription for '\(subject)' [natsConnection_Subscribe]")
+        }
+        do {
+            try natsCall("natsSubscription_SetOnCompleteCB", .brokerUnavailable, "watch the subscription to '\(subject)'") {
+                natsSubscription_SetOnCompleteCB(rawSubscription, natsSubscriptionCompleteCallback, boxPointer)
+            }
+        } catch {
+            // The subscription closed under us (the connection is closing). Its handler may still run once and
+            // nothing will tell us when it is done, so the box is deliberately leaked rather than freed under it.
+            box.cancelled.store(true, ordering: .releasing)
+            natsSubscription_Destroy(rawSubscription)
+            throw error
+        }
+
+        let subscription = NATSSubscription(
+            subject: subject, pointer: NATSSubscriptionHandle(raw: rawSubscription), cancelled: box.cancelled,
+            broker: self,
+            logger: logger)
+        let registered: Bool = state.withLockedValue { state in
+            guard case .running = state.phase else { return false }
+            state.subscriptions[ObjectIdentifier(subscription)] = subscription
+            return true
+        }
+        guard registered else {
+            subscription.cancel()
+            throw StormError(.brokerUnavailable, "the NATS broker is shutting down; the subscription was not made")
+        }
+
+        let config = configuration
+        do throws(StormError) {
+            try natsCall("natsSubscription_SetPendingLimits", .configuration, "set pending limits on '\(subject)'") {
+                natsSubscription_SetPendingLimits(
+                    rawSubscription, Int32(clamping: config.pendingMessagesLimit),
+                    Int32(clamping: config.pendingBytesLimit))
+            }
+            // A round trip: once the server answers the PING it has processed our SUB, so a message published
+            // anywhere from now on is delivered. It waits on the network, hence the thread pool.
+            let timeout = milliseconds(config.subscribeTimeout)
+            let flushFailure: StormError? = await runBlocking { () -> StormError? in
+                do throws(StormError) {
+                    try natsCall(
+                        "natsConnection_FlushTimeout", .brokerUnavailable,
+                        "confirm the subscription to '\(subject)' with the server"
+                    ) {
+                        natsConnection_FlushTimeout(connection.raw, timeout)
+                    }
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let flushFailure { throw flushFailure }
+        } catch {
+            subscription.cancel()
+            throw error
+        }
+        return subscription
+    }
+
+    /// The connection, if it can be used right now; otherwise why not, ending with `consequence`.
+    private func connectedConnection(orElse consequence: String) throws(StormError) -> NATSConnectionHandle {
+        switch state.withLockedValue({ $0.phase }) {
+        case .idle, .starting:
+            throw StormError(.brokerUnavailable, "NATS is not connected yet (the broker was not started); \(consequence)")
+        case .stopped:
+            throw StormError(.brokerUnavailable, "the NATS broker is shut down; \(consequence)")
+        case .running(let connection):
+            let status = natsConnection_Status(connection.raw)
+            guard status == NATS_CONN_STATUS_CONNECTED else {
+                throw StormError(
+                    .brokerUnavailable, "NATS is disconnected (\(connectionStatusName(status)) to \(endpointDescription)); \(consequence)")
+            }
+            return connection
+        }
+    }
+
+    fileprivate func forget(_ subscription: NATSSubscription) {
+        state.withLockedValue { _ = $0.subscriptions.removeValue(forKey: ObjectIdentifier(subscription)) }
+    }
+
+    // MARK: shutdown
+
+    func shutdown() async {
+        let (connection, leftovers): (NATSConnectionHandle?, [NATSSubscription]) = state.withLockedValue { state in
+            let leftovers = Array(state.subscriptions.values)
+            state.subscriptions.removeAll()
+            switch state.phase {
+            case .idle, .starting:
+                state.phase = .stopped(nil)  // a start() in flight closes its own connection
+                return (nil, leftovers)
+            case .running(let connection):
+                state.phase = .stopped(connection)
+                return (connection, leftovers)
+            case .stopped:
+                return (nil, leftovers)  // already shut down
+            }
+        }
+        guard let connection else { return }
+        events.withLockedValue { $0 }?.stopping.store(true, ordering: .releasing)
+
+        let drainTimeout = milliseconds(configuration.drainTimeout)
+        if natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED {
+            do {
+                // Delivers what is already queued to the subscribers, flushes publishes, then closes.
+                try natsCall("natsConnection_DrainTimeout", .brokerUnavailable, "drain the connection") {
+                    natsConnection_DrainTimeout(connection.raw, drainTimeout)
+                }
+                let deadline = ContinuousClock.now + configuration.drainTimeout + .seconds(1)
+                while natsConnection_Status(connection.raw) != NATS_CONN_STATUS_CLOSED, ContinuousClock.now < deadline {
+                    do {
+                        try await Task.sleep(for: .milliseconds(10))
+                    } catch {
+                        break  // cancelled: stop waiting, close below
+                    }
+                }
+            } catch {
+                logger.warning("NATS drain failed; closing without it", metadata: ["nats.error": "\(error.message)"])
+            }
+        }
+        // A no-op if draining closed it; otherwise stops reconnect attempts and cuts what is left. It joins
+        // nats.c's connection threads, so it waits on the thread pool.
+        await runBlocking { natsConnection_Close(connection.raw) }
+        for subscription in leftovers {
+            subscription.release()
+        }
+        logger.info("NATS broker stopped", metadata: ["nats.url": "\(endpointDescription)"])
+    }
+}
+
+// MARK: - Subscriptions
+
+/// One channel's interest on NATS.
+final class NATSSubscription: BrokerSubscription {
+    let subject: String
+    /// Nil once cancelled or released: guards the single `natsSubscription_Destroy`.
+    private let pointer: NIOLockedValueBox<NATSSubscriptionHandle?>
+    /// Shared with the delivery box. The handle holds only this flag, not the box, so the delivery closure
+    /// (and whatever it captures) is freed as soon as nats.c is done with it, even if the caller keeps the handle.
+    private let cancelled: ManagedAtomic<Bool>
+    private weak let broker: NATSBroker?
+    private let logger: Logger
+
+    fileprivate init(
+        subject: String, pointer: NATSSubscriptionHandle, cancelled: ManagedAtomic<Bool>, broker: NATSBroker,
+        logger: Logger
+    ) {
+        self.subject = subject
+        self.pointer = NIOLockedValueBox(pointer)
+        self.cancelled = cancelled
+        self.broker = broker
+        self.logger = logger
+    }
+
+    deinit {
+        // Reached only after cancel() or shutdown (the broker holds live ones), so normally nil here.
+        if let handle = pointer.withLockedValue({ $0 }) {
+            natsSubscription_Destroy(handle.raw)
+        }
+    }
+
+    /// Stops deliveries; idempotent and safe after the broker's shutdown.
+    func cancel() {
+        // First, so a message nats.c already queued is dropped by the callback instead of delivered after
+        // cancel() returns.
+        cancelled.store(true, ordering: .releasing)
+        guard let handle = take() else { return }
+        broker?.forget(self)
+        let status = natsSubscription_Unsubscribe(handle.raw)
+        switch status {
+        case NATS_OK, NATS_CONNECTION_CLOSED, NATS_INVALID_SUBSCRIPTION, NATS_DRAINING:
+            break  // gone already, or going with the connection: nothing to undo
+        default:
+            // The server may keep sending until the connection's next reconnect; the callback drops those.
+            let error = natsError("natsSubscription_Unsubscribe", status, .brokerUnavailable, "unsubscribe from '\(subject)'")
+            logger.warning("\(error.message)", metadata: ["nats.subject": "\(subject)"])
+        }
+        natsSubscription_Destroy(handle.raw)
+    }
+
+    /// Frees the nats.c object after the connection closed (shutdown), when unsubscribing means nothing.
+    fileprivate func release() {
+        cancelled.store(true, ordering: .releasing)
+        guard let handle = take() else { return }
+        natsSubscription_Destroy(handle.raw)
+    }
+
+    private func take() -> NATSSubscriptionHandle? {
+        pointer.withLockedValue { current in
+            defer { current = nil }
+            return current
+        }
+    }
+}
+
+// MARK: - Boxes handed to nats.c
+
+/// What a subscription's message callback needs. Immutable apart from an atomic, hence really `Sendable`.
+final class NATSDeliveryBox: Sendable {
+    let deliver: BrokerDelivery
+    let allocator: ByteBufferAllocator
+    /// Set by cancel() and shutdown; checked before every delivery.
+    let cancelled = ManagedAtomic(false)
+
+    init(deliver: @escaping BrokerDelivery, allocator: ByteBufferAllocator) {
+        self.deliver = deliver
+        self.allocator = allocator
+    }
+}
+
+/// What the connection-event callbacks need. Immutable apart from an atomic, hence really `Sendable`.
+final class NATSConnectionEvents: Sendable {
+    let logger: Logger
+    let endpoint: String
+    /// Set by shutdown(), so the disconnect it causes is not reported as an outage.
+    let stopping = ManagedAtomic(false)
+
+    init(logger: Logger, endpoint: String) {
+        self.logger = logger
+        self.endpoint = endpoint
+    }
+}
+
+/// A `natsConnection*`. `@unchecked Sendable` because nats.c locks every connection call internally, and
+/// the pointer stays valid until the owning `NATSBroker`'s `deinit`, after its last user is gone.
+struct NATSConnectionHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+}
+
+/// A `natsSubscription*`. `@unchecked Sendable` because nats.c locks subscription calls internally, and the
+/// owning `NATSSubscription` hands it to `natsSubscription_Destroy` exactly once, under its lock.
+struct NATSSubscriptionHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+}
+
+/// A `natsOptions*` crossing into the thread pool for the connect. `@unchecked Sendable` because the
+/// caller waits for that thread to finish before it touches or destroys the options again.
+private struct NATSOptionsHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+}
+
+private struct NATSConnectOutcome: Sendable {
+    var connection: NATSConnectionHandle?
+    var stillRetrying: Bool
+    var failure: StormError?
+}
+
+// MARK: - C callbacks (nats.c threads)
+
+/// Copies the message out of nats.c's memory and hands it to the subscriber, on a delivery-pool thread.
+private func natsDeliveryCallback(
+    _ connection: OpaquePointer?, _ subscription: OpaquePointer?, _ message: OpaquePointer?,
+    _ closure: UnsafeMutableRawPointer?
+) {
+    guard let message else { return }
+    guard let closure else {
+        natsMsg_Destroy(message)
+        return
+    }
+    let box = Unmanaged<NATSDeliveryBox>.fromOpaque(closure).takeUnretainedValue()
+    guard !box.cancelled.load(ordering: .acquiring) else {
+        natsMsg_Destroy(message)
+        return
+    }
+    let length = Int(natsMsg_GetDataLength(message))
+    var buffer = box.allocator.buffer(capacity: length)
+    if length > 0, let data = natsMsg_GetData(message) {
+        buffer.writeBytes(UnsafeRawBufferPointer(start: UnsafeRawPointer(data), count: length))
+    }
+    natsMsg_Destroy(message)
+    box.deliver(buffer)
+}
+
+/// Runs once the subscription is closed and its handler has returned for the last time: the only moment the
+/// box can be freed without racing a delivery.
+private func natsSubscriptionCompleteCallback(_ closure: UnsafeMutableRawPointer?) {
+    guard let closure else { return }
+    Unmanaged<NATSDeliveryBox>.fromOpaque(closure).release()
+}
+
+private func natsConnectedCallback(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {
+    guard let closure else { return }
+    let events = Unmanaged<NATSConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+    let url = connection.flatMap(connectedURL) ?? events.endpoint
+    events.logger.notice("NATS connected after retrying", metadata: ["nats.url": "\(url)"])
+}
+
+private func natsDisconnectedCallback(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {
+    guard let closure else { return }
+    let events = Unmanaged<NATSConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+    if events.stopping.load(ordering: .acquiring) {
+        events.logger.debug("NATS disconnected for shutdown", metadata: ["nats.url": "\(events.endpoint)"])
+    } else {
+        events.logger.warning(
+            "NATS connection lost; reconnecting", metadata: ["nats.url": "\(events.endpoint)"])
+    }
+}
+
+private func natsReconnectedCallback(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {
+    guard let closure else { return }
+    let events = Unmanaged<NATSConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+    let url = connection.flatMap(connectedURL) ?? events.endpoint
+    events.logger.notice("NATS connection restored", metadata: ["nats.url": "\(url)"])
+}
+
+/// The last event a connection raises: logs why, then frees the events box that nats.c held for us.
+private func natsClosedCallback(_ connection: OpaquePointer?, _ closure: UnsafeMutableRawPointer?) {
+    guard let closure else { return }
+    let unmanaged = Unmanaged<NATSConnectionEvents>.fromOpaque(closure)
+    let events = unmanaged.takeUnretainedValue()
+    if events.stopping.load(ordering: .acquiring) {
+        events.logger.debug("NATS connection closed", metadata: ["nats.url": "\(events.endpoint)"])
+    } else {
+        events.logger.error(
+            "NATS connection closed for good: reconnect attempts are exhausted; restart stormd or raise the NATS max reconnect attempts",
+            metadata: ["nats.url": "\(events.endpoint)"])
+    }
+    unmanaged.release()
+}
+
+private func natsAsyncErrorCallback(
+    _ connection: OpaquePointer?, _ subscription: OpaquePointer?, _ status: natsStatus,
+    _ closure: UnsafeMutableRawPointer?
+) {
+    guard let closure else { return }
+    let events = Unmanaged<NATSConnectionEvents>.fromOpaque(closure).takeUnretainedValue()
+    let subject = subscription.flatMap { natsSubscription_GetSubject($0) }.map { String(cString: $0) } ?? "-"
+    if status == NATS_SLOW_CONSUMER {
+        events.logger.warning(
+            "NATS dropped messages: a subscription's backlog passed its pending limit (raise the NATS pending limits or add gateways)",
+            metadata: ["nats.subject": "\(subject)", "nats.url": "\(events.endpoint)"])
+    } else {
+        events.logger.warning(
+            "NATS reported an asynchronous error: \(natsStatusText(status))",
+            metadata: ["nats.subject": "\(subject)", "nats.url": "\(events.endpoint)"])
+    }
+}
+
+// MARK: - Helpers
+
+/// The server this connection is on now, without credentials; nil while it is not connected.
+private func connectedURL(_ connection: OpaquePointer) -> String? {
+    withUnsafeTemporaryAllocation(of: CChar.self, capacity: 512) { buffer -> String? in
+        guard let base = buffer.baseAddress,
+            natsConnection_GetConnectedUrl(connection, base, buffer.count) == NATS_OK
+        else { return nil }
+        let url = String(cString: base)
+        return url.isEmpty ? nil : redactedNATSURL(url)
+    }
+}
+
+/// Why a server URL would not work, or nil if it looks usable. nats.c would accept some of these and fail
+/// later with "no server available", which does not tell the operator which entry is wrong.
+func natsURLProblem(_ url: String) -> String? {
+    guard let components = URLComponents(string: url) else {
+        return "it is not a URL; use nats://HOST:PORT"
+    }
+    guard let scheme = components.scheme?.lowercased(), ["nats", "tls"].contains(scheme) else {
+        return "the scheme must be nats:// or tls://, e.g. nats://127.0.0.1:4222"
+    }
+    guard let host = components.host, !host.isEmpty else {
+        return "it names no host; use nats://HOST:PORT"
+    }
+    if let port = components.port, !(1...65535).contains(port) {
+        return "port \(port) is out of range"
+    }
+    if components.port == nil, let authority = url.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first,
+        authority.hasSuffix(":")
+    {
+        return "the port is empty"
+    }
+    return nil
+}
+
+/// A server URL without its user and password, for logs, errors and `/readyz`.
+func redactedNATSURL(_ url: String) -> String {
+    guard let schemeEnd = url.range(of: "://") else { return url }
+    let rest = url[schemeEnd.upperBound...]
+    let authorityEnd = rest.firstIndex(of: "/") ?? rest.endIndex
+    guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+    return String(url[..<schemeEnd.upperBound]) + "***@" + String(rest[rest.index(after: at)...])
+}
+
+private func connectionStatusName(_ status: natsConnStatus) -> String {
+    switch status {
+    case NATS_CONN_STATUS_DISCONNECTED: return "disconnected"
+    case NATS_CONN_STATUS_CONNECTING: return "connecting"
+    case NATS_CONN_STATUS_CONNECTED: return "connected"
+    case NATS_CONN_STATUS_CLOSED: return "closed"
+    case NATS_CONN_STATUS_RECONNECTING: return "reconnecting"
+    case NATS_CONN_STATUS_DRAINING_SUBS, NATS_CONN_STATUS_DRAINING_PUBS: return "draining"
+    default: return "status \(status.rawValue)"
+    }
+}
+
+/// nats.c takes times in milliseconds; saturates instead of trapping on absurd durations.
+func milliseconds(_ duration: Duration) -> Int64 {
+    let (seconds, attoseconds) = duration.components
+    let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+    if overflow { return seconds < 0 ? Int64.min : Int64.max }
+    return whole.addingReportingOverflow(attoseconds / 1_000_000_000_000_000).partialValue
+}
+
+/// Passes `strings` to C as a `const char**` that lives for the duration of `body`.
+private func withCStringArray<R>(
+    _ strings: [String], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, Int32) throws(StormError) -> R
+) throws(StormError) -> R {
+    let owned = strings.map { strdup($0) }
+    defer { owned.forEach { free($0) } }
+    var pointers: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
+    let result: Result<R, StormError> = pointers.withUnsafeMutableBufferPointer { buffer in
+        guard let base = buffer.baseAddress else {
+            return .failure(StormError(.configuration, "no NATS server URL is configured"))
+        }
+        do throws(StormError) {
+            return .success(try body(base, Int32(clamping: buffer.count)))
+        } catch {
+            return .failure(error)
+        }
+    }
+    return try result.get()
+}
+
+/// Runs blocking nats.c work (network waits) on NIO's thread pool, so it never stalls an event loop or the
+/// cooperative pool. Falls back to the calling thread only if the pool has been shut down.
+private func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    do {
+        return try await NIOThreadPool.singleton.runIfActive(body)
+    } catch {
+        return body()
+    }
+}
