@@ -18,7 +18,8 @@ public enum PayloadEncoding: String, Sendable {
     }
 }
 
-/// One published message as every transport delivers it (see docs/protocol.md, "The envelope").
+/// One published message as every transport delivers it (see docs/protocol.md, "The envelope"). A JSON
+/// payload is embedded compacted (whitespace outside strings removed) so every envelope is one line.
 ///
 /// The gateway that accepts a publish builds the envelope once; NATS carries its bytes, and every gateway
 /// frames those same bytes for WebSocket and SSE without parsing them again.
@@ -58,7 +59,7 @@ public struct Envelope: Sendable, Equatable {
         out.append(contentsOf: #","data":"#.utf8)
         switch encoding {
         case .json:
-            out.append(contentsOf: payload)
+            out.append(contentsOf: JSONScanner.compacted(payload))
         case .text:
             JSONWriter.appendString(utf8: payload, to: &out)
         case .base64:

@@ -86,6 +86,36 @@ public struct JSONScanner {
         bytes.withUnsafeBytes { isValidDocument($0) }
     }
 
+    /// `json` (valid JSON) without whitespace outside strings. Envelopes are one line on every transport
+    /// (an SSE `data:` line, a JSON line from `stormctl subscribe`), and a JSON string cannot hold a raw
+    /// line break, so compacting is all it takes to keep a pretty-printed payload on one line.
+    public static func compacted(_ json: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(json.count)
+        var inString = false
+        var escaped = false
+        for byte in json {
+            if inString {
+                out.append(byte)
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case 0x20, 0x09, 0x0A, 0x0D: continue
+            case UInt8(ascii: "\""): inString = true
+            default: break
+            }
+            out.append(byte)
+        }
+        return out
+    }
+
     /// The members of a top-level JSON object, each value as its raw bytes (later duplicates win).
     public static func objectMembers(_ bytes: [UInt8]) throws(Failure) -> [String: [UInt8]] {
         do {
