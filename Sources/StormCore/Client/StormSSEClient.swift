@@ -137,10 +137,11 @@ final class EventStreamHandler: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         ready.fail(closeError ?? StormError(.connection, "the connection closed before the event stream started"))
-        if case .streaming = state, !closingOnPurpose {
+        if case .streaming = state {
             closeError = closeError ?? StormError(.connection, "connection lost")
         }
-        delegate.streamDidClose(error: closeError)
+        // Hanging up ourselves makes the HTTP decoder report a truncated body: that is not a failure.
+        delegate.streamDidClose(error: closingOnPurpose ? nil : closeError)
         context.fireChannelInactive()
     }
 

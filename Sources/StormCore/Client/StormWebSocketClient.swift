@@ -233,7 +233,11 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        report(closeError ?? (sentClose || closingOnPurpose ? nil : StormError(.connection, "connection lost")))
+        if closingOnPurpose {
+            report(nil)
+        } else {
+            report(closeError ?? (sentClose ? nil : StormError(.connection, "connection lost")))
+        }
         context.fireChannelInactive()
     }
 

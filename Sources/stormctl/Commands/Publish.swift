@@ -62,7 +62,7 @@ extension Stormctl {
                     let sent = clock.now
                     let reply = try await client.publish(channel: channelName, payload: payload)
                     if global.json {
-                        StandardOutput.write(reply + [0x0A])
+                        StandardOutput.write(reply.last == 0x0A ? reply : reply + [0x0A])
                     } else if verbose {
                         let elapsed = sent.duration(to: clock.now)
                         let id = (try? JSONScanner.objectMembers(reply))?["id"].flatMap { try? JSONScanner.string($0) } ?? "?"
