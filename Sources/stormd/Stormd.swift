@@ -59,6 +59,9 @@ struct Stormd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Delay that batches deliveries into one write per connection. [STORM_FLUSH_INTERVAL, default 1ms]", valueName: "duration"))
     var flushInterval: String?
 
+    @Option(help: ArgumentHelp("Longest the adaptive batch delay grows to under heavy load. [STORM_MAX_FLUSH_INTERVAL, default 50ms]", valueName: "duration"))
+    var maxFlushInterval: String?
+
     @Option(help: ArgumentHelp("Event loop threads. [STORM_EVENT_LOOPS, default: number of cores]", valueName: "n"))
     var eventLoops: String?
 
@@ -153,7 +156,7 @@ struct Stormd: AsyncParsableCommand {
         let flags: [Setting: String?] = [
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
-            .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .eventLoops: eventLoops, .backlog: backlog,
+            .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
             .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers,
         ]
         let environment = ProcessInfo.processInfo.environment
@@ -188,6 +191,7 @@ extension GatewayConfiguration {
         ws-ping-interval = \(limits.webSocketPingInterval.nanoseconds / 1_000_000)ms
         sse-heartbeat = \(limits.sseHeartbeatInterval.nanoseconds / 1_000_000)ms
         flush-interval = \(limits.flushDelay.nanoseconds / 1_000_000)ms
+        max-flush-interval = \(limits.maxFlushDelay.nanoseconds / 1_000_000)ms
         event-loops = \(eventLoops)
         backlog = \(backlog)
         drain-timeout = \(drainSeconds)

@@ -12,6 +12,7 @@ enum Setting: String, CaseIterable, Sendable {
     case wsPingInterval = "ws-ping-interval"
     case sseHeartbeat = "sse-heartbeat"
     case flushInterval = "flush-interval"
+    case maxFlushInterval = "max-flush-interval"
     case eventLoops = "event-loops"
     case backlog
     case drainTimeout = "drain-timeout"

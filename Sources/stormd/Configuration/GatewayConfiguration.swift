@@ -58,6 +58,10 @@ struct GatewayConfiguration: Sendable {
         if let value = sources.value(.wsPingInterval) { limits.webSocketPingInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.sseHeartbeat) { limits.sseHeartbeatInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.flushInterval) { limits.flushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.milliseconds(100)) }
+        if let value = sources.value(.maxFlushInterval) { limits.maxFlushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.seconds(1)) }
+        guard limits.maxFlushDelay >= limits.flushDelay else {
+            throw StormError(.configuration, "max-flush-interval (\(limits.maxFlushDelay.nanoseconds / 1_000_000) ms) is below flush-interval (\(limits.flushDelay.nanoseconds / 1_000_000) ms)")
+        }
         if let value = sources.value(.workers) { workers = try Self.parseInt(value, range: 1...256) }
         if workers > 1 {
             eventLoops = max(1, System.coreCount / workers)

@@ -17,6 +17,8 @@ struct GatewayLimits: Sendable {
     /// Delay before a batch of deliveries is written and flushed (`--flush-interval`, default 1 ms): a
     /// bounded latency cost that lets one `writev` carry many messages.
     var flushDelay: TimeAmount = .milliseconds(1)
+    /// Upper bound of the adaptive batch delay under heavy load (`--max-flush-interval`, default 50 ms).
+    var maxFlushDelay: TimeAmount = .milliseconds(50)
 
     /// A WebSocket request carries the payload inside JSON, perhaps as base64 (4/3 larger), so the frame
     /// limit is above the payload limit.

@@ -44,6 +44,7 @@ final class LoopHub: @unchecked Sendable {
     let eventLoop: any EventLoop
     let index: Int
     private let flushDelay: TimeAmount
+    private let maxFlushDelay: TimeAmount
     private let metrics: GatewayMetrics
 
     private var subscribers: [ChannelName: [ObjectIdentifier: any FanoutSubscriber]] = [:]
@@ -54,13 +55,16 @@ final class LoopHub: @unchecked Sendable {
     private struct Inbox {
         var deliveries: [Delivery] = []
         var drainScheduled = false
+        /// What the last drain cost; the next one waits at least that long (see `batchDelay`).
+        var lastDrainCost: TimeAmount = .zero
     }
     private let inbox = NIOLockedValueBox(Inbox())
 
-    init(eventLoop: any EventLoop, index: Int, flushDelay: TimeAmount, metrics: GatewayMetrics) {
+    init(eventLoop: any EventLoop, index: Int, flushDelay: TimeAmount, maxFlushDelay: TimeAmount, metrics: GatewayMetrics) {
         self.eventLoop = eventLoop
         self.index = index
         self.flushDelay = flushDelay
+        self.maxFlushDelay = max(flushDelay, maxFlushDelay)
         self.metrics = metrics
     }
 
@@ -112,18 +116,27 @@ final class LoopHub: @unchecked Sendable {
     // MARK: Deliveries (from broker threads)
 
     func enqueue(_ delivery: Delivery) {
-        let mustSchedule = inbox.withLockedValue { inbox -> Bool in
+        let delay = inbox.withLockedValue { inbox -> TimeAmount? in
             inbox.deliveries.append(delivery)
-            if inbox.drainScheduled { return false }
+            if inbox.drainScheduled { return nil }
             inbox.drainScheduled = true
-            return true
+            return batchDelay(lastDrainCost: inbox.lastDrainCost)
         }
-        guard mustSchedule else { return }
-        if flushDelay > .zero {
-            eventLoop.scheduleTask(in: flushDelay) { self.drain() }
+        guard let delay else { return }
+        if delay > .zero {
+            eventLoop.scheduleTask(in: delay) { self.drain() }
         } else {
             eventLoop.execute { self.drain() }
         }
+    }
+
+    /// How long a batch collects before it is written: at least `flushDelay`, and at least what the last
+    /// drain cost, up to `maxFlushDelay`. Under light load that is the configured few milliseconds; when
+    /// writing a batch gets expensive (many subscribers, high rates), the loop spends at most about half
+    /// its time writing and batches grow instead, so each `writev` carries more messages and the cost per
+    /// delivery falls exactly when it matters. Latency then rises gracefully, bounded by `maxFlushDelay`.
+    private func batchDelay(lastDrainCost: TimeAmount) -> TimeAmount {
+        min(maxFlushDelay, max(flushDelay, lastDrainCost))
     }
 
     private func drain() {
@@ -134,6 +147,7 @@ final class LoopHub: @unchecked Sendable {
         var deliveredWebSocket: Int64 = 0
         var deliveredSSE: Int64 = 0
         var dropped: Int64 = 0
+        let started = NIODeadline.now()
         let nowMicros = unixMicrosNow()
         var gone: [(ChannelName, ObjectIdentifier)] = []
         for delivery in batch {
@@ -162,6 +176,8 @@ final class LoopHub: @unchecked Sendable {
             for session in dirty { session.flush() }
             dirty.removeAll(keepingCapacity: dirty.count < 65_536)
         }
+        let cost = NIODeadline.now() - started
+        inbox.withLockedValue { $0.lastDrainCost = cost }
         if deliveredWebSocket > 0 { metrics.deliveredWebSocket.increment(by: deliveredWebSocket) }
         if deliveredSSE > 0 { metrics.deliveredSSE.increment(by: deliveredSSE) }
         if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }
