@@ -205,8 +205,9 @@ final class WebSocketFrameHandler: ChannelDuplexHandler {
                 var echo = context.channel.allocator.buffer(capacity: 2)
                 echo.writeInteger(code ?? 1000)
                 let reply = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: echo)
-                let channel = context.channel
-                context.writeAndFlush(Self.wrapOutboundOut(reply)).whenComplete { _ in channel.close(promise: nil) }
+                // Closed through the context, not the channel: a close from outside would read as our own hang-up.
+                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+                context.writeAndFlush(Self.wrapOutboundOut(reply)).whenComplete { _ in bound.value.close(promise: nil) }
             } else {
                 context.close(promise: nil)
             }
