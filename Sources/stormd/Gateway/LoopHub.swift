@@ -55,8 +55,8 @@ final class LoopHub: @unchecked Sendable {
     private struct Inbox {
         var deliveries: [Delivery] = []
         var drainScheduled = false
-        /// What the last drain cost; the next one waits at least that long (see `batchDelay`).
-        var lastDrainCost: TimeAmount = .zero
+        /// The earliest the next drain should run: the last drain's end plus what it cost (see `batchDelay`).
+        var quietUntil = NIODeadline.uptimeNanoseconds(0)
     }
     private let inbox = NIOLockedValueBox(Inbox())
 
@@ -120,7 +120,7 @@ final class LoopHub: @unchecked Sendable {
             inbox.deliveries.append(delivery)
             if inbox.drainScheduled { return nil }
             inbox.drainScheduled = true
-            return batchDelay(lastDrainCost: inbox.lastDrainCost)
+            return batchDelay(quietUntil: inbox.quietUntil)
         }
         guard let delay else { return }
         if delay > .zero {
@@ -130,13 +130,15 @@ final class LoopHub: @unchecked Sendable {
         }
     }
 
-    /// How long a batch collects before it is written: at least `flushDelay`, and at least what the last
-    /// drain cost, up to `maxFlushDelay`. Under light load that is the configured few milliseconds; when
-    /// writing a batch gets expensive (many subscribers, high rates), the loop spends at most about half
-    /// its time writing and batches grow instead, so each `writev` carries more messages and the cost per
-    /// delivery falls exactly when it matters. Latency then rises gracefully, bounded by `maxFlushDelay`.
-    private func batchDelay(lastDrainCost: TimeAmount) -> TimeAmount {
-        min(maxFlushDelay, max(flushDelay, lastDrainCost))
+    /// How long a batch collects before it is written: `flushDelay`, stretched so that the loop rests at
+    /// least as long as the last drain took, up to `maxFlushDelay`. Under light load (messages further
+    /// apart than a drain costs) that is just the configured delay. When writing a batch gets expensive
+    /// (many subscribers, high rates), the loop spends at most about half its time writing and batches
+    /// grow instead, so each `writev` carries more messages and the cost per delivery falls exactly when it
+    /// matters; latency rises gracefully, bounded by `maxFlushDelay`.
+    private func batchDelay(quietUntil: NIODeadline) -> TimeAmount {
+        let rest = quietUntil - .now()
+        return min(maxFlushDelay, max(flushDelay, rest))
     }
 
     private func drain() {
@@ -176,8 +178,8 @@ final class LoopHub: @unchecked Sendable {
             for session in dirty { session.flush() }
             dirty.removeAll(keepingCapacity: dirty.count < 65_536)
         }
-        let cost = NIODeadline.now() - started
-        inbox.withLockedValue { $0.lastDrainCost = cost }
+        let finished = NIODeadline.now()
+        inbox.withLockedValue { $0.quietUntil = finished + (finished - started) }
         if deliveredWebSocket > 0 { metrics.deliveredWebSocket.increment(by: deliveredWebSocket) }
         if deliveredSSE > 0 { metrics.deliveredSSE.increment(by: deliveredSSE) }
         if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }

@@ -188,6 +188,7 @@ struct TestEventStream {
         var id: String?
         var event: String?
         var data: String
+        var comment: String?
     }
 
     static func connect(port: Int, channels: [String], extraHeaders: [String] = []) async throws -> TestEventStream {
@@ -233,6 +234,7 @@ struct TestEventStream {
                         if line.hasPrefix("id: ") { event.id = String(line.dropFirst(4)) }
                         if line.hasPrefix("event: ") { event.event = String(line.dropFirst(7)) }
                         if line.hasPrefix("data: ") { event.data += line.dropFirst(6) }
+                        if line.hasPrefix(": ") { event.comment = String(line.dropFirst(2)) }
                     }
                     return event
                 }
