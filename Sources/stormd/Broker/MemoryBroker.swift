@@ -31,12 +31,15 @@ final class MemoryBroker: MessageBroker {
 
     func start() async throws(StormError) {}
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName) async throws(StormError) {
-        guard isConnected else { throw StormError(.brokerUnavailable, "the in-memory broker is stopped") }
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard isConnected else {
+            return eventLoop.makeFailedFuture(StormError(.brokerUnavailable, "the in-memory broker is stopped"))
+        }
         let targets = subscriptions.withLockedValue { $0[channel].map { Array($0.values) } ?? [] }
         for subscription in targets {
             subscription.deliver(envelope)
         }
+        return eventLoop.makeSucceededVoidFuture()
     }
 
     func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription {

@@ -321,7 +321,18 @@ final class NATSBroker: MessageBroker {
 
     // MARK: publish and subscribe
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName) async throws(StormError) {
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        do {
+            try publishNow(envelope, on: channel)
+            return eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// Hands the envelope to nats.c, which copies it into its outbound buffer (its flusher thread writes
+    /// it out): cheap and non-blocking in normal operation, so it runs on the caller's event loop.
+    private func publishNow(_ envelope: ByteBuffer, on channel: ChannelName) throws(StormError) {
         let connection = try connectedConnection(orElse: "nothing was published")
         guard envelope.readableBytes <= Int(Int32.max) else {
             throw StormError(.messageTooLarge, "envelope of \(envelope.readableBytes) bytes is too large for NATS")

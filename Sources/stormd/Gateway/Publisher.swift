@@ -27,20 +27,27 @@ final class Publisher: Sendable {
         }
     }
 
-    func publish(_ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, via transport: GatewayMetrics.Transport) async throws(StormError) -> Envelope {
+    /// Publishes a client's payload; the future (on `eventLoop`) gives the envelope as delivered.
+    func publish(_ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, via transport: GatewayMetrics.Transport, eventLoop: any EventLoop) -> EventLoopFuture<Envelope> {
         guard !state.isDraining else {
-            throw StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway")
+            return eventLoop.makeFailedFuture(StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway"))
         }
-        try checkSize(payload.count)
-        let started = ContinuousClock.now
+        do {
+            try checkSize(payload.count)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let started = NIODeadline.now()
         let envelope = Envelope(channel: channel, id: ids.next(), timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
         let bytes = envelope.encoded()
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
-        try await broker.publish(buffer, on: channel)
-        metrics.publishDuration.record((ContinuousClock.now - started).seconds)
-        (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
-        return envelope
+        let metrics = self.metrics
+        return broker.publish(buffer, on: channel, eventLoop: eventLoop).map {
+            metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+            (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
+            return envelope
+        }
     }
 }
 
@@ -50,12 +57,4 @@ final class GatewayState: Sendable {
 
     var isDraining: Bool { draining.load(ordering: .relaxed) }
     func beginDraining() { draining.store(true, ordering: .relaxed) }
-}
-
-extension Duration {
-    /// The duration in seconds, the base unit of every STORM metric.
-    var seconds: Double {
-        let parts = components
-        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
-    }
 }

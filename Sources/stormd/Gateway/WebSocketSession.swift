@@ -304,29 +304,13 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         }
         try gateway.publisher.checkSize(payload.count)
         guard let context else { return }
-        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
-        Self.publishInBackground(payload, encoding: encoding, on: channel, publisher: gateway.publisher, session: session, requestID: id)
-    }
-
-    /// Publishes off the event loop and answers on it.
-    private static func publishInBackground(
-        _ payload: [UInt8], encoding: PayloadEncoding, on channel: ChannelName, publisher: Publisher,
-        session: NIOLoopBound<WebSocketSession>, requestID id: [UInt8]?
-    ) {
-        Task {
-            let outcome: Result<Envelope, any Error>
-            do {
-                outcome = .success(try await publisher.publish(payload, encoding: encoding, on: channel, via: .webSocket))
-            } catch {
-                outcome = .failure(error)
-            }
-            session.eventLoop.execute {
+        gateway.publisher.publish(payload, encoding: encoding, on: channel, via: .webSocket, eventLoop: context.eventLoop)
+            .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
-                case .success(let envelope): session.value.reply(id: id, result: Self.publishResult(envelope))
-                case .failure(let error): session.value.replyError(id: id, error)
+                case .success(let envelope): self.reply(id: id, result: Self.publishResult(envelope))
+                case .failure(let error): self.replyError(id: id, error)
                 }
             }
-        }
     }
 
     static func publishResult(_ envelope: Envelope) -> String {

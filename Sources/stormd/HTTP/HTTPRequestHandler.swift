@@ -110,26 +110,15 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             return respond(context: context, head: head, error: error)
         }
         let payload = Array(body.readableBytesView)
-        let loop = context.eventLoop
-        let bound = NIOLoopBound((self, context), eventLoop: loop)
-        let publisher = gateway.publisher
-        Task {
-            let outcome: Result<Envelope, any Error>
-            do {
-                outcome = .success(try await publisher.publish(payload, on: channel, via: .http))
-            } catch {
-                outcome = .failure(error)
-            }
-            loop.execute {
-                let (handler, context) = bound.value
+        gateway.publisher.publish(payload, on: channel, via: .http, eventLoop: context.eventLoop)
+            .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let envelope):
-                    handler.respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: WebSocketSession.publishResult(envelope) + "\n"))
+                    self.respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: WebSocketSession.publishResult(envelope) + "\n"))
                 case .failure(let error):
-                    handler.respond(context: context, head: head, error: error)
+                    self.respond(context: context, head: head, error: error)
                 }
             }
-        }
     }
 
     private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) {
