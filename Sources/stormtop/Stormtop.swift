@@ -1,22 +1,140 @@
 import ArgumentParser
 import CNCursesW
+import Foundation
 import StormCore
 
-/// `stormtop`: the live dashboard of a STORM cluster.
+/// `stormtop`: the live dashboard of a STORM cluster, and its batch mode for scripts.
 ///
-/// Only the skeleton lands with the foundation: it links the wide-character ncurses library through the
-/// `CNCursesW` system-library target so the build proves the toolchain setup. The dashboard itself
-/// (polling gateways' /metrics, rates, views, keys) is its own issue.
+/// It polls each gateway's Prometheus `/metrics` (never the API), so it needs no credentials and puts
+/// no load on the fan-out path; rates are differences between two polls, percentiles come from the
+/// histogram buckets observed between them.
+///
+/// Options (flags win over the environment):
+/// - `--gateway URL`, repeatable: gateways to poll. Default: `STORM_GATEWAYS` (comma-separated), else
+///   `http://127.0.0.1:8080`.
+/// - `--interval SECONDS`: poll period, 0.1-3600. Default 1.
+/// - `--timeout SECONDS`: deadline of one poll, connect included. Default: the interval, at least 1 s.
+/// - `--once`, `-n COUNT`, `--json`: batch mode without curses.
+/// - `--no-color` (or `NO_COLOR` set): no colours.
 @main
 struct Stormtop: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stormtop",
-        abstract: "Live dashboard of a STORM cluster (not yet implemented beyond --version).",
+        abstract: "Live dashboard of a STORM cluster: connections, message rates, latency and drops per gateway.",
+        discussion: """
+            stormtop polls each gateway's Prometheus /metrics endpoint every --interval. Rates are the \
+            difference between two polls divided by the time between them; p95 latencies are estimated \
+            from the histogram buckets observed between them (as PromQL's histogram_quantile does). A \
+            gateway that does not answer within --timeout is shown DOWN with the reason.
+
+            Press ? in the dashboard for the keys: q quit, p pause, s/o sort column and order, Tab or \
+            1-3 views, arrows/PgUp/PgDn scroll, / filter.
+
+            Batch mode (no curses), like top -b: --once prints one report, -n COUNT prints COUNT reports \
+            --interval apart, as text or, with --json, one JSON object per line. Rates need two polls, \
+            so the first report comes one interval after the start. --json alone means --once. The exit \
+            status is 69 when no gateway answered the last poll.
+
+            Examples:
+              stormtop
+              stormtop -g http://10.0.0.5:8080 -g http://10.0.0.6:8080 --interval 2
+              STORM_GATEWAYS=http://a:8080,http://b:8080 stormtop
+              stormtop --once
+              stormtop -n 10 --json > stats.jsonl
+
+            Exit codes: 0 on q or a completed batch, 64 for a usage error or when no terminal is \
+            available, 69 when no gateway answered (batch), 128+N after signal N (the terminal is \
+            restored first).
+            """,
         version: "stormtop \(StormVersion.current) (\(String(cString: storm_curses_version())))"
     )
 
+    static let defaultGateway = "http://127.0.0.1:8080"
+
+    @Option(
+        name: [.customShort("g"), .long],
+        help: ArgumentHelp(
+            "Gateway URL to poll; repeat for several (default: $STORM_GATEWAYS, comma-separated, else \(defaultGateway)).",
+            valueName: "url"))
+    var gateway: [String] = []
+
+    @Option(name: [.customShort("d"), .long], help: ArgumentHelp("Seconds between polls.", valueName: "seconds"))
+    var interval: Double = 1
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp("Seconds one poll may take before the gateway counts as down (default: the interval, at least 1).", valueName: "seconds"))
+    var timeout: Double?
+
+    @Flag(name: .long, help: "Batch mode: print one report (after two polls, one interval apart) and exit.")
+    var once = false
+
+    @Option(name: [.customShort("n"), .customLong("iterations")], help: ArgumentHelp("Batch mode: print COUNT reports, one per interval, and exit.", valueName: "count"))
+    var iterations: Int?
+
+    @Flag(name: .long, help: "Batch mode output as JSON, one object per report and line (implies --once without -n).")
+    var json = false
+
+    @Flag(name: .customLong("no-color"), help: "Do not use colours (also when NO_COLOR is set).")
+    var noColor = false
+
+    func validate() throws {
+        guard interval.isFinite, interval >= 0.1, interval <= 3600 else {
+            throw ValidationError("--interval must be between 0.1 and 3600 seconds")
+        }
+        if let timeout, !(timeout.isFinite && timeout > 0 && timeout <= 3600) {
+            throw ValidationError("--timeout must be between 0 and 3600 seconds")
+        }
+        if let iterations, iterations < 1 { throw ValidationError("-n must be at least 1") }
+        if once, iterations != nil { throw ValidationError("--once and -n are exclusive: --once is -n 1") }
+    }
+
     func run() throws {
-        print("stormtop \(StormVersion.current): the dashboard is not implemented yet; linked against \(String(cString: storm_curses_version())).")
-        throw ExitCode(69)
+        let environment = ProcessInfo.processInfo.environment
+        let raw = !gateway.isEmpty ? gateway : [environment["STORM_GATEWAYS"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultGateway]
+        let targets: [GatewayTarget]
+        do {
+            targets = try GatewayTarget.parse(raw)
+        } catch {
+            throw ValidationError(error.message)
+        }
+        guard !targets.isEmpty else { throw ValidationError("no gateway to poll: give --gateway URL") }
+        let store = DashboardStore(targets: targets)
+        let poller = Poller(store: store, interval: interval, timeout: timeout ?? max(1, interval))
+
+        if once || iterations != nil || json {
+            let status = Self.runBatch(poller: poller, reports: iterations ?? 1, json: json)
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
+        let colours = !noColor && (environment["NO_COLOR"] ?? "").isEmpty
+        let status: Int32
+        do {
+            status = try Dashboard(store: store, poller: poller, interval: interval, colours: colours).run()
+        } catch {
+            FileHandle.standardError.write(Data("stormtop: \(error.description)\n".utf8))
+            throw ExitCode(64)
+        }
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    /// Polls, waits an interval, polls again and prints; `reports` times. Returns the exit status.
+    static func runBatch(poller: Poller, reports: Int, json: Bool) -> Int32 {
+        runBlocking(orElse: 70) {
+            let clock = ContinuousClock()
+            let start = clock.now
+            await poller.pollAll()
+            var status: Int32 = 0
+            for report in 1...reports {
+                try? await Task.sleep(until: start + .seconds(poller.interval * Double(report)), clock: clock)
+                await poller.pollAll()
+                let frame = poller.store.frame(wallClock: Date().timeIntervalSince1970)
+                let text = json ? BatchReport.json(frame, interval: poller.interval) : BatchReport.text(frame, interval: poller.interval)
+                FileHandle.standardOutput.write(Data(((report > 1 && !json) ? "\n" : "") .utf8) + Data(text.utf8))
+                status = frame.cluster.gatewaysUp == 0 ? 69 : 0
+            }
+            await poller.close()
+            return status
+        }
     }
 }

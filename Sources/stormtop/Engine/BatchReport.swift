@@ -1,0 +1,136 @@
+import StormCore
+
+/// The batch-mode output (`--once`, `-n`): the screen's figures as plain text or one JSON object per
+/// report, for scripts and logs.
+enum BatchReport {
+    /// A text block like the screen's header and gateway table, ASCII only.
+    static func text(_ frame: DashboardFrame, interval: Double) -> String {
+        let c = frame.cluster
+        var lines: [String] = []
+        lines.append(
+            "stormtop \(StormVersion.current)  \(Format.timestamp(frame.wallClock))  gateways: \(c.gatewaysUp) up, \(c.gatewaysDown) down"
+                + (c.gatewaysWaiting > 0 ? ", \(c.gatewaysWaiting) waiting" : "") + "  interval: \(Format.quantity(interval))s")
+        lines.append(
+            "connections: websocket \(Format.count(c.webSocketConnections))  sse \(Format.count(c.sseConnections))  total \(Format.count(c.connections))")
+        lines.append(
+            "messages/s: published \(Format.quantity(c.publishedPerSecond))  delivered \(Format.quantity(c.deliveredPerSecond))  from broker \(Format.quantity(c.brokerReceivedPerSecond))")
+        lines.append(
+            "p95: publish \(Format.latency(c.p95PublishSeconds, ascii: true))  fan-out \(Format.latency(c.p95FanoutSeconds, ascii: true))"
+                + "  slow-client drops: \(Format.quantity(c.slowClientDropsPerSecond))/s (\(Format.count(c.slowClientDropsTotal)) total)"
+                + "  broker: \(c.brokersConnected)/\(c.brokersKnown) connected, \(Format.count(c.brokerSubscriptions)) subscriptions")
+        let columns: [(String, Int, (GatewayFigures) -> String)] = [
+            ("GATEWAY", 21, { $0.address }),
+            ("STATE", 5, { $0.state.label }),
+            ("UPTIME", 7, { Format.duration($0.uptimeSeconds) }),
+            ("CONNS", 6, { Format.count($0.connections) }),
+            ("WS", 6, { Format.count($0.webSocketConnections) }),
+            ("SSE", 6, { Format.count($0.sseConnections) }),
+            ("IN/s", 7, { Format.quantity($0.publishedPerSecond) }),
+            ("OUT/s", 7, { Format.quantity($0.deliveredPerSecond) }),
+            ("P95PUB", 8, { Format.latency($0.p95PublishSeconds, ascii: true) }),
+            ("P95FAN", 8, { Format.latency($0.p95FanoutSeconds, ascii: true) }),
+            ("CPU", 6, { Format.percent($0.cpuPercent) }),
+            ("MEM", 8, { Format.bytes($0.residentMemoryBytes) }),
+            ("SUBS", 5, { Format.count($0.brokerSubscriptions) }),
+        ]
+        lines.append(columns.map { pad($0.0, $0.1, left: $0.0 == "GATEWAY") }.joined(separator: " "))
+        for gateway in frame.gateways {
+            var line = columns.map { pad($0.2(gateway), $0.1, left: $0.0 == "GATEWAY") }.joined(separator: " ")
+            if case .down(let reason) = gateway.state { line += "  (\(reason))" }
+            lines.append(line)
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func pad(_ text: String, _ width: Int, left: Bool) -> String {
+        guard text.count < width else { return text }
+        let fill = String(repeating: " ", count: width - text.count)
+        return left ? text + fill : fill + text
+    }
+
+    /// One line of JSON; unknown figures are `null`, never omitted, so a consumer sees the full shape.
+    static func json(_ frame: DashboardFrame, interval: Double) -> String {
+        let c = frame.cluster
+        let cluster: JSONValue = .object([
+            ("gateways_up", .int(c.gatewaysUp)),
+            ("gateways_down", .int(c.gatewaysDown)),
+            ("gateways_waiting", .int(c.gatewaysWaiting)),
+            ("connections", .object([("websocket", .number(c.webSocketConnections)), ("sse", .number(c.sseConnections)), ("total", .number(c.connections))])),
+            ("published_per_second", .number(c.publishedPerSecond)),
+            ("delivered_per_second", .number(c.deliveredPerSecond)),
+            ("broker_received_per_second", .number(c.brokerReceivedPerSecond)),
+            ("p95_publish_seconds", .number(c.p95PublishSeconds)),
+            ("p95_fanout_seconds", .number(c.p95FanoutSeconds)),
+            ("slow_client_drops_per_second", .number(c.slowClientDropsPerSecond)),
+            ("slow_client_drops_total", .number(c.slowClientDropsTotal)),
+            ("brokers_connected", .int(c.brokersConnected)),
+            ("brokers_known", .int(c.brokersKnown)),
+            ("broker_subscriptions", .number(c.brokerSubscriptions)),
+            ("resident_memory_bytes", .number(c.residentMemoryBytes)),
+        ])
+        let gateways: [JSONValue] = frame.gateways.map { g in
+            var error: JSONValue = .null
+            if case .down(let reason) = g.state { error = .string(reason) }
+            return .object([
+                ("address", .string(g.address)),
+                ("url", .string(g.url)),
+                ("state", .string(g.state.isDown ? "down" : g.state.label == "up" ? "up" : "waiting")),
+                ("error", error),
+                ("version", g.version.map(JSONValue.string) ?? .null),
+                ("instance_id", g.instanceID.map(JSONValue.string) ?? .null),
+                ("uptime_seconds", .number(g.uptimeSeconds)),
+                ("connections", .object([("websocket", .number(g.webSocketConnections)), ("sse", .number(g.sseConnections)), ("total", .number(g.connections))])),
+                ("published_per_second", .number(g.publishedPerSecond)),
+                ("delivered_per_second", .number(g.deliveredPerSecond)),
+                ("broker_received_per_second", .number(g.brokerReceivedPerSecond)),
+                ("connections_accepted_per_second", .number(g.acceptedPerSecond)),
+                ("p95_publish_seconds", .number(g.p95PublishSeconds)),
+                ("p95_fanout_seconds", .number(g.p95FanoutSeconds)),
+                ("cpu_percent", .number(g.cpuPercent)),
+                ("resident_memory_bytes", .number(g.residentMemoryBytes)),
+                ("slow_client_drops_per_second", .number(g.slowClientDropsPerSecond)),
+                ("slow_client_drops_total", .number(g.slowClientDropsTotal)),
+                ("slow_client_disconnects_total", .number(g.slowClientDisconnectsTotal)),
+                ("malformed_drops_total", .number(g.malformedDropsTotal)),
+                ("client_errors_per_second", .number(g.clientErrorsPerSecond)),
+                ("client_errors_total", .number(g.clientErrorsTotal)),
+                ("broker_connected", g.brokerConnected.map(JSONValue.bool) ?? .null),
+                ("broker_subscriptions", .number(g.brokerSubscriptions)),
+            ])
+        }
+        return JSONValue.object([
+            ("time", .string(Format.timestamp(frame.wallClock))),
+            ("interval_seconds", .number(interval)),
+            ("cluster", cluster),
+            ("gateways", .array(gateways)),
+        ]).rendered + "\n"
+    }
+}
+
+/// Just enough JSON to write the report with keys in a fixed, readable order.
+enum JSONValue {
+    case null
+    case bool(Bool)
+    case int(Int)
+    /// nil and non-finite numbers render as `null` (JSON has no NaN).
+    case number(Double?)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    var rendered: String {
+        switch self {
+        case .null: return "null"
+        case .bool(let value): return value ? "true" : "false"
+        case .int(let value): return String(value)
+        case .number(let value):
+            guard let value, value.isFinite else { return "null" }
+            if value == value.rounded(), abs(value) < 9e15 { return String(Int64(value)) }
+            return "\(value)"
+        case .string(let value): return JSONWriter.quoted(value)
+        case .array(let values): return "[" + values.map(\.rendered).joined(separator: ",") + "]"
+        case .object(let members):
+            return "{" + members.map { JSONWriter.quoted($0.0) + ":" + $0.1.rendered }.joined(separator: ",") + "}"
+        }
+    }
+}

@@ -1,0 +1,317 @@
+import StormCore
+
+/// A sortable value: text sorts by name, numbers by size; unknown numbers always go last.
+enum SortValue: Sendable {
+    case text(String)
+    case number(Double?)
+}
+
+/// One table column: how to show a gateway's figure in it and how to sort by it.
+struct Column: Sendable {
+    var title: String
+    var width: Int
+    var leftAligned = false
+    /// Whether the first `s` on this column sorts biggest first (figures) or A-Z (names).
+    var descendingFirst = true
+    var text: @Sendable (GatewayFigures, Bool) -> String
+    var sortValue: @Sendable (GatewayFigures) -> SortValue
+    var style: @Sendable (GatewayFigures) -> TextStyle = { _ in .normal }
+
+    static func number(_ title: String, _ width: Int, _ value: @escaping @Sendable (GatewayFigures) -> Double?, _ format: @escaping @Sendable (Double?) -> String) -> Column {
+        Column(title: title, width: width, text: { figures, _ in format(value(figures)) }, sortValue: { .number(value($0)) })
+    }
+
+    static func latency(_ title: String, _ width: Int, _ value: @escaping @Sendable (GatewayFigures) -> Double?) -> Column {
+        Column(title: title, width: width, text: { figures, unicode in Format.latency(value(figures), ascii: !unicode) }, sortValue: { .number(value($0)) })
+    }
+}
+
+/// Where everything goes on the screen; draws a `DashboardFrame` on any `Canvas`.
+///
+/// ```
+/// row 0      title: version, gateways up/down, clock or PAUSED
+/// rows 1-3   cluster totals: connections, msg/s, p95s, drops, broker
+/// row 4      sparkline of the cluster's delivered msg/s
+/// row 5      view tabs, sort column, filter
+/// row 6      column titles
+/// rows 7…    one row per gateway (scrolls)
+/// last row   key hints, or the filter being typed
+/// ```
+enum Layout {
+    static let headerRows = 7
+    static let minimumRows = 12
+    static let minimumColumns = 50
+
+    static let gatewayColumn = Column(
+        title: "GATEWAY", width: 21, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.address },
+        sortValue: { .text($0.address) })
+    static let stateColumn = Column(
+        title: "STATE", width: 5, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.state.label },
+        sortValue: { .text($0.state.isDown ? "0" : $0.state == .up ? "2" : "1") },
+        style: { $0.state.isDown ? .down : $0.state == .up ? .up : .dim })
+
+    static func columns(_ view: View) -> [Column] {
+        switch view {
+        case .gateways:
+            return [
+                gatewayColumn, stateColumn,
+                .number("UPTIME", 7, { $0.uptimeSeconds }, Format.duration),
+                .number("CONNS", 6, { $0.connections }, Format.count),
+                .number("WS", 6, { $0.webSocketConnections }, Format.count),
+                .number("SSE", 6, { $0.sseConnections }, Format.count),
+                .number("IN/s", 7, { $0.publishedPerSecond }, Format.quantity),
+                .number("OUT/s", 7, { $0.deliveredPerSecond }, Format.quantity),
+                .latency("P95 PUB", 8, { $0.p95PublishSeconds }),
+                .latency("P95 FAN", 8, { $0.p95FanoutSeconds }),
+                .number("CPU", 6, { $0.cpuPercent }, Format.percent),
+                .number("MEM", 8, { $0.residentMemoryBytes }, Format.bytes),
+            ]
+        case .channels:
+            return [
+                gatewayColumn, stateColumn,
+                .number("CHANNELS", 8, { $0.brokerSubscriptions }, Format.count),
+                .number("CONNS", 6, { $0.connections }, Format.count),
+                .number("BROKER IN/s", 11, { $0.brokerReceivedPerSecond }, Format.quantity),
+                .number("OUT/s", 7, { $0.deliveredPerSecond }, Format.quantity),
+                .number("FAN-OUT", 7, { $0.fanoutRatio }, { $0.map { "x" + Format.quantity($0) } ?? Format.unknown }),
+                .latency("P95 FAN", 8, { $0.p95FanoutSeconds }),
+                Column(
+                    title: "BROKER", width: 6, descendingFirst: false,
+                    text: { figures, _ in figures.brokerConnected.map { $0 ? "up" : "DOWN" } ?? Format.unknown },
+                    sortValue: { .number($0.brokerConnected.map { $0 ? 1 : 0 }) },
+                    style: { $0.brokerConnected == false ? .down : .normal }),
+            ]
+        case .errors:
+            return [
+                gatewayColumn, stateColumn,
+                .number("DROPS/s", 7, { $0.slowClientDropsPerSecond }, Format.quantity),
+                .number("DROPS", 7, { $0.slowClientDropsTotal }, Format.count),
+                .number("SLOW DISC", 9, { $0.slowClientDisconnectsTotal }, Format.count),
+                .number("MALFORMED", 9, { $0.malformedDropsTotal }, Format.count),
+                .number("ERR/s", 6, { $0.clientErrorsPerSecond }, Format.quantity),
+                .number("ERRORS", 6, { $0.clientErrorsTotal }, Format.count),
+                Column(
+                    title: "TOP ERROR", width: 24, leftAligned: true, descendingFirst: false,
+                    text: { figures, _ in figures.topClientError.map { "\($0.code) \(Format.count($0.count))" } ?? Format.unknown },
+                    sortValue: { .text($0.topClientError?.code ?? "") }),
+                .number("ACCEPT/s", 8, { $0.acceptedPerSecond }, Format.quantity),
+                Column(
+                    title: "VERSION", width: 8, leftAligned: true, descendingFirst: false,
+                    text: { figures, _ in figures.version ?? Format.unknown }, sortValue: { .text($0.version ?? "") }),
+            ]
+        }
+    }
+
+    /// The rows of the current view: filtered, then sorted (ties by address, so rows do not jump).
+    static func rows(_ gateways: [GatewayFigures], state: ViewState) -> [GatewayFigures] {
+        let needle = state.filter.lowercased()
+        let filtered = needle.isEmpty ? gateways : gateways.filter {
+            $0.address.lowercased().contains(needle) || $0.state.label.lowercased().contains(needle)
+        }
+        let columns = columns(state.view)
+        let column = columns[min(state.currentSortColumn, columns.count - 1)]
+        let descending = column.descendingFirst != state.currentSortReversed
+        return filtered.sorted { a, b in
+            switch (column.sortValue(a), column.sortValue(b)) {
+            case (.text(let x), .text(let y)) where x != y:
+                return descending ? x > y : x < y
+            case (.number(let x?), .number(let y?)) where x != y:
+                return descending ? x > y : x < y
+            case (.number(.some), .number(.none)):
+                return true
+            case (.number(.none), .number(.some)):
+                return false
+            default:
+                return a.address < b.address
+            }
+        }
+    }
+
+    /// Table rows that fit under the header and above the footer (and the channels note).
+    static func pageSize(rows: Int, view: View) -> Int {
+        max(1, rows - headerRows - 1 - (view == .channels ? 1 : 0))
+    }
+
+    // MARK: - Drawing
+
+    static func render(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
+        guard canvas.rows >= minimumRows, canvas.columns >= minimumColumns else {
+            canvas.put(0, 0, "stormtop: terminal too small (\(canvas.columns)x\(canvas.rows), need \(minimumColumns)x\(minimumRows))", .warning)
+            canvas.put(1, 0, "q quits", .normal)
+            return
+        }
+        if state.showingHelp {
+            renderHelp(on: canvas)
+            return
+        }
+        renderHeader(frame, state: state, interval: interval, on: canvas)
+        renderTable(frame, state: state, on: canvas)
+        renderFooter(frame, state: state, on: canvas)
+    }
+
+    static func put(_ canvas: any Canvas, _ row: Int, _ column: Int, _ segments: [(String, TextStyle)]) {
+        var x = column
+        for (text, style) in segments {
+            canvas.put(row, x, text, style)
+            x += text.count
+        }
+    }
+
+    static func renderHeader(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
+        let c = frame.cluster
+        let unicode = canvas.unicode
+        var title: [(String, TextStyle)] = [
+            ("stormtop \(StormVersion.current)", .title),
+            ("  \(frame.gateways.count) gateway\(frame.gateways.count == 1 ? "" : "s"): ", .normal),
+            ("\(c.gatewaysUp) up", c.gatewaysUp > 0 ? .up : .normal),
+        ]
+        if c.gatewaysDown > 0 { title += [("  ", .normal), ("\(c.gatewaysDown) DOWN", .down)] }
+        if c.gatewaysWaiting > 0 { title += [("  \(c.gatewaysWaiting) waiting", .dim)] }
+        put(canvas, 0, 0, title)
+        let right = state.paused ? "PAUSED" : "every \(Format.quantity(interval))s  \(Format.clock(frame.wallClock))"
+        canvas.put(0, max(0, canvas.columns - right.count - 1), right, state.paused ? .warning : .normal)
+
+        put(canvas, 1, 0, [
+            ("Conns    ", .bold), ("ws \(Format.count(c.webSocketConnections))  sse \(Format.count(c.sseConnections))  total \(Format.count(c.connections))", .normal),
+        ])
+        put(canvas, 1, 44, [
+            ("Msgs/s  ", .bold),
+            ("in \(Format.quantity(c.publishedPerSecond))  out \(Format.quantity(c.deliveredPerSecond))  from broker \(Format.quantity(c.brokerReceivedPerSecond))", .normal),
+        ])
+        put(canvas, 2, 0, [
+            ("p95      ", .bold),
+            ("publish \(Format.latency(c.p95PublishSeconds, ascii: !unicode))  fan-out \(Format.latency(c.p95FanoutSeconds, ascii: !unicode))", .normal),
+        ])
+        let dropsStyle: TextStyle = (c.slowClientDropsPerSecond ?? 0) > 0 ? .warning : .normal
+        put(canvas, 2, 44, [
+            ("Drops   ", .bold),
+            ("slow-client \(Format.quantity(c.slowClientDropsPerSecond))/s  (\(Format.count(c.slowClientDropsTotal)) total)", dropsStyle),
+        ])
+        let brokerStyle: TextStyle = c.brokersKnown == 0 ? .dim : c.brokersConnected == c.brokersKnown ? .up : .down
+        put(canvas, 3, 0, [
+            ("Broker   ", .bold), ("\(c.brokersConnected)/\(c.brokersKnown) connected", brokerStyle),
+            ("  \(Format.count(c.brokerSubscriptions)) channels", .normal),
+        ])
+        put(canvas, 3, 44, [("Redis   ", .bold), ("- (registry and presence: not polled yet)", .dim)])
+
+        let label = "Delivered/s "
+        let now = frame.deliveryHistory.last ?? nil
+        let visibleHistory = frame.deliveryHistory.suffix(max(0, canvas.columns - label.count - 34))
+        let peak = visibleHistory.compactMap { $0 }.max()
+        let span = Format.duration(Double(visibleHistory.count) * interval)
+        canvas.put(4, 0, label, .bold)
+        let spark = sparkline(Array(visibleHistory), unicode: unicode)
+        canvas.put(4, label.count, spark, .up)
+        canvas.put(4, label.count + spark.count + 1, "now \(Format.quantity(now))  max \(Format.quantity(peak))  last \(span)", .dim)
+
+        var tabs: [(String, TextStyle)] = []
+        for view in View.allCases {
+            // Brackets as well as the highlight: the current view reads on any terminal and in a capture.
+            let title = "\(view.rawValue + 1) \(view.title)"
+            tabs.append((view == state.view ? "[\(title)]" : " \(title) ", view == state.view ? .selected : .normal))
+            tabs.append((" ", .normal))
+        }
+        let columns = columns(state.view)
+        let sortColumn = columns[min(state.currentSortColumn, columns.count - 1)]
+        let descending = sortColumn.descendingFirst != state.currentSortReversed
+        let arrow = unicode ? (descending ? "▼" : "▲") : (descending ? "v" : "^")
+        tabs.append(("  sort: \(sortColumn.title) \(arrow)", .normal))
+        if !state.filter.isEmpty { tabs.append(("  filter: \(state.filter)", .warning)) }
+        put(canvas, 5, 0, tabs)
+    }
+
+    static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+        let columns = columns(state.view)
+        let sortIndex = min(state.currentSortColumn, columns.count - 1)
+        // Column titles on a full-width bar; the sort column's title stands out.
+        canvas.put(6, 0, String(repeating: " ", count: canvas.columns), .bar)
+        var x = 0
+        for (index, column) in columns.enumerated() where x + column.width <= canvas.columns {
+            canvas.put(6, x, align(column.title, column.width, left: column.leftAligned), index == sortIndex ? .selected : .bar)
+            x += column.width + 1
+        }
+        let rows = rows(frame.gateways, state: state)
+        let page = pageSize(rows: canvas.rows, view: state.view)
+        let first = max(0, min(state.scroll, rows.count - page))
+        for (offset, gateway) in rows.dropFirst(first).prefix(page).enumerated() {
+            let row = headerRows + offset
+            var x = 0
+            for (index, column) in columns.enumerated() where x + column.width <= canvas.columns {
+                if index >= 2, case .down(let reason) = gateway.state {
+                    // A down gateway has no figures: the reason takes the rest of the line.
+                    canvas.put(row, x, reason, .down)
+                    break
+                }
+                canvas.put(row, x, align(column.text(gateway, canvas.unicode), column.width, left: column.leftAligned), column.style(gateway))
+                x += column.width + 1
+            }
+        }
+        if rows.isEmpty {
+            let message = frame.gateways.isEmpty ? "no gateways" : "no gateway matches the filter \"\(state.filter)\" (Esc clears it)"
+            canvas.put(headerRows, 0, message, .dim)
+        }
+        if state.view == .channels {
+            canvas.put(
+                canvas.rows - 2, 0,
+                "Per-channel subscribers and presence need per-channel metrics (presence issue); shown: channels each gateway subscribes to at the broker.",
+                .dim)
+        }
+    }
+
+    static func renderFooter(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+        let row = canvas.rows - 1
+        if let typed = state.editingFilter {
+            put(canvas, row, 0, [("/", .bold), (typed, .normal), ("_", .selected), ("   Enter apply  Esc cancel", .dim)])
+            return
+        }
+        let rows = rows(frame.gateways, state: state)
+        let page = pageSize(rows: canvas.rows, view: state.view)
+        let first = max(0, min(state.scroll, rows.count - page))
+        let position = rows.count > page ? "rows \(first + 1)-\(min(rows.count, first + page)) of \(rows.count)  " : ""
+        put(canvas, row, 0, [
+            (position, .normal),
+            ("?", .bold), (" help  ", .dim), ("q", .bold), (" quit  ", .dim), ("p", .bold), (" pause  ", .dim),
+            ("Tab/1-3", .bold), (" views  ", .dim), ("s/o", .bold), (" sort/order  ", .dim), ("/", .bold), (" filter", .dim),
+        ])
+    }
+
+    static func renderHelp(on canvas: any Canvas) {
+        canvas.put(0, 0, "stormtop \(StormVersion.current): keys", .title)
+        var row = 2
+        for (keys, what) in ViewState.help where row < canvas.rows - 1 {
+            canvas.put(row, 2, align(keys, 15, left: true), .bold)
+            canvas.put(row, 18, what, .normal)
+            row += 1
+        }
+        row += 1
+        let notes = [
+            "Views: 1 Gateways (one row per gateway), 2 Channels (broker subscriptions and fan-out), 3 Errors (drops, client errors).",
+            "Rates are per second between the last two polls; p95s are from the histogram buckets observed in that interval.",
+            "A gateway that does not answer within --timeout is shown DOWN with the reason.",
+        ]
+        for note in notes where row < canvas.rows - 1 {
+            canvas.put(row, 2, note, .dim)
+            row += 1
+        }
+        canvas.put(canvas.rows - 1, 0, "press any key to return", .bold)
+    }
+
+    static func align(_ text: String, _ width: Int, left: Bool) -> String {
+        if text.count >= width { return left ? String(text.prefix(width)) : text }
+        let fill = String(repeating: " ", count: width - text.count)
+        return left ? text + fill : fill + text
+    }
+
+    /// One character per sample, scaled to the largest visible sample: `▁` is zero, `█` the peak, a blank
+    /// a poll with no figure.
+    static func sparkline(_ values: [Double?], unicode: Bool) -> String {
+        let levels: [Character] = unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", "-", "~", "=", "+", "*", "#"]
+        let peak = values.compactMap { $0 }.max() ?? 0
+        return String(values.map { value -> Character in
+            guard let value, value.isFinite else { return " " }
+            guard peak > 0, value > 0 else { return levels[0] }
+            let level = Int((value / peak * Double(levels.count - 1)).rounded(.up))
+            return levels[max(1, min(levels.count - 1, level))]
+        })
+    }
+}
