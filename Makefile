@@ -1,0 +1,65 @@
+# STORM: build, install, run, test.
+#
+#   make install [PREFIX=/usr/local] [DESTDIR=]   release binaries, man pages and systemd units
+#   make run                                      ./scripts/run (stormd on 127.0.0.1:8080)
+#   make test                                     ./scripts/test (the whole suite, as CI runs it)
+#   make check-ops                                ./scripts/check-ops (deployment files, offline)
+#   make uninstall [PREFIX=...]
+#
+# The installed units run $(PREFIX)/bin/stormd: ExecStart is rewritten on install.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SWIFT ?= swift
+SWIFT_FLAGS ?=
+
+PROGRAMS := stormd stormctl stormtop
+INSTALL ?= install
+
+.PHONY: all build install uninstall run test check-ops
+
+all: build
+
+build:
+	@for program in $(PROGRAMS); do \
+		$(SWIFT) build -c release $(SWIFT_FLAGS) --product $$program || exit 1; \
+	done
+
+install: build
+	@bin_path="$$($(SWIFT) build -c release $(SWIFT_FLAGS) --show-bin-path)"; \
+	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" && \
+	for program in $(PROGRAMS); do \
+		$(INSTALL) -m 0755 "$$bin_path/$$program" "$(DESTDIR)$(BINDIR)/$$program" || exit 1; \
+	done
+	@for section in 1 5 8; do \
+		for page in man/*.$$section; do \
+			[ -f "$$page" ] || continue; \
+			$(INSTALL) -d "$(DESTDIR)$(MANDIR)/man$$section" && \
+			$(INSTALL) -m 0644 "$$page" "$(DESTDIR)$(MANDIR)/man$$section/" || exit 1; \
+		done; \
+	done
+	@$(INSTALL) -d "$(DESTDIR)$(UNITDIR)"
+	@for unit in infra/systemd/*.service; do \
+		sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(BINDIR)/|' "$$unit" > "$(DESTDIR)$(UNITDIR)/$$(basename "$$unit")" && \
+		chmod 0644 "$(DESTDIR)$(UNITDIR)/$$(basename "$$unit")" || exit 1; \
+	done
+	@echo "installed $(PROGRAMS) to $(DESTDIR)$(BINDIR), man pages to $(DESTDIR)$(MANDIR), units to $(DESTDIR)$(UNITDIR)"
+	@echo "then: systemctl daemon-reload && systemctl enable --now stormd (settings in /etc/storm/stormd.env)"
+
+uninstall:
+	rm -f $(addprefix "$(DESTDIR)$(BINDIR)/,$(addsuffix ",$(PROGRAMS)))
+	rm -f "$(DESTDIR)$(MANDIR)/man1/stormctl.1" "$(DESTDIR)$(MANDIR)/man1/stormtop.1" \
+		"$(DESTDIR)$(MANDIR)/man5/storm.conf.5" "$(DESTDIR)$(MANDIR)/man8/stormd.8"
+	rm -f "$(DESTDIR)$(UNITDIR)/stormd.service" "$(DESTDIR)$(UNITDIR)/stormd@.service"
+
+run:
+	./scripts/run
+
+test:
+	./scripts/test
+
+check-ops:
+	./scripts/check-ops
