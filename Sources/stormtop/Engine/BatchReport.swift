@@ -17,7 +17,8 @@ enum BatchReport {
         lines.append(
             "p95: publish \(Format.latency(c.p95PublishSeconds, ascii: true))  fan-out \(Format.latency(c.p95FanoutSeconds, ascii: true))"
                 + "  slow-client drops: \(Format.quantity(c.slowClientDropsPerSecond))/s (\(Format.count(c.slowClientDropsTotal)) total)"
-                + "  broker: \(c.brokersConnected)/\(c.brokersKnown) connected, \(Format.count(c.brokerSubscriptions)) subscriptions")
+                + "  broker: \(c.brokersConnected)/\(c.brokersKnown) connected, \(Format.count(c.brokerSubscriptions)) subscriptions"
+                + "  redis: " + (c.redisKnown == 0 ? Format.unknown : "\(c.redisConnected)/\(c.redisKnown) connected"))
         let columns: [(String, Int, (GatewayFigures) -> String)] = [
             ("GATEWAY", 21, { $0.address }),
             ("STATE", 5, { $0.state.label }),
@@ -66,6 +67,8 @@ enum BatchReport {
             ("brokers_connected", .int(c.brokersConnected)),
             ("brokers_known", .int(c.brokersKnown)),
             ("broker_subscriptions", .number(c.brokerSubscriptions)),
+            ("redis_connected", .int(c.redisConnected)),
+            ("redis_known", .int(c.redisKnown)),
             ("resident_memory_bytes", .number(c.residentMemoryBytes)),
         ])
         let gateways: [JSONValue] = frame.gateways.map { g in
@@ -96,6 +99,7 @@ enum BatchReport {
                 ("client_errors_total", .number(g.clientErrorsTotal)),
                 ("broker_connected", g.brokerConnected.map(JSONValue.bool) ?? .null),
                 ("broker_subscriptions", .number(g.brokerSubscriptions)),
+                ("redis_connected", g.redisConnected.map(JSONValue.bool) ?? .null),
             ])
         }
         return JSONValue.object([

@@ -58,6 +58,9 @@ struct GatewayFigures: Sendable {
     var topClientError: (code: String, count: Double)?
     var brokerConnected: Bool?
     var brokerSubscriptions: Double?
+    /// From `storm_redis_connected`: 1 while presence in Redis is writable, 0 when down or not
+    /// configured; nil from a gateway without presence support.
+    var redisConnected: Bool?
     /// Observations between the last two scrapes, kept to aggregate the cluster's percentiles.
     var publishWindow: PrometheusHistogram?
     var fanoutWindow: PrometheusHistogram?
@@ -101,6 +104,7 @@ struct GatewayFigures: Sendable {
         }
         brokerConnected = now.value("storm_broker_connected").map { $0 >= 1 }
         brokerSubscriptions = now.value("storm_broker_subscriptions")
+        redisConnected = now.value("storm_redis_connected").map { $0 >= 1 }
 
         guard let previous else { return }
         let before = previous.exposition
@@ -146,6 +150,8 @@ struct ClusterFigures: Sendable {
     var brokersConnected = 0
     var brokersKnown = 0
     var brokerSubscriptions: Double?
+    var redisConnected = 0
+    var redisKnown = 0
     var residentMemoryBytes: Double?
 
     var connections: Double? {
@@ -175,6 +181,10 @@ struct ClusterFigures: Sendable {
             if let connected = gateway.brokerConnected {
                 brokersKnown += 1
                 if connected { brokersConnected += 1 }
+            }
+            if let connected = gateway.redisConnected {
+                redisKnown += 1
+                if connected { redisConnected += 1 }
             }
             publishWindow = Self.merge(publishWindow, gateway.publishWindow)
             fanoutWindow = Self.merge(fanoutWindow, gateway.fanoutWindow)

@@ -192,7 +192,11 @@ enum Layout {
             ("Broker   ", .bold), ("\(c.brokersConnected)/\(c.brokersKnown) connected", brokerStyle),
             ("  \(Format.count(c.brokerSubscriptions)) channels", .normal),
         ])
-        put(canvas, 3, 44, [("Redis   ", .bold), ("- (registry and presence: not polled yet)", .dim)])
+        let redis: (String, TextStyle) =
+            c.redisKnown == 0
+            ? ("-", .dim)
+            : ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
+        put(canvas, 3, 44, [("Redis   ", .bold), redis])
 
         let label = "Delivered/s "
         let now = frame.deliveryHistory.last ?? nil
