@@ -1,0 +1,139 @@
+import NIOCore
+import NIOHTTP1
+import StormCore
+
+/// The web dashboard's routes: `/` and `/ui/…` answered from the assets embedded in `WebAssets`.
+///
+/// The HTTP router asks `response(for:path:)` before its own routes when the page is enabled; `nil`
+/// means "not a page path", so API routes and 404s stay the router's. The answers are built once:
+/// each asset's bytes, content type and strong `ETag` (an FNV-1a hash of the bytes) are computed at
+/// first use, so a request costs a dictionary lookup. Assets are served with `Cache-Control: no-cache`
+/// and revalidated by `If-None-Match` (a `304` with no body), because their URLs carry no version: a
+/// new stormd is picked up at the next load, and an unchanged one costs no body.
+///
+/// The page gets a strict Content-Security-Policy: scripts, styles and connections from this origin
+/// only, no inline script, no framing. With messages rendered through `textContent`, untrusted payloads
+/// can neither run script nor send data elsewhere.
+enum WebUI {
+    /// A complete answer for one page request, written by `write(_:to:keepAlive:)`.
+    struct Response {
+        let status: HTTPResponseStatus
+        /// Content type, cache and security headers; `Content-Length` and `Connection` are added when
+        /// written.
+        let headers: HTTPHeaders
+        /// The body to send; empty for `HEAD` and `304`.
+        let body: ByteBuffer
+        /// The length `Content-Length` announces: the asset's length also for `HEAD`.
+        let contentLength: Int
+    }
+
+    /// One embedded file, prepared once.
+    struct Asset: Sendable {
+        let contentType: String
+        let bytes: ByteBuffer
+        let etag: String
+        let isPage: Bool
+
+        init(_ text: String, contentType: String, isPage: Bool = false) {
+            self.contentType = contentType
+            self.bytes = ByteBuffer(string: text)
+            self.etag = "\"" + WebUI.fingerprint(text.utf8) + "\""
+            self.isPage = isPage
+        }
+    }
+
+    /// Paths answered, with the file each serves. `/` and `/ui/` are the same page; the page refers to
+    /// its files by absolute `/ui/…` paths so it works from either.
+    static let assets: [String: Asset] = {
+        let page = Asset(WebAssets.indexHTML, contentType: "text/html; charset=utf-8", isPage: true)
+        return [
+            "/": page,
+            "/ui": page,
+            "/ui/": page,
+            "/ui/index.html": page,
+            "/ui/app.js": Asset(WebAssets.appJS, contentType: "text/javascript; charset=utf-8"),
+            "/ui/app.css": Asset(WebAssets.appCSS, contentType: "text/css; charset=utf-8"),
+            "/ui/favicon.svg": Asset(WebAssets.faviconSVG, contentType: "image/svg+xml"),
+        ]
+    }()
+
+    /// The policy the page runs under; `connect-src 'self'` covers `EventSource` and `fetch`.
+    static let contentSecurityPolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        + "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+    /// Whether `path` belongs to the page (so a wrong method there is a 405, not a 404).
+    static func handles(_ path: String) -> Bool {
+        assets[path] != nil
+    }
+
+    /// The answer for a request to a page path, or `nil` when `path` is not one (the router goes on).
+    ///
+    /// `GET` and `HEAD` are served; any other method gets the usual `method_not_allowed` JSON error.
+    static func response(for head: HTTPRequestHead, path: String) -> Response? {
+        guard let asset = assets[path] else { return nil }
+        guard head.method == .GET || head.method == .HEAD else {
+            let error = StormError(.methodNotAllowed, "\(head.method) is not allowed on \(path): the web page takes GET and HEAD")
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Allow", value: "GET, HEAD")
+            let body = ByteBuffer(string: error.jsonBody + "\n")
+            return Response(status: HTTPResponseStatus(statusCode: error.code.httpStatus), headers: headers, body: body, contentLength: body.readableBytes)
+        }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: asset.contentType)
+        headers.add(name: "Cache-Control", value: "no-cache")
+        headers.add(name: "ETag", value: asset.etag)
+        headers.add(name: "X-Content-Type-Options", value: "nosniff")
+        headers.add(name: "Referrer-Policy", value: "no-referrer")
+        if asset.isPage {
+            headers.add(name: "Content-Security-Policy", value: contentSecurityPolicy)
+            headers.add(name: "X-Frame-Options", value: "DENY")
+        }
+        if matches(head.headers[canonicalForm: "if-none-match"], etag: asset.etag) {
+            return Response(status: .notModified, headers: headers, body: ByteBuffer(), contentLength: 0)
+        }
+        let body = head.method == .HEAD ? ByteBuffer() : asset.bytes
+        return Response(status: .ok, headers: headers, body: body, contentLength: asset.bytes.readableBytes)
+    }
+
+    /// Writes `response` as one complete HTTP response, closing the connection after it unless
+    /// `keepAlive`.
+    static func write(_ response: Response, to context: ChannelHandlerContext, keepAlive: Bool) {
+        var headers = response.headers
+        if response.status != .notModified {
+            headers.replaceOrAdd(name: "Content-Length", value: String(response.contentLength))
+        }
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let head = HTTPResponseHead(version: .http1_1, status: response.status, headers: headers)
+        context.write(NIOAny(HTTPServerResponsePart.head(head)), promise: nil)
+        if response.body.readableBytes > 0 {
+            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: done)
+        if !keepAlive {
+            done.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
+        }
+    }
+
+    /// Whether an `If-None-Match` header (a list of entity tags, or `*`) names `etag`; weak tags
+    /// (`W/"…"`) match too, as RFC 9110 asks for this comparison.
+    static func matches(_ ifNoneMatch: [Substring], etag: String) -> Bool {
+        ifNoneMatch.contains { candidate in
+            let tag = candidate.trimmingPrefix("W/")
+            return tag == "*" || tag == etag
+        }
+    }
+
+    /// A 64-bit FNV-1a hash in hex: stable across runs and builds, unlike `Hasher`.
+    static func fingerprint(_ bytes: String.UTF8View) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
