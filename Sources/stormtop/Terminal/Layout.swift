@@ -230,7 +230,9 @@ enum Layout {
         // Column titles on a full-width bar; the sort column's title stands out.
         canvas.put(6, 0, String(repeating: " ", count: canvas.columns), .bar)
         var x = 0
-        for (index, column) in columns.enumerated() where x + column.width <= canvas.columns {
+        // Columns that do not fit are dropped from the right, never skipped in the middle.
+        for (index, column) in columns.enumerated() {
+            guard x + column.width <= canvas.columns else { break }
             canvas.put(6, x, align(column.title, column.width, left: column.leftAligned), index == sortIndex ? .selected : .bar)
             x += column.width + 1
         }
@@ -240,7 +242,8 @@ enum Layout {
         for (offset, gateway) in rows.dropFirst(first).prefix(page).enumerated() {
             let row = headerRows + offset
             var x = 0
-            for (index, column) in columns.enumerated() where x + column.width <= canvas.columns {
+            for (index, column) in columns.enumerated() {
+                guard x + column.width <= canvas.columns else { break }
                 if index >= 2, case .down(let reason) = gateway.state {
                     // A down gateway has no figures: the reason takes the rest of the line.
                     canvas.put(row, x, reason, .down)
