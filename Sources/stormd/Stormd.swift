@@ -8,12 +8,28 @@ import NIOCore
 import ServiceLifecycle
 import StormCore
 
-/// `stormd`: the STORM daemon. With no flags it serves on 127.0.0.1:8080 with the in-memory broker.
+/// `stormd`: the STORM daemon. With no subcommand it serves (`stormd serve`): on 127.0.0.1:8080 with the
+/// in-memory broker when given no flags. `stormd migrate` applies the PostgreSQL schema migrations.
 @main
 struct Stormd: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stormd",
-        abstract: "The STORM gateway: HTTP publish, WebSocket and SSE fan-out, Prometheus metrics.",
+        abstract: "The STORM daemon: the gateway (HTTP publish, WebSocket and SSE fan-out), the history consumer, migrations.",
+        discussion: """
+            `stormd` alone (or `stormd serve`) runs the server; `stormd serve --help` lists every option.
+            `stormd migrate --postgres URL` applies the database schema migrations and exits.
+            """,
+        version: "stormd \(StormVersion.current)",
+        subcommands: [Serve.self, Migrate.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// `stormd serve`, the default command: the gateway, the history consumer, or both (`--role`).
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve: the gateway, the history consumer, or both (--role); the default command.",
         discussion: """
             With no flags stormd serves on 127.0.0.1:8080 with the in-memory broker (one node). Give it a
             NATS server to run several gateways as one cluster. Every option can also come from a STORM_*
@@ -28,10 +44,96 @@ struct Stormd: AsyncParsableCommand {
 
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error, 69 when the
             listening address or the broker cannot be used, 70 for an internal error.
-            """,
-        version: "stormd \(StormVersion.current)"
+            """
     )
 
+    @OptionGroup var options: StormdOptions
+
+    @Flag(help: "Validate the configuration and exit (0 when valid, 78 otherwise).")
+    var checkConfig = false
+
+    @Flag(help: "Print the effective configuration and exit.")
+    var printConfig = false
+
+    func run() async throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try GatewayConfiguration(sources: try options.sources())
+        } catch {
+            FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
+            throw ExitCode(78)
+        }
+        if checkConfig {
+            print("configuration is valid")
+            return
+        }
+        if printConfig {
+            print(configuration.rendered())
+            return
+        }
+
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "stormd")
+        ResourceLimits.raiseOpenFilesLimit(logger: logger)
+        if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
+            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
+            fflush(nil)
+            let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
+            let status = try await supervisor.run()
+            if status != 0 { throw ExitCode(status) }
+            return
+        }
+        if let index = WorkerSupervisor.currentWorkerIndex { logger[metadataKey: "storm.worker"] = "\(index)" }
+
+        if !configuration.store.runsGateway {
+            // --role consumer: history to PostgreSQL, and /healthz, /readyz, /metrics on --listen.
+            try await StoreServices.runConsumerRole(configuration: configuration, logger: logger)
+            return
+        }
+        let broker: any MessageBroker
+        if configuration.natsURLs.isEmpty {
+            broker = MemoryBroker()
+        } else {
+            var nats = NATSBrokerConfiguration()
+            nats.urls = configuration.natsURLs
+            nats.subjectPrefix = configuration.natsSubjectPrefix
+            nats.connectionName = "stormd \(configuration.listen)"
+            broker = NATSBroker(configuration: nats, logger: logger)
+        }
+        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger)
+        do {
+            try await gateway.start()
+        } catch let error as StormError where error.code == .configuration {
+            FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
+            throw ExitCode(78)
+        } catch {
+            FileHandle.standardError.write(Data("stormd: cannot start on \(configuration.listen): \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
+        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
+        if !configuration.listen.isLoopback {
+            logger.warning("listening on a non-loopback address: every client on the network can publish and subscribe", metadata: ["storm.listen": "\(configuration.listen)"])
+        }
+        fflush(nil)
+        // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
+        let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: gateway)] + storage.services.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+}
+
+/// Every setting of `stormd`, shared by `serve` and `migrate` so that both read the same config file.
+struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Address to listen on, HOST:PORT. [STORM_LISTEN, default 127.0.0.1:8080]", valueName: "host:port"))
     var listen: String?
 
@@ -77,87 +179,32 @@ struct Stormd: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Gateway processes sharing the listening port (SO_REUSEPORT); each holds its own connections and NATS connection. [STORM_WORKERS, default 1]", valueName: "n"))
     var workers: String?
 
+    @Option(help: ArgumentHelp("What this process runs: gateway, consumer (history to PostgreSQL) or all (the gateway, plus the consumer when --postgres is set). [STORM_ROLE, default all]", valueName: "role"))
+    var role: String?
+
+    @Option(help: ArgumentHelp("PostgreSQL for history: libpq conninfo or URI; keep passwords out of argv (STORM_POSTGRES_URL, the config file, PGPASSWORD or ~/.pgpass). [STORM_POSTGRES_URL]", valueName: "url"))
+    var postgres: String?
+
+    @Option(help: ArgumentHelp("Apply schema migrations at start when --postgres is set: true or false. [STORM_MIGRATE_ON_START, default true]", valueName: "bool"))
+    var migrateOnStart: String?
+
+    @Option(help: ArgumentHelp("Default history kept per channel, by age. [STORM_HISTORY_MAX_AGE, default 7d]", valueName: "duration"))
+    var historyMaxAge: String?
+
+    @Option(help: ArgumentHelp("Default history kept per channel, by count. [STORM_HISTORY_MAX_COUNT, default 10000]", valueName: "n"))
+    var historyMaxCount: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
-    @Flag(help: "Validate the configuration and exit (0 when valid, 78 otherwise).")
-    var checkConfig = false
-
-    @Flag(help: "Print the effective configuration and exit.")
-    var printConfig = false
-
-    func run() async throws {
-        let configuration: GatewayConfiguration
-        do {
-            configuration = try GatewayConfiguration(sources: try sources())
-        } catch {
-            FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
-            throw ExitCode(78)
-        }
-        if checkConfig {
-            print("configuration is valid")
-            return
-        }
-        if printConfig {
-            print(configuration.rendered())
-            return
-        }
-
-        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        var logger = Logger(label: "stormd")
-        ResourceLimits.raiseOpenFilesLimit(logger: logger)
-        if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
-            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
-            fflush(nil)
-            let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
-            let status = try await supervisor.run()
-            if status != 0 { throw ExitCode(status) }
-            return
-        }
-        if let index = WorkerSupervisor.currentWorkerIndex { logger[metadataKey: "storm.worker"] = "\(index)" }
-
-        let broker: any MessageBroker
-        if configuration.natsURLs.isEmpty {
-            broker = MemoryBroker()
-        } else {
-            var nats = NATSBrokerConfiguration()
-            nats.urls = configuration.natsURLs
-            nats.subjectPrefix = configuration.natsSubjectPrefix
-            nats.connectionName = "stormd \(configuration.listen)"
-            broker = NATSBroker(configuration: nats, logger: logger)
-        }
-        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger)
-        do {
-            try await gateway.start()
-        } catch let error as StormError where error.code == .configuration {
-            FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
-            throw ExitCode(78)
-        } catch {
-            FileHandle.standardError.write(Data("stormd: cannot start on \(configuration.listen): \(error)\n".utf8))
-            throw ExitCode(69)
-        }
-        let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
-        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
-        if !configuration.listen.isLoopback {
-            logger.warning("listening on a non-loopback address: every client on the network can publish and subscribe", metadata: ["storm.listen": "\(configuration.listen)"])
-        }
-        fflush(nil)
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
-    }
-
-    private func sources() throws(StormError) -> ConfigurationSources {
+    func sources() throws(StormError) -> ConfigurationSources {
         let flags: [Setting: String?] = [
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
             .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers,
+            .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
+            .historyMaxCount: historyMaxCount,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -197,6 +244,11 @@ extension GatewayConfiguration {
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
         workers = \(workers)
+        role = \(store.role.rawValue)
+        postgres = \(store.redactedPostgresURL ?? "")
+        migrate-on-start = \(store.migrateOnStart)
+        history-max-age = \(store.historyMaxAge.nanoseconds / 1_000_000_000)s
+        history-max-count = \(store.historyMaxCount)
         # linked: \(LinkedLibraries.summary)
         """
     }

@@ -18,10 +18,16 @@ enum Setting: String, CaseIterable, Sendable {
     case drainTimeout = "drain-timeout"
     case logLevel = "log-level"
     case workers
+    case role
+    case postgres
+    case migrateOnStart = "migrate-on-start"
+    case historyMaxAge = "history-max-age"
+    case historyMaxCount = "history-max-count"
 
     var environmentVariable: String {
         switch self {
         case .nats: return "STORM_NATS_URL"
+        case .postgres: return "STORM_POSTGRES_URL"
         default: return "STORM_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
         }
     }

@@ -32,6 +32,9 @@ struct GatewayConfiguration: Sendable {
     var logLevel = "info"
     /// `--workers N` (`STORM_WORKERS`), default 1: gateway processes sharing the port (`SO_REUSEPORT`).
     var workers = 1
+    /// `--role`, `--postgres`, `--migrate-on-start`, `--history-max-age`, `--history-max-count`: the
+    /// history store and its consumer (see `StoreConfiguration`).
+    var store = StoreConfiguration()
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     init(sources: ConfigurationSources) throws(StormError) {
@@ -82,6 +85,7 @@ struct GatewayConfiguration: Sendable {
             }
             logLevel = value.value
         }
+        store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
     }
 
     static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {
@@ -126,10 +130,10 @@ struct GatewayConfiguration: Sendable {
         return bytes
     }
 
-    /// Durations with a unit (`ms`, `s`, `m`, `h`); a bare number means seconds.
+    /// Durations with a unit (`ms`, `s`, `m`, `h`, `d`); a bare number means seconds.
     static func parseDuration(_ setting: ConfigurationSources.Value, range: ClosedRange<TimeAmount>) throws(StormError) -> TimeAmount {
         let text = setting.value
-        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000)]
+        let units: [(String, Int64)] = [("ms", 1_000_000), ("s", 1_000_000_000), ("m", 60_000_000_000), ("h", 3_600_000_000_000), ("d", 86_400_000_000_000)]
         var amount: TimeAmount?
         for (suffix, nanos) in units where text.hasSuffix(suffix) {
             if let value = Int64(text.dropLast(suffix.count).trimmingSpaces()) { amount = .nanoseconds(value * nanos) }

@@ -1,0 +1,540 @@
+import Atomics
+import CNATS
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import ServiceLifecycle
+import StormCore
+
+/// How the history consumer reads JetStream and writes PostgreSQL. Every field has a default except the
+/// NATS servers.
+///
+/// - `natsURLs` (`[String]`): the NATS servers (`--nats`).
+/// - `stream` (`JetStreamStreamConfiguration`): the stream it reads, and ensures exists (same settings as the
+///   gateway's, through the shared `ensureStream`).
+/// - `durableName` (`String`, `"storm-history"`): the durable pull consumer; every consumer process shares
+///   it, so running several splits the work instead of storing everything twice.
+/// - `batchSize` (`Int`, 1,000): the most messages fetched, and written in one statement, at once.
+/// - `fetchWait` (`Duration`, 50 ms): how long a fetch waits for a batch to fill; bounds the delay from
+///   publish to row under light load.
+/// - `ackWait` (`Duration`, 30 s): JetStream redelivers a message not acknowledged within this time. Long
+///   enough for a slow transaction; anything un-acked after a crash comes back after it.
+/// - `maxAckPending` (`Int`, 20,000): un-acknowledged messages JetStream allows the consumer at once.
+/// - `migrateOnStart` (`Bool`, true): apply schema migrations before the first batch.
+/// - `initialBackoff` (100 ms) and `maxBackoff` (5 s): retry delays after a failure, doubling up to the cap.
+/// - `lagSampleInterval` (`Duration`, 2 s): how often `num_pending` is asked for the lag gauge.
+struct HistoryConsumerConfiguration: Sendable {
+    var natsURLs: [String]
+    var stream = JetStreamStreamConfiguration()
+    var durableName = "storm-history"
+    var connectionName = "stormd consumer"
+    var batchSize = 1000
+    var fetchWait: Duration = .milliseconds(50)
+    var ackWait: Duration = .seconds(30)
+    var maxAckPending = 20_000
+    var migrateOnStart = true
+    var initialBackoff: Duration = .milliseconds(100)
+    var maxBackoff: Duration = .seconds(5)
+    var lagSampleInterval: Duration = .seconds(2)
+
+    init(natsURLs: [String]) {
+        self.natsURLs = natsURLs
+    }
+}
+
+/// Copies every message of the JetStream stream into PostgreSQL's `messages` table: the consumer role.
+///
+/// The loop: fetch up to `batchSize` messages from the durable pull consumer, parse each envelope and its
+/// stream sequence (the offset), write the batch with one multi-row `INSERT … ON CONFLICT DO NOTHING` (one
+/// statement, so one transaction), and only after it committed acknowledge every message. So:
+/// - nothing is acknowledged that is not stored: a crash or a failed commit leaves the batch un-acked and
+///   JetStream redelivers it after `ackWait`;
+/// - redelivery stores nothing twice: `(channel, offset)` and `(channel, id)` are unique;
+/// - when PostgreSQL is down, the same batch is retried with capped exponential backoff (no new fetches
+///   pile up), `/readyz` says why, and the consumer catches up from JetStream when it returns.
+///
+/// A message that is not an envelope (someone else published on STORM's subjects) can never be stored:
+/// it is logged, counted (`storm_consumer_failures_total{reason="malformed"}`) and terminated, so it does
+/// not come back forever.
+///
+/// Threads: nats.c fetches block (up to `fetchWait`), and run on a one-thread `NIOThreadPool` of the
+/// consumer's own; libpq calls run on the `PostgresClient`'s threads. Nothing blocks an event loop.
+final class HistoryConsumer: Service, Sendable {
+    /// What `/readyz` reports.
+    enum Health: Sendable, Equatable {
+        case starting
+        case ready
+        case degraded(String)
+        case stopped
+    }
+
+    let configuration: HistoryConsumerConfiguration
+    let postgres: PostgresClient
+    let metrics: ConsumerMetrics
+    private let logger: Logger
+    private let threads: NIOThreadPool
+    private let stopping = ManagedAtomic(false)
+    private let healthBox = NIOLockedValueBox(Health.starting)
+    private let subjectPrefixWithDot: String
+
+    init(configuration: HistoryConsumerConfiguration, postgres: PostgresClient, metrics: ConsumerMetrics, logger: Logger) {
+        self.configuration = configuration
+        self.postgres = postgres
+        self.metrics = metrics
+        self.logger = logger
+        self.threads = NIOThreadPool(numberOfThreads: 1)
+        self.subjectPrefixWithDot = configuration.stream.subjectPrefix + "."
+        threads.start()
+    }
+
+    var health: Health { healthBox.withLockedValue { $0 } }
+
+    /// Ready when connected to both NATS and PostgreSQL and the last batch went through.
+    var isReady: Bool { health == .ready }
+
+    /// `/readyz`'s reason when not ready.
+    var notReadyReason: String? {
+        switch health {
+        case .ready: return nil
+        case .starting: return "the history consumer is starting"
+        case .degraded(let reason): return reason
+        case .stopped: return "the history consumer stopped"
+        }
+    }
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await self.consume()
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .releasing)
+        }
+    }
+
+    /// Stops the loop (tests; the service uses graceful shutdown). Returns at once; `run()` then ends.
+    func stop() {
+        stopping.store(true, ordering: .releasing)
+    }
+
+    // MARK: the loop
+
+    private enum Failure: Error {
+        case nats(StormError)
+        case postgres(StormError)
+    }
+
+    private func consume() async {
+        var session: ConsumerSession?
+        var pending: FetchedBatch?
+        var migrated = !configuration.migrateOnStart
+        var epochChecked: String?
+        var backoff = configuration.initialBackoff
+        var lastLagSample = ContinuousClock.now - configuration.lagSampleInterval
+        var lastFailure: String?
+        logger.info(
+            "history consumer starting",
+            metadata: ["nats.stream": "\(configuration.stream.name)", "nats.consumer": "\(configuration.durableName)", "postgres.server": "\(postgres.endpoint)"])
+
+        while !stopping.load(ordering: .acquiring) {
+            do throws(Failure) {
+                if !migrated {
+                    do {
+                        try await Migrations.apply(using: postgres, logger: logger)
+                    } catch {
+                        throw .postgres(error)
+                    }
+                    migrated = true
+                }
+                if session == nil {
+                    let configuration = self.configuration
+                    let opened: Result<ConsumerSession, StormError> = await onNATSThread {
+                        do throws(StormError) { return .success(try ConsumerSession.open(configuration)) } catch { return .failure(error) }
+                    }
+                    switch opened {
+                    case .success(let opened): session = opened
+                    case .failure(let error): throw .nats(error)
+                    }
+                    logger.info("history consumer bound to JetStream", metadata: ["nats.stream": "\(configuration.stream.name)", "storm.epoch": "\(session?.epoch ?? "-")"])
+                }
+                guard let current = session else { continue }
+                if epochChecked != current.epoch {
+                    try await reconcileEpoch(current.epoch)
+                    epochChecked = current.epoch
+                }
+                if ContinuousClock.now - lastLagSample >= configuration.lagSampleInterval {
+                    lastLagSample = ContinuousClock.now
+                    if let lag = await onNATSThread({ current.pendingCount() }) { metrics.lag.set(Int64(clamping: lag)) }
+                }
+                if pending == nil {
+                    let prefix = subjectPrefixWithDot
+                    let fetched: Result<FetchedBatch, StormError> = await onNATSThread {
+                        do throws(StormError) { return .success(try current.fetch(prefix: prefix)) } catch { return .failure(error) }
+                    }
+                    switch fetched {
+                    case .success(let batch): pending = batch
+                    case .failure(let error): throw .nats(error)
+                    }
+                }
+                guard let batch = pending else { continue }
+                if batch.isEmpty {
+                    pending = nil
+                    markHealthy(&lastFailure)
+                    continue
+                }
+                try await store(batch, epoch: current.epoch)
+                // Committed: now, and only now, acknowledge.
+                let malformed = batch.malformedCount
+                await onNATSThread { batch.acknowledge() }
+                metrics.acknowledged.increment(by: Int64(batch.count - malformed))
+                if malformed > 0 {
+                    metrics.malformed.increment(by: Int64(malformed))
+                    logger.warning("terminated \(malformed) messages on STORM's subjects that are not envelopes (published by something other than a gateway?)")
+                }
+                pending = nil
+                backoff = configuration.initialBackoff
+                markHealthy(&lastFailure)
+            } catch {
+                let reason: String
+                switch error {
+                case .nats(let failure):
+                    metrics.natsFailures.increment()
+                    reason = failure.message
+                    // The subscription may be gone (stream deleted, connection closed): start over. The
+                    // un-acked batch is dropped here and redelivered by JetStream.
+                    if let batch = pending { await onNATSThread { batch.release() } }
+                    pending = nil
+                    if let old = session { await onNATSThread { old.close() } }
+                    session = nil
+                case .postgres(let failure):
+                    metrics.postgresFailures.increment()
+                    metrics.postgresConnected.set(Int64(0))
+                    reason = failure.message
+                }
+                healthBox.withLockedValue { $0 = .degraded(reason) }
+                if lastFailure != reason {
+                    // Logged when the reason changes, not at every retry.
+                    logger.warning("history consumer failed; retrying with backoff: \(reason)", metadata: ["storm.backoff_ms": "\(milliseconds(backoff))"])
+                    lastFailure = reason
+                }
+                await sleepUnlessStopping(backoff)
+                backoff = min(backoff * 2, configuration.maxBackoff)
+            }
+        }
+
+        // Nothing un-acked is acknowledged now: JetStream redelivers it to whoever runs next.
+        if let batch = pending { await onNATSThread { batch.release() } }
+        if let session { await onNATSThread { session.close() } }
+        healthBox.withLockedValue { $0 = .stopped }
+        try? await threads.shutdownGracefully()
+        logger.notice("history consumer stopped")
+    }
+
+    private func markHealthy(_ lastFailure: inout String?) {
+        metrics.postgresConnected.set(Int64(1))
+        healthBox.withLockedValue { $0 = .ready }
+        if lastFailure != nil {
+            logger.notice("history consumer recovered")
+            lastFailure = nil
+        }
+    }
+
+    /// Writes one batch in one statement; throws `.postgres` when nothing may be acknowledged.
+    private func store(_ batch: FetchedBatch, epoch: String) async throws(Failure) {
+        let rows = batch.rows
+        if rows.isEmpty { return }
+        let started = ContinuousClock.now
+        let inserted: Int
+        do {
+            inserted = try await postgres.withConnection { connection throws(StormError) -> Int in
+                try insertMessages(rows, epoch: epoch, on: connection)
+            }
+        } catch {
+            throw .postgres(error)
+        }
+        let elapsed = ContinuousClock.now - started
+        metrics.insertDuration.record(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        metrics.batchSize.record(Double(rows.count))
+        metrics.rows.increment(by: Int64(inserted))
+        metrics.postgresConnected.set(Int64(1))
+    }
+
+    /// A stream that was deleted and recreated restarts its sequences: rows of another epoch would collide
+    /// with the new offsets (and could never be resumed from anyway), so they are removed, loudly.
+    private func reconcileEpoch(_ epoch: String) async throws(Failure) {
+        let deleted: Int
+        do {
+            deleted = try await postgres.withConnection { connection throws(StormError) -> Int in
+                try connection.query("DELETE FROM messages WHERE epoch <> $1", [.text(epoch)], doing: "remove history of an earlier stream epoch").affected
+            }
+        } catch {
+            throw .postgres(error)
+        }
+        if deleted > 0 {
+            logger.warning(
+                "the JetStream stream was recreated (new history epoch): removed \(deleted) stored messages of the earlier epoch, whose offsets no longer mean anything",
+                metadata: ["storm.epoch": "\(epoch)"])
+        }
+    }
+
+    private func sleepUnlessStopping(_ duration: Duration) async {
+        let deadline = ContinuousClock.now + duration
+        while !stopping.load(ordering: .acquiring), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: min(.milliseconds(50), deadline - ContinuousClock.now))
+        }
+    }
+
+    private func onNATSThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        do {
+            return try await threads.runIfActive(body)
+        } catch {
+            return body()
+        }
+    }
+}
+
+// MARK: - Writing
+
+/// One message ready for the `messages` table.
+struct HistoryRow: Sendable {
+    var channel: String
+    var offset: Int64
+    var id: String
+    var timestampMicros: UInt64
+    var encoding: String
+    var envelope: [UInt8]
+}
+
+/// Inserts `rows` with one multi-row statement; returns how many were new. Idempotent: rows whose
+/// `(channel, offset)` or `(channel, id)` exists already are skipped.
+func insertMessages(_ rows: [HistoryRow], epoch: String, on connection: PostgresConnection) throws(StormError) -> Int {
+    if rows.isEmpty { return 0 }
+    var sql = #"INSERT INTO messages (channel, "offset", id, ts, encoding, envelope, epoch) VALUES "#
+    sql.reserveCapacity(sql.utf8.count + rows.count * 110)
+    var parameters: [PostgresValue] = [.text(epoch)]
+    parameters.reserveCapacity(1 + rows.count * 6)
+    for (index, row) in rows.enumerated() {
+        let base = 2 + index * 6
+        if index > 0 { sql += "," }
+        sql += "($\(base)::text,$\(base + 1)::bigint,$\(base + 2)::text,'epoch'::timestamptz+$\(base + 3)::bigint*interval '1 microsecond',$\(base + 4)::text,$\(base + 5)::bytea,$1::text)"
+        parameters.append(.text(row.channel))
+        parameters.append(.text(String(row.offset)))
+        parameters.append(.text(row.id))
+        parameters.append(.text(String(row.timestampMicros)))
+        parameters.append(.text(row.encoding))
+        parameters.append(.bytes(row.envelope))
+    }
+    sql += " ON CONFLICT DO NOTHING"
+    return try connection.query(sql, parameters, doing: "store a batch of \(rows.count) messages").affected
+}
+
+// MARK: - nats.c side
+
+/// The durable pull subscription of one NATS connection. Used from the consumer's one NATS thread only.
+final class ConsumerSession: @unchecked Sendable {
+    let session: JetStreamSession
+    let subscription: OpaquePointer
+    let epoch: String
+    let batchSize: Int32
+    let fetchWaitMilliseconds: Int64
+
+    private init(session: JetStreamSession, subscription: OpaquePointer, epoch: String, batchSize: Int32, fetchWaitMilliseconds: Int64) {
+        self.session = session
+        self.subscription = subscription
+        self.epoch = epoch
+        self.batchSize = batchSize
+        self.fetchWaitMilliseconds = fetchWaitMilliseconds
+    }
+
+    /// Connects, ensures the stream and the durable consumer exist, and binds a pull subscription to it.
+    ///
+    /// The durable is created explicitly (`js_AddConsumer`, or `js_UpdateConsumer` when its settings
+    /// changed) and then bound, because nats.c deletes a consumer that the subscribe call itself created
+    /// when the subscription ends, and this one must outlive every process.
+    static func open(_ configuration: HistoryConsumerConfiguration) throws(StormError) -> ConsumerSession {
+        let session = try JetStreamSession.connect(urls: configuration.natsURLs, name: configuration.connectionName)
+        do throws(StormError) {
+            let state = try ensureStream(context: session.context, configuration: configuration.stream)
+            try ensureDurable(session: session, configuration: configuration)
+            var subscriptionPointer: OpaquePointer?
+            var options = jsSubOptions()
+            try natsCall("jsSubOptions_Init", .internalError, "initialise subscribe options") { jsSubOptions_Init(&options) }
+            var errorCode = jsErrCode(rawValue: 0)
+            let stream = CString(configuration.stream.name)
+            let durable = CString(configuration.durableName)
+            options.Stream = stream.pointer
+            options.Consumer = durable.pointer
+            options.ManualAck = true
+            try natsCall("js_PullSubscribe", .brokerUnavailable, "bind to the durable consumer '\(configuration.durableName)' of stream '\(configuration.stream.name)'") {
+                js_PullSubscribe(&subscriptionPointer, session.context, configuration.stream.subjects, durable.pointer, nil, &options, &errorCode)
+            }
+            withExtendedLifetime((stream, durable)) {}
+            guard let subscription = subscriptionPointer else {
+                throw StormError(.brokerUnavailable, "NATS returned no subscription [js_PullSubscribe]")
+            }
+            return ConsumerSession(
+                session: session, subscription: subscription, epoch: state.epoch, batchSize: Int32(clamping: configuration.batchSize),
+                fetchWaitMilliseconds: max(1, milliseconds(configuration.fetchWait)))
+        } catch {
+            session.close()
+            throw error
+        }
+    }
+
+    private static func ensureDurable(session: JetStreamSession, configuration: HistoryConsumerConfiguration) throws(StormError) {
+        var config = jsConsumerConfig()
+        try natsCall("jsConsumerConfig_Init", .internalError, "initialise a consumer configuration") { jsConsumerConfig_Init(&config) }
+        var errorCode = jsErrCode(rawValue: 0)
+        let durableString = CString(configuration.durableName)
+        let filterString = CString(configuration.stream.subjects)
+        defer { withExtendedLifetime((durableString, filterString)) {} }
+        let durable = durableString.pointer
+        let filter = filterString.pointer
+        config.Durable = durable
+        config.FilterSubject = filter
+        config.AckPolicy = js_AckExplicit
+        config.DeliverPolicy = js_DeliverAll
+        config.AckWait = nanoseconds(configuration.ackWait)
+        config.MaxAckPending = Int64(configuration.maxAckPending)
+        config.MaxDeliver = -1
+        config.MaxWaiting = 512
+        var existing: UnsafeMutablePointer<jsConsumerInfo>?
+        let lookup = js_GetConsumerInfo(&existing, session.context, configuration.stream.name, durable, nil, &errorCode)
+        var info: UnsafeMutablePointer<jsConsumerInfo>?
+        if lookup == NATS_OK, let existing {
+            let same = existing.pointee.Config.map { current in
+                current.pointee.AckWait == config.AckWait && current.pointee.MaxAckPending == config.MaxAckPending
+            } ?? false
+            jsConsumerInfo_Destroy(existing)
+            if same { return }
+            try natsCall("js_UpdateConsumer", .brokerUnavailable, "update the durable consumer '\(configuration.durableName)'") {
+                js_UpdateConsumer(&info, session.context, configuration.stream.name, &config, nil, &errorCode)
+            }
+        } else if lookup == NATS_NOT_FOUND {
+            try natsCall("js_AddConsumer", .brokerUnavailable, "create the durable consumer '\(configuration.durableName)' on stream '\(configuration.stream.name)'") {
+                js_AddConsumer(&info, session.context, configuration.stream.name, &config, nil, &errorCode)
+            }
+        } else {
+            throw natsError("js_GetConsumerInfo", lookup, .brokerUnavailable, "look up the durable consumer '\(configuration.durableName)'")
+        }
+        if let info { jsConsumerInfo_Destroy(info) }
+    }
+
+    /// Up to `batchSize` messages, waiting at most the fetch wait; empty when none arrived.
+    func fetch(prefix: String) throws(StormError) -> FetchedBatch {
+        var list = natsMsgList()
+        var errorCode = jsErrCode(rawValue: 0)
+        let status = natsSubscription_Fetch(&list, subscription, batchSize, fetchWaitMilliseconds, &errorCode)
+        if status == NATS_TIMEOUT { return FetchedBatch(list: list, prefix: prefix) }
+        guard status == NATS_OK else {
+            throw natsError("natsSubscription_Fetch", status, .brokerUnavailable, "fetch from the durable consumer")
+        }
+        return FetchedBatch(list: list, prefix: prefix)
+    }
+
+    /// `num_pending` of the durable consumer, or nil when NATS did not answer.
+    func pendingCount() -> UInt64? {
+        var info: UnsafeMutablePointer<jsConsumerInfo>?
+        var errorCode = jsErrCode(rawValue: 0)
+        guard natsSubscription_GetConsumerInfo(&info, subscription, nil, &errorCode) == NATS_OK, let info else { return nil }
+        defer { jsConsumerInfo_Destroy(info) }
+        return info.pointee.NumPending
+    }
+
+    /// Frees the subscription without deleting the durable consumer (nats.c ≥ 3.4 keeps it on destroy).
+    func close() {
+        natsSubscription_Destroy(subscription)
+        session.close()
+    }
+}
+
+/// Fetched messages, parsed into rows, holding the nats.c messages until they are acknowledged (or released
+/// un-acked, for redelivery). `@unchecked Sendable`: built, acked and released on the consumer's NATS thread,
+/// read (`rows`) in between by the consumer's loop, never concurrently.
+final class FetchedBatch: @unchecked Sendable {
+    private var list: natsMsgList
+    private var released = false
+    let rows: [HistoryRow]
+    /// Indices (into the list) of messages that can never be stored.
+    private let malformed: [Int]
+
+    init(list: natsMsgList, prefix: String) {
+        self.list = list
+        var rows: [HistoryRow] = []
+        var malformed: [Int] = []
+        rows.reserveCapacity(Int(list.Count))
+        for index in 0..<Int(list.Count) {
+            guard let message = list.Msgs?[index], let row = Self.parse(message, prefix: prefix) else {
+                malformed.append(index)
+                continue
+            }
+            rows.append(row)
+        }
+        self.rows = rows
+        self.malformed = malformed
+    }
+
+    var count: Int { Int(list.Count) }
+    var isEmpty: Bool { list.Count == 0 }
+    var malformedCount: Int { malformed.count }
+
+    /// Acknowledges every stored message and terminates the malformed ones, then frees them.
+    func acknowledge() {
+        guard !released else { return }
+        let bad = Set(malformed)
+        for index in 0..<Int(list.Count) {
+            guard let message = list.Msgs?[index] else { continue }
+            if bad.contains(index) {
+                natsMsg_Term(message, nil)
+            } else {
+                // Fire and forget: a lost ack means a redelivery, which stores nothing twice.
+                natsMsg_Ack(message, nil)
+            }
+        }
+        release()
+    }
+
+    /// Frees the messages without acknowledging them: JetStream redelivers them after the ack wait.
+    func release() {
+        guard !released else { return }
+        released = true
+        natsMsgList_Destroy(&list)
+    }
+
+    deinit { release() }
+
+    private static func parse(_ message: OpaquePointer, prefix: String) -> HistoryRow? {
+        guard let subjectPointer = natsMsg_GetSubject(message) else { return nil }
+        let subject = String(cString: subjectPointer)
+        guard subject.hasPrefix(prefix), let channel = try? ChannelName(validating: String(subject.dropFirst(prefix.count))) else {
+            return nil
+        }
+        var metadata: UnsafeMutablePointer<jsMsgMetaData>?
+        guard natsMsg_GetMetaData(&metadata, message) == NATS_OK, let metadata else { return nil }
+        let sequence = metadata.pointee.Sequence.Stream
+        jsMsgMetaData_Destroy(metadata)
+        let length = Int(natsMsg_GetDataLength(message))
+        var body: [UInt8] = []
+        if length > 0, let data = natsMsg_GetData(message) {
+            body = Array(UnsafeRawBufferPointer(start: UnsafeRawPointer(data), count: length))
+        }
+        guard let envelope = try? Envelope(decoding: body), envelope.channel == channel, sequence > 0, sequence <= UInt64(Int64.max) else {
+            return nil
+        }
+        return HistoryRow(
+            channel: channel.rawValue, offset: Int64(sequence), id: envelope.id, timestampMicros: envelope.timestampMicros,
+            encoding: envelope.encoding.rawValue, envelope: body)
+    }
+}
+
+/// A C string copy that lives as long as this object: for nats.c structs that hold `const char *` fields.
+final class CString {
+    let pointer: UnsafePointer<CChar>?
+    private let owned: UnsafeMutablePointer<CChar>?
+
+    init(_ string: String) {
+        owned = strdup(string)
+        pointer = owned.map { UnsafePointer($0) }
+    }
+
+    deinit { free(owned) }
+}

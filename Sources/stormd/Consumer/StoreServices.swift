@@ -1,0 +1,101 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Prometheus
+import ServiceLifecycle
+import StormCore
+
+/// The store side of `stormd serve`: with `--postgres`, the history consumer and the retention prune
+/// (and, for `--role consumer`, the small HTTP server for probes and metrics).
+struct StoreServices {
+    let postgres: PostgresClient?
+    let consumer: HistoryConsumer?
+    let retention: HistoryRetention?
+
+    /// The services to run beside the gateway (none without `--postgres` or without NATS).
+    var services: [any Service] {
+        var services: [any Service] = []
+        if let consumer { services.append(consumer) }
+        if let retention { services.append(retention) }
+        return services
+    }
+
+    /// Builds the consumer for `--role all` when PostgreSQL is configured; registers its metrics into the
+    /// gateway's registry. Migrations run in the consumer's loop (`--migrate-on-start`), so a database
+    /// that is down at start delays history, not the gateway.
+    static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) throws -> StoreServices {
+        let store = configuration.store
+        guard store.runsConsumer, let url = store.postgresURL else {
+            if store.postgresURL != nil, !store.natsConfigured {
+                logger.warning("--postgres is set without --nats: the history consumer reads JetStream, so it does not run")
+            }
+            return StoreServices(postgres: nil, consumer: nil, retention: nil)
+        }
+        warnAboutPasswordInArguments(logger: logger)
+        let metrics = ConsumerMetrics(registry: registry)
+        let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
+        let consumer = HistoryConsumer(configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger)
+        let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
+        logger.info("history consumer enabled", metadata: ["postgres.server": "\(postgres.endpoint)"])
+        return StoreServices(postgres: postgres, consumer: consumer, retention: retention)
+    }
+
+    /// `--role consumer`: the consumer, the prune and `/healthz`, `/readyz`, `/metrics` on `--listen`,
+    /// until SIGTERM or SIGINT.
+    static func runConsumerRole(configuration: GatewayConfiguration, logger: Logger) async throws {
+        let store = configuration.store
+        guard let url = store.postgresURL else {
+            FileHandle.standardError.write(Data("stormd: configuration error: --role consumer needs --postgres\n".utf8))
+            throw ExitCode(78)
+        }
+        warnAboutPasswordInArguments(logger: logger)
+        let metrics = ConsumerMetrics()
+        let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
+        let consumer = HistoryConsumer(configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger)
+        let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
+        let server = ConsumerHTTPServer(host: configuration.listen.host, port: configuration.listen.port, consumer: consumer, registry: metrics.registry, logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            FileHandle.standardError.write(Data("stormd: cannot listen on \(configuration.listen): \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        let address = server.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
+        if WorkerSupervisor.currentWorkerIndex == nil {
+            print("stormd \(StormVersion.current) consumer: JetStream \(configuration.natsURLs.map(redactedNATSURL).joined(separator: ",")) to PostgreSQL \(postgres.endpoint); /healthz, /readyz, /metrics on http://\(address)")
+        }
+        fflush(nil)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server), .init(service: consumer), .init(service: retention)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        await postgres.shutdown()
+    }
+
+    static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
+        var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
+        consumer.stream.subjectPrefix = configuration.natsSubjectPrefix
+        consumer.migrateOnStart = configuration.store.migrateOnStart
+        consumer.connectionName = "stormd consumer \(configuration.listen)"
+        return consumer
+    }
+
+    /// `ps` shows argv to every user of the machine: say so when `--postgres` carries a password.
+    private static func warnAboutPasswordInArguments(logger: Logger) {
+        let arguments = CommandLine.arguments
+        for (index, argument) in arguments.enumerated() {
+            let value: String?
+            if argument == "--postgres" {
+                value = index + 1 < arguments.count ? arguments[index + 1] : nil
+            } else if argument.hasPrefix("--postgres=") {
+                value = String(argument.dropFirst("--postgres=".count))
+            } else {
+                value = nil
+            }
+            if let value, redactedPostgresConnectionString(value) != value {
+                logger.warning("--postgres carries a password on the command line, where any local user can read it: use STORM_POSTGRES_URL, the config file, PGPASSWORD or ~/.pgpass")
+            }
+        }
+    }
+}
