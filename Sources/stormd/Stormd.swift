@@ -194,6 +194,24 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Default history kept per channel, by count. [STORM_HISTORY_MAX_COUNT, default 10000]", valueName: "n"))
     var historyMaxCount: String?
 
+    @Option(help: ArgumentHelp("Redis for presence, routing and the gateway registry, redis://HOST:PORT[/DB]; without it presence is in memory (this process only). [STORM_REDIS_URL]", valueName: "url"))
+    var redis: String?
+
+    @Option(help: ArgumentHelp("First part of every Redis key, so clusters can share a Redis. [STORM_REDIS_PREFIX, default storm]", valueName: "prefix"))
+    var redisPrefix: String?
+
+    @Option(help: ArgumentHelp("Channels that record presence: comma list of *, chat.* (prefix) or exact names. [STORM_PRESENCE_CHANNELS, default none]", valueName: "patterns"))
+    var presenceChannels: String?
+
+    @Option(help: ArgumentHelp("Channels whose subscribers receive join/leave messages, same patterns. [STORM_PRESENCE_EVENTS, default none]", valueName: "patterns"))
+    var presenceEvents: String?
+
+    @Option(help: ArgumentHelp("How long a crashed gateway's presence survives it; heartbeats every third of it. [STORM_PRESENCE_TTL, default 30s]", valueName: "duration"))
+    var presenceTtl: String?
+
+    @Option(help: ArgumentHelp("URL other gateways and stormctl reach this gateway at, for the registry. [STORM_ADVERTISE_URL, default http://LISTEN]", valueName: "url"))
+    var advertiseUrl: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -205,6 +223,8 @@ struct StormdOptions: ParsableArguments {
             .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers,
             .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
             .historyMaxCount: historyMaxCount,
+            .redis: redis, .redisPrefix: redisPrefix, .presenceChannels: presenceChannels, .presenceEvents: presenceEvents,
+            .presenceTTL: presenceTtl, .advertiseURL: advertiseUrl,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -249,6 +269,7 @@ extension GatewayConfiguration {
         migrate-on-start = \(store.migrateOnStart)
         history-max-age = \(store.historyMaxAge.nanoseconds / 1_000_000_000)s
         history-max-count = \(store.historyMaxCount)
+        \(presence.rendered)
         # linked: \(LinkedLibraries.summary)
         """
     }

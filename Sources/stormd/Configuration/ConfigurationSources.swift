@@ -23,10 +23,17 @@ enum Setting: String, CaseIterable, Sendable {
     case migrateOnStart = "migrate-on-start"
     case historyMaxAge = "history-max-age"
     case historyMaxCount = "history-max-count"
+    case redis
+    case redisPrefix = "redis-prefix"
+    case presenceChannels = "presence-channels"
+    case presenceEvents = "presence-events"
+    case presenceTTL = "presence-ttl"
+    case advertiseURL = "advertise-url"
 
     var environmentVariable: String {
         switch self {
         case .nats: return "STORM_NATS_URL"
+        case .redis: return "STORM_REDIS_URL"
         case .postgres: return "STORM_POSTGRES_URL"
         default: return "STORM_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
         }

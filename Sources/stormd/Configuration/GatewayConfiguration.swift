@@ -35,6 +35,9 @@ struct GatewayConfiguration: Sendable {
     /// `--role`, `--postgres`, `--migrate-on-start`, `--history-max-age`, `--history-max-count`: the
     /// history store and its consumer (see `StoreConfiguration`).
     var store = StoreConfiguration()
+    /// Presence, routing and the gateway registry (`--redis`, `--presence-channels`, …): see
+    /// `PresenceConfiguration`.
+    var presence = PresenceConfiguration()
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     init(sources: ConfigurationSources) throws(StormError) {
@@ -86,6 +89,7 @@ struct GatewayConfiguration: Sendable {
             logLevel = value.value
         }
         store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
+        try presence.load(from: sources)
     }
 
     static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {

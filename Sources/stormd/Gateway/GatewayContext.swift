@@ -11,14 +11,17 @@ final class GatewayContext: Sendable {
     let state: GatewayState
     let broker: any MessageBroker
     let logger: Logger
+    /// Presence, per-user routing and the gateway registry of this gateway.
+    let presence: PresenceTracker
 
-    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, logger: Logger) {
+    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, logger: Logger) {
         self.router = router
         self.publisher = publisher
         self.metrics = metrics
         self.limits = limits
         self.state = state
         self.broker = broker
+        self.presence = presence
         self.logger = logger
     }
 

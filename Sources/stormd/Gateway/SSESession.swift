@@ -37,7 +37,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         self.hub = hub
         self.requested = channels
         self.keepAlive = keepAlive
-        self.channels = SessionChannels(hub: hub, router: gateway.router)
+        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

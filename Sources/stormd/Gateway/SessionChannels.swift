@@ -5,14 +5,22 @@ import StormCore
 ///
 /// A channel is in `counted` from the moment the router counted it until the session releases it; when
 /// the router's future fails the interest was never counted, so it is dropped without a release.
+///
+/// It is also where presence learns about the session: a confirmed subscribe joins, an unsubscribe leaves
+/// and `removeAll` (every session calls it when it ends) forgets the connection. The tracker only queues
+/// these changes, so nothing here waits for Redis.
 final class SessionChannels {
     private var counted: Set<ChannelName> = []
     private let hub: LoopHub
     private let router: ChannelRouter
+    private let presence: PresenceTracker?
+    /// This connection's presence client id, assigned at its first confirmed subscribe.
+    private(set) var presenceClient: String?
 
-    init(hub: LoopHub, router: ChannelRouter) {
+    init(hub: LoopHub, router: ChannelRouter, presence: PresenceTracker? = nil) {
         self.hub = hub
         self.router = router
+        self.presence = presence
     }
 
     var count: Int { counted.count }
@@ -31,6 +39,8 @@ final class SessionChannels {
                 // Not counted by the router: forget it here too, unless the session let go already.
                 if self.counted.remove(channel) != nil { self.hub.remove(session, from: channel) }
                 throw error
+            }.map { [self] in
+                self.joined(channel, session: session)
             }.nonisolated()
             pending.append(future)
         }
@@ -43,6 +53,7 @@ final class SessionChannels {
         guard counted.remove(channel) != nil else { return false }
         hub.remove(session, from: channel)
         router.release(channel, on: hub)
+        if let presence, let presenceClient { presence.leave(presenceClient, channel: channel) }
         return true
     }
 
@@ -52,5 +63,15 @@ final class SessionChannels {
             router.release(channel, on: hub)
         }
         counted.removeAll()
+        if let presence, let presenceClient { presence.disconnect(presenceClient) }
+        presenceClient = nil
+    }
+
+    /// Deliveries of `channel` started: tell presence, unless the session let go meanwhile.
+    private func joined(_ channel: ChannelName, session: any FanoutSubscriber) {
+        guard let presence, counted.contains(channel) else { return }
+        let client = presenceClient ?? presence.connect(session: session, on: hub.eventLoop)
+        presenceClient = client
+        presence.join(client, channel: channel)
     }
 }

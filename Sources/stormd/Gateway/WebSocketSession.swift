@@ -30,7 +30,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     init(gateway: GatewayContext, hub: LoopHub) {
         self.gateway = gateway
         self.hub = hub
-        self.channels = SessionChannels(hub: hub, router: gateway.router)
+        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence)
     }
 
     // MARK: Lifecycle

@@ -80,6 +80,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
+        case (let path, let method) where PresenceRoutes.handles(path):
+            PresenceRoutes.route(method: method, target: target, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(let answer): self.respond(context: context, head: head, status: answer.status, contentType: "application/json", body: answer.body)
+                case .failure(let error): self.respond(context: context, head: head, error: error)
+                }
+            }
         case ("/publish", _), ("/healthz", _), ("/readyz", _), ("/metrics", _), ("/ws", _), ("/events", _):
             respond(context: context, head: head, error: StormError(.methodNotAllowed, "\(head.method) is not allowed on \(target.path)"))
         default:
@@ -93,7 +100,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else if !gateway.broker.isConnected {
             respond(context: context, head: head, error: StormError(.brokerUnavailable, "broker \(gateway.broker.endpointDescription) is not connected"))
         } else {
-            let body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription))}\n"
+            let body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription)),\"presence\":\"\(gateway.presence.health)\"}\n"
             respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: body))
         }
     }

@@ -31,6 +31,10 @@ final class GatewayMetrics: Sendable {
     let fanoutLatency: ValueHistogram
     let brokerConnected: Gauge
     let brokerSubscriptions: Gauge
+    let redisConnected: Gauge
+    let presenceWrites: Prometheus.Counter
+    let presenceErrors: Prometheus.Counter
+    let presenceBatches: Prometheus.Counter
     private let clientErrors: [StormError.Code: Prometheus.Counter]
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
@@ -64,6 +68,10 @@ final class GatewayMetrics: Sendable {
         fanoutLatency = r.makeValueHistogram(name: "storm_fanout_latency_seconds", buckets: Self.latencyBuckets, help: "Time from a message's publish timestamp to its write to local subscribers.")
         brokerConnected = r.makeGauge(name: "storm_broker_connected", help: "1 when the broker connection is up.")
         brokerSubscriptions = r.makeGauge(name: "storm_broker_subscriptions", help: "Channels this gateway holds a broker subscription for.")
+        redisConnected = r.makeGauge(name: "storm_redis_connected", help: "1 while the presence store in Redis is writable; 0 when it is down (presence degraded) or not configured (--redis).")
+        presenceWrites = r.makeCounter(name: "storm_presence_writes_total", help: "Presence entries and user routes written to or deleted from the presence store.")
+        presenceErrors = r.makeCounter(name: "storm_presence_errors_total", help: "Presence store writes that failed (the store was then reconnected and rewritten).")
+        presenceBatches = r.makeCounter(name: "storm_presence_batches_total", help: "Pipelined presence writes (about one round trip each).")
         var errors: [StormError.Code: Prometheus.Counter] = [:]
         for code in Self.countedClientErrors {
             errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")

@@ -26,7 +26,8 @@ final class Gateway: Service, Sendable {
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     private let logger: Logger
 
-    init(configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil) {
+    /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory).
+    init(configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil) {
         self.configuration = configuration
         self.logger = logger
         let ids = MessageIDGenerator()
@@ -47,7 +48,10 @@ final class Gateway: Service, Sendable {
         let state = GatewayState()
         let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger)
         let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state)
-        self.context = GatewayContext(router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, logger: logger)
+        let presence = PresenceTracker(
+            configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
+            metrics: metrics, logger: logger)
+        self.context = GatewayContext(router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, logger: logger)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -62,6 +66,7 @@ final class Gateway: Service, Sendable {
         for hub in hubs { hub.start() }
         let channel = try await makeBootstrap().bind(host: configuration.listen.host, port: configuration.listen.port).get()
         serverChannel.withLockedValue { $0 = channel }
+        await context.presence.start(httpURL: PresenceTracker.advertisedURL(bound: channel.localAddress, listen: configuration.listen))
     }
 
     func run() async throws {
@@ -96,6 +101,7 @@ final class Gateway: Service, Sendable {
         }
         let remaining = connections.withLockedValue { Array($0.values) }
         for channel in remaining { channel.close(promise: nil) }
+        await context.presence.stop()
         await context.broker.shutdown()
         if ownsGroup { try? await group.shutdownGracefully() }
         logger.notice("gateway stopped")
