@@ -84,7 +84,7 @@ private final class Inbox: Sendable {
     private let items = NIOLockedValueBox<[ByteBuffer]>([])
     var count: Int { items.withLockedValue { $0.count } }
     var all: [ByteBuffer] { items.withLockedValue { $0 } }
-    var delivery: BrokerDelivery { { [self] buffer in items.withLockedValue { $0.append(buffer) } } }
+    var delivery: BrokerDelivery { { [self] buffer, _ in items.withLockedValue { $0.append(buffer) } } }
 }
 
 /// Flips when released: proves nats.c let go of the delivery closure.
@@ -255,7 +255,7 @@ struct NATSBrokerOfflineTests {
             #expect(error.message.contains("nothing was published"))
         }
         do {
-            _ = try await broker.subscribe(to: target) { _ in }
+            _ = try await broker.subscribe(to: target) { _, _ in }
             Issue.record("subscribe while disconnected must fail")
         } catch {
             #expect(error.code == .brokerUnavailable)
@@ -345,9 +345,9 @@ struct NATSBrokerIntegrationTests {
         let subscription: any BrokerSubscription
         do {
             let probe = ReleaseProbe(released)
-            subscription = try await subscriber.subscribe(to: room) { buffer in
+            subscription = try await subscriber.subscribe(to: room) { buffer, _ in
                 _ = probe
-                inbox.delivery(buffer)
+                inbox.delivery(buffer, 0)
             }
         }
         let sentinelSubscription = try await subscriber.subscribe(to: sentinelRoom, deliver: sentinel.delivery)
@@ -382,7 +382,7 @@ struct NATSBrokerIntegrationTests {
         let subscription: any BrokerSubscription
         do {
             let probe = ReleaseProbe(released)
-            subscription = try await broker.subscribe(to: room) { _ in _ = probe }
+            subscription = try await broker.subscribe(to: room) { _, _ in _ = probe }
         }
 
         await broker.shutdown()
@@ -397,7 +397,7 @@ struct NATSBrokerIntegrationTests {
             #expect(error.code == .brokerUnavailable)
         }
         do {
-            _ = try await broker.subscribe(to: room) { _ in }
+            _ = try await broker.subscribe(to: room) { _, _ in }
             Issue.record("subscribe after shutdown must fail")
         } catch {
             #expect(error.code == .brokerUnavailable)

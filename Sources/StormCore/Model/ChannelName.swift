@@ -41,6 +41,10 @@ public struct ChannelName: Hashable, Sendable, CustomStringConvertible, Comparab
 
     public static func < (lhs: ChannelName, rhs: ChannelName) -> Bool { lhs.rawValue < rhs.rawValue }
 
+    /// Whether `byte` may appear in a channel token (dots separate tokens).
+    @inline(__always)
+    public static func isAllowedCharacter(_ byte: UInt8) -> Bool { isAllowed(byte) }
+
     @inline(__always)
     static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {

@@ -30,6 +30,9 @@ public struct Envelope: Sendable, Equatable {
     public var timestampMicros: UInt64
     public var payload: [UInt8]
     public var encoding: PayloadEncoding
+    /// The message's place in its channel's history, set by the gateway on delivery (`nil` before the
+    /// broker stored it, or without history).
+    public var offset: UInt64?
 
     public init(channel: ChannelName, id: String, timestampMicros: UInt64, payload: [UInt8], encoding: PayloadEncoding? = nil) {
         self.channel = channel
@@ -123,6 +126,9 @@ public struct Envelope: Sendable, Equatable {
         self.init(
             channel: try ChannelName(validating: channelString), id: id,
             timestampMicros: UInt64(max(0, (ts * 1000).rounded())), payload: payload, encoding: encoding)
+        if let rawOffset = members["offset"], let number = JSONScanner.number(rawOffset), number >= 0 {
+            self.offset = UInt64(number)
+        }
     }
 }
 

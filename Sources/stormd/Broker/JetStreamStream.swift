@@ -37,6 +37,13 @@ struct JetStreamStreamConfiguration: Sendable, Equatable {
 
     /// `<prefix>.>`: the subjects the stream captures.
     var subjects: String { subjectPrefix + ".>" }
+
+    /// The stream name for a subject prefix when none is configured: `STORM` for the default prefix,
+    /// else derived from the prefix, so deployments (or tests) sharing one NATS server with different
+    /// prefixes never fight over one stream's subjects.
+    static func defaultName(forPrefix prefix: String) -> String {
+        prefix == "storm.ch" ? "STORM" : "STORM_" + prefix.uppercased().map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined()
+    }
 }
 
 /// What `ensureStream` found or made.

@@ -5,7 +5,9 @@ import StormCore
 /// The in-process broker: the zero-config single-node default, and the fast engine for unit tests.
 ///
 /// Publishing calls every subscriber's delivery closure synchronously on the publisher's thread, which is
-/// what NATS's delivery thread does in the real engine.
+/// what NATS's delivery thread does in the real engine. It keeps a bounded window of recent messages per
+/// channel (`historyWindow`, default 1,000) so recovery works without NATS too; the window and the
+/// offsets live as long as the process, which is what the epoch says.
 final class MemoryBroker: MessageBroker {
     private final class Subscription: BrokerSubscription {
         let channel: ChannelName
@@ -21,42 +23,94 @@ final class MemoryBroker: MessageBroker {
         func cancel() { broker?.remove(self) }
     }
 
-    private let subscriptions = NIOLockedValueBox<[ChannelName: [ObjectIdentifier: Subscription]]>([:])
-    private let stopped = NIOLockedValueBox(false)
+    private struct State {
+        var subscriptions: [ChannelName: [ObjectIdentifier: Subscription]] = [:]
+        /// Recent messages per channel, oldest first, at most `historyWindow`.
+        var windows: [ChannelName: [StoredEnvelope]] = [:]
+        /// Per channel, the newest offset pushed out of its window.
+        var evictedUpTo: [ChannelName: UInt64] = [:]
+        /// Offsets of recent idempotency keys, so a retried publish is stored once.
+        var recentKeys: [String: UInt64] = [:]
+        var keyOrder: [String] = []
+        var sequence: UInt64 = 0
+        var stopped = false
+    }
 
-    init() {}
+    private let state = NIOLockedValueBox(State())
+    private let historyWindow: Int
+    /// Idempotency keys remembered, like JetStream's duplicate window.
+    private let rememberedKeys = 10_000
+    let epochValue: String
+
+    init(historyWindow: Int = 1000) {
+        self.historyWindow = historyWindow
+        self.epochValue = "memory-\(MessageIDGenerator().instanceID)"
+    }
 
     var endpointDescription: String { "memory" }
-    var isConnected: Bool { !stopped.withLockedValue { $0 } }
+    var isConnected: Bool { !state.withLockedValue { $0.stopped } }
+    var epoch: String { epochValue }
 
     func start() async throws(StormError) {}
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        guard isConnected else {
-            return eventLoop.makeFailedFuture(StormError(.brokerUnavailable, "the in-memory broker is stopped"))
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+        // Deliver under the lock: the offset order and the delivery order must agree, as they do on a
+        // NATS delivery thread.
+        let outcome: Result<PublishReceipt, StormError> = state.withLockedValue { state in
+            guard !state.stopped else { return .failure(StormError(.brokerUnavailable, "the in-memory broker is stopped")) }
+            if let offset = state.recentKeys[idempotencyKey] {
+                return .success(PublishReceipt(offset: offset, duplicate: true))
+            }
+            state.sequence += 1
+            let offset = state.sequence
+            state.recentKeys[idempotencyKey] = offset
+            state.keyOrder.append(idempotencyKey)
+            if state.keyOrder.count > rememberedKeys * 2 {
+                for key in state.keyOrder.prefix(rememberedKeys) { state.recentKeys[key] = nil }
+                state.keyOrder.removeFirst(rememberedKeys)
+            }
+            if historyWindow > 0 {
+                state.windows[channel, default: []].append(StoredEnvelope(offset: offset, envelope: envelope))
+                if let count = state.windows[channel]?.count, count > historyWindow {
+                    let evicted = state.windows[channel]?[count - historyWindow - 1].offset ?? 0
+                    state.windows[channel]?.removeFirst(count - historyWindow)
+                    state.evictedUpTo[channel] = evicted
+                }
+            }
+            for subscription in state.subscriptions[channel]?.values ?? [:].values {
+                subscription.deliver(envelope, offset)
+            }
+            return .success(PublishReceipt(offset: offset, duplicate: false))
         }
-        let targets = subscriptions.withLockedValue { $0[channel].map { Array($0.values) } ?? [] }
-        for subscription in targets {
-            subscription.deliver(envelope)
-        }
-        return eventLoop.makeSucceededVoidFuture()
+        return eventLoop.makeCompletedFuture(outcome.mapError { $0 as any Error })
+    }
+
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
+        let (window, evicted, latest) = state.withLockedValue { ($0.windows[channel] ?? [], $0.evictedUpTo[channel] ?? 0, $0.sequence) }
+        let start = window.firstIndex { $0.offset > offset } ?? window.endIndex
+        return ChannelHistory(
+            epoch: epochValue, messages: Array(window[start...].prefix(max(0, limit))),
+            latestOffset: window.last?.offset, earliestOffset: window.first?.offset, lostUpTo: evicted,
+            brokerLatestOffset: latest)
     }
 
     func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription {
         let subscription = Subscription(channel: channel, deliver: deliver, broker: self)
-        subscriptions.withLockedValue { $0[channel, default: [:]][ObjectIdentifier(subscription)] = subscription }
+        state.withLockedValue { $0.subscriptions[channel, default: [:]][ObjectIdentifier(subscription)] = subscription }
         return subscription
     }
 
     func shutdown() async {
-        stopped.withLockedValue { $0 = true }
-        subscriptions.withLockedValue { $0.removeAll() }
+        state.withLockedValue {
+            $0.stopped = true
+            $0.subscriptions.removeAll()
+        }
     }
 
     private func remove(_ subscription: Subscription) {
-        subscriptions.withLockedValue { table in
-            table[subscription.channel]?[ObjectIdentifier(subscription)] = nil
-            if table[subscription.channel]?.isEmpty == true { table[subscription.channel] = nil }
+        state.withLockedValue { state in
+            state.subscriptions[subscription.channel]?[ObjectIdentifier(subscription)] = nil
+            if state.subscriptions[subscription.channel]?.isEmpty == true { state.subscriptions[subscription.channel] = nil }
         }
     }
 }

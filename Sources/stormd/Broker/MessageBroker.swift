@@ -2,11 +2,43 @@ import NIOCore
 import NIOPosix
 import StormCore
 
-/// Called by a broker for every message on a subscribed channel, with the envelope's bytes.
+/// Called by a broker for every message on a subscribed channel, with the envelope's bytes and its
+/// offset (0 when the broker keeps no history).
 ///
 /// It runs on the broker's own thread (a nats.c delivery thread for NATS), possibly concurrently for
 /// different channels: it must not block and must not touch event-loop state directly.
-typealias BrokerDelivery = @Sendable (_ envelope: ByteBuffer) -> Void
+typealias BrokerDelivery = @Sendable (_ envelope: ByteBuffer, _ offset: UInt64) -> Void
+
+/// A stored message: its offset and envelope bytes.
+struct StoredEnvelope: Sendable {
+    var offset: UInt64
+    var envelope: ByteBuffer
+}
+
+/// A slice of a channel's history, oldest first.
+struct ChannelHistory: Sendable {
+    /// Changes when history was lost (stream recreated, memory engine restarted): offsets from another
+    /// epoch mean nothing here.
+    var epoch: String
+    var messages: [StoredEnvelope]
+    /// The channel's newest offset, `nil` when it has no stored message.
+    var latestOffset: UInt64?
+    /// The oldest offset still stored for the channel, `nil` when it has none.
+    var earliestOffset: UInt64?
+    /// Messages at or below this offset may have been removed (retention): a client resuming from an
+    /// older offset cannot be told it missed nothing. 0 when nothing was ever removed.
+    var lostUpTo: UInt64 = 0
+    /// The newest offset of the whole broker (every channel): an offset above it is in the future.
+    var brokerLatestOffset: UInt64 = 0
+}
+
+/// How a publish was stored.
+struct PublishReceipt: Sendable {
+    /// The message's offset (0 when the broker keeps no history).
+    var offset: UInt64
+    /// The broker had already stored a message with this idempotency key: this publish added nothing.
+    var duplicate: Bool
+}
 
 /// Carries envelopes between gateways. Two implementations: `NATSBroker` (the real one, for several
 /// gateways) and `MemoryBroker` (the zero-config single-node default and fast unit tests). Callers never
@@ -27,7 +59,15 @@ protocol MessageBroker: AnyObject, Sendable {
     /// A future rather than `async`: the in-memory and NATS core brokers answer at once, so a publish from
     /// an event loop completes on that loop with no hop to another thread and back (each hop costs
     /// milliseconds on a busy host, and allocations at 20,000 publishes a second).
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt>
+
+    /// Messages of `channel` with offsets above `offset`, oldest first, at most `limit`. Offsets are
+    /// strictly increasing per channel, and one sequence is shared by all channels of a broker, so "after
+    /// N" means the same on every channel (an SSE `Last-Event-ID` covers several channels at once).
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory
+
+    /// The current history epoch (see `ChannelHistory.epoch`), as last seen: cheap, for subscribe replies.
+    var epoch: String { get }
 
     /// Starts delivering the channel's envelopes to `deliver`; returns once the broker has registered the
     /// interest, so that a message published anywhere after this returns is delivered.
@@ -45,9 +85,11 @@ protocol BrokerSubscription: AnyObject, Sendable {
 
 extension MessageBroker {
     /// `publish` for callers outside an event loop (tests, tools).
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName) async throws(StormError) {
+    @discardableResult
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String? = nil) async throws(StormError) -> PublishReceipt {
         do {
-            try await publish(envelope, on: channel, eventLoop: MultiThreadedEventLoopGroup.singleton.any()).get()
+            let key = idempotencyKey ?? "\(ObjectIdentifier(self).hashValue)-\(UInt64.random(in: 0...UInt64.max))"
+            return try await publish(envelope, on: channel, idempotencyKey: key, eventLoop: MultiThreadedEventLoopGroup.singleton.any()).get()
         } catch let error as StormError {
             throw error
         } catch {

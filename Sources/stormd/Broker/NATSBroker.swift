@@ -43,6 +43,9 @@ struct NATSBrokerConfiguration: Sendable {
     var pendingMessagesLimit: Int = 1_000_000
     var pendingBytesLimit: Int = 1 << 30
     var deliveryThreads: Int = 1
+    /// JetStream durability (default on): publishes are acknowledged once stored, messages carry offsets,
+    /// and history and recovery work. `nil` uses core NATS only (no history, no offsets).
+    var jetStream: JetStreamSettings? = JetStreamSettings()
 
     init(
         urls: [String] = ["nats://127.0.0.1:4222"],
@@ -102,6 +105,10 @@ final class NATSBroker: MessageBroker {
         var phase: Phase = .idle
         /// Live subscriptions, so `shutdown()` can free the ones nobody cancelled.
         var subscriptions: [ObjectIdentifier: NATSSubscription] = [:]
+        /// The JetStream context, when durability is on and the connection exists.
+        var jetStream: JetStreamContext?
+        /// A background attempt to create the stream is running (NATS was down at start).
+        var ensuringStream = false
     }
 
     let configuration: NATSBrokerConfiguration
@@ -132,9 +139,11 @@ final class NATSBroker: MessageBroker {
         }
         // Nobody can hold the pointer any more: every user went through `self`. Destroying closes the
         // connection if `shutdown()` was never called; the closed callback then frees the events box.
+        let jetStream = state.withLockedValue { $0.jetStream }
         if let connection {
             natsConnection_Destroy(connection.raw)
         }
+        jetStream?.destroy()
     }
 
     /// The NATS subject a channel travels on.
@@ -186,6 +195,77 @@ final class NATSBroker: MessageBroker {
             natsConnection_Close(connection.raw)
             throw StormError(.brokerUnavailable, "the NATS broker was shut down while it was connecting")
         }
+        if let settings = configuration.jetStream {
+            var settings = settings
+            if settings.stream.subjectPrefix != configuration.subjectPrefix, settings.stream.name == JetStreamStreamConfiguration().name {
+                settings.stream.name = JetStreamStreamConfiguration.defaultName(forPrefix: configuration.subjectPrefix)
+            }
+            settings.stream.subjectPrefix = configuration.subjectPrefix
+            let context = try JetStreamContext(connection: connection, settings: settings, logger: logger)
+            state.withLockedValue { $0.jetStream = context }
+            if natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED {
+                let failure: StormError? = await runBlocking {
+                    do throws(StormError) {
+                        try context.ensureStream()
+                        return nil
+                    } catch {
+                        return error
+                    }
+                }
+                if let failure {
+                    throw StormError(
+                        .configuration,
+                        "\(failure.message). Is JetStream enabled on the NATS server (nats-server -js)? Use --no-jetstream for core NATS without history.")
+                }
+            }
+        }
+    }
+
+    /// The JetStream context when durability is on; makes the stream in the background if NATS was down
+    /// at start, so a later publish or subscribe succeeds once it is there.
+    private func readyJetStream() -> JetStreamContext? {
+        let (context, mustEnsure): (JetStreamContext?, Bool) = state.withLockedValue { state in
+            guard let context = state.jetStream else { return (nil, false) }
+            guard !context.isStreamReady, !state.ensuringStream else { return (context, false) }
+            state.ensuringStream = true
+            return (context, true)
+        }
+        if mustEnsure, let context {
+            let logger = self.logger
+            Task {
+                _ = await runBlocking { () -> Bool in
+                    do throws(StormError) {
+                        try context.ensureStream()
+                    } catch {
+                        logger.warning("JetStream stream not ready yet", metadata: ["error": "\(error.message)"])
+                    }
+                    return true
+                }
+                self.state.withLockedValue { $0.ensuringStream = false }
+            }
+        }
+        return context
+    }
+
+    var epoch: String {
+        state.withLockedValue { $0.jetStream }?.epoch ?? ""
+    }
+
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
+        _ = try connectedConnection(orElse: "history cannot be read")
+        guard let context = readyJetStream() else {
+            throw StormError(.notFound, "history is not kept: JetStream is off (--no-jetstream)")
+        }
+        let subject = subject(for: channel)
+        let allocator = self.allocator
+        let outcome: Result<ChannelHistory, StormError> = await runBlocking {
+            do throws(StormError) {
+                return .success(try context.history(subject: subject, after: offset, limit: limit, allocator: allocator))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try outcome.get()
     }
 
     /// Validates the configuration, builds nats.c options and connects. Returns the connection, which may still
@@ -321,10 +401,14 @@ final class NATSBroker: MessageBroker {
 
     // MARK: publish and subscribe
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
         do {
+            _ = try connectedConnection(orElse: "nothing was published")
+            if let context = readyJetStream() {
+                return context.publish(envelope, subject: subject(for: channel), messageID: idempotencyKey, eventLoop: eventLoop)
+            }
             try publishNow(envelope, on: channel)
-            return eventLoop.makeSucceededVoidFuture()
+            return eventLoop.makeSucceededFuture(PublishReceipt(offset: 0, duplicate: false))
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
@@ -351,15 +435,40 @@ final class NATSBroker: MessageBroker {
         let box = NATSDeliveryBox(deliver: deliver, allocator: allocator)
         // Retained for nats.c; released by natsSubscriptionCompleteCallback.
         let boxPointer = Unmanaged.passRetained(box).toOpaque()
+        let jetStream = readyJetStream()
 
         var subscriptionPointer: OpaquePointer?
         do {
-            try natsCall("natsConnection_Subscribe", .brokerUnavailable, "subscribe to '\(subject)'") {
-                natsConnection_Subscribe(&subscriptionPointer, connection.raw, subject, natsDeliveryCallback, boxPointer)
+            if let jetStream {
+                // An ordered consumer delivers each message with its stream sequence (the offset). Making
+                // it is a request to the server, hence the thread pool; once it exists, every message
+                // stored from now on is delivered, so no flush is needed.
+                guard jetStream.isStreamReady else {
+                    throw StormError(.brokerUnavailable, "JetStream stream '\(jetStream.settings.streamName)' is not ready yet; the subscription was not made")
+                }
+                let pointerBits = UInt(bitPattern: boxPointer)
+                let made: Result<UInt, StormError> = await runBlocking {
+                    do throws(StormError) {
+                        guard let box = UnsafeMutableRawPointer(bitPattern: pointerBits) else {
+                            throw StormError(.internalError, "lost the delivery box")
+                        }
+                        return .success(UInt(bitPattern: try jetStream.subscribeOrdered(subject, box: box)))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                subscriptionPointer = OpaquePointer(bitPattern: try made.get())
+            } else {
+                try natsCall("natsConnection_Subscribe", .brokerUnavailable, "subscribe to '\(subject)'") {
+                    natsConnection_Subscribe(&subscriptionPointer, connection.raw, subject, natsDeliveryCallback, boxPointer)
+                }
             }
-        } catch {
+        } catch let error as StormError {
             Unmanaged<NATSDeliveryBox>.fromOpaque(boxPointer).release()  // no subscription, so no callback
             throw error
+        } catch {
+            Unmanaged<NATSDeliveryBox>.fromOpaque(boxPointer).release()
+            throw StormError(.internalError, "\(error)")
         }
         guard let rawSubscription = subscriptionPointer else {
             Unmanaged<NATSDeliveryBox>.fromOpaque(boxPointer).release()
@@ -401,7 +510,7 @@ final class NATSBroker: MessageBroker {
             // A round trip: once the server answers the PING it has processed our SUB, so a message published
             // anywhere from now on is delivered. It waits on the network, hence the thread pool.
             let timeout = milliseconds(config.subscribeTimeout)
-            let flushFailure: StormError? = await runBlocking { () -> StormError? in
+            let flushFailure: StormError? = jetStream != nil ? nil : await runBlocking { () -> StormError? in
                 do throws(StormError) {
                     try natsCall(
                         "natsConnection_FlushTimeout", .brokerUnavailable,
@@ -485,6 +594,7 @@ final class NATSBroker: MessageBroker {
         // A no-op if draining closed it; otherwise stops reconnect attempts and cuts what is left. It joins
         // nats.c's connection threads, so it waits on the thread pool.
         await runBlocking { natsConnection_Close(connection.raw) }
+        state.withLockedValue { $0.jetStream }?.failPending()
         for subscription in leftovers {
             subscription.release()
         }
@@ -626,13 +736,35 @@ private func natsDeliveryCallback(
         natsMsg_Destroy(message)
         return
     }
-    let length = Int(natsMsg_GetDataLength(message))
-    var buffer = box.allocator.buffer(capacity: length)
-    if length > 0, let data = natsMsg_GetData(message) {
-        buffer.writeBytes(UnsafeRawBufferPointer(start: UnsafeRawPointer(data), count: length))
-    }
+    let buffer = copyData(of: message, allocator: box.allocator)
     natsMsg_Destroy(message)
-    box.deliver(buffer)
+    box.deliver(buffer, 0)
+}
+
+/// Like `natsDeliveryCallback`, for JetStream consumers: the offset is the message's stream sequence.
+func natsDeliveryWithOffsetCallback(
+    _ connection: OpaquePointer?, _ subscription: OpaquePointer?, _ message: OpaquePointer?,
+    _ closure: UnsafeMutableRawPointer?
+) {
+    guard let message else { return }
+    guard let closure else {
+        natsMsg_Destroy(message)
+        return
+    }
+    let box = Unmanaged<NATSDeliveryBox>.fromOpaque(closure).takeUnretainedValue()
+    guard !box.cancelled.load(ordering: .acquiring) else {
+        natsMsg_Destroy(message)
+        return
+    }
+    var offset: UInt64 = 0
+    var meta: UnsafeMutablePointer<jsMsgMetaData>?
+    if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
+        offset = meta.pointee.Sequence.Stream
+        jsMsgMetaData_Destroy(meta)
+    }
+    let buffer = copyData(of: message, allocator: box.allocator)
+    natsMsg_Destroy(message)
+    box.deliver(buffer, offset)
 }
 
 /// Runs once the subscription is closed and its handler has returned for the last time: the only moment the
@@ -787,7 +919,7 @@ private func withCStringArray<R>(
 
 /// Runs blocking nats.c work (network waits) on NIO's thread pool, so it never stalls an event loop or the
 /// cooperative pool. Falls back to the calling thread only if the pool has been shut down.
-private func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
     do {
         return try await NIOThreadPool.singleton.runIfActive(body)
     } catch {

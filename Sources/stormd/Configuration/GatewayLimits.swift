@@ -20,6 +20,9 @@ struct GatewayLimits: Sendable {
     /// Upper bound of the adaptive batch delay under heavy load (`--max-flush-interval`, default 50 ms).
     var maxFlushDelay: TimeAmount = .milliseconds(50)
 
+    /// Whether the live web page is served at `/` and `/ui/` (`--web-ui`, default on).
+    var webUI = true
+
     /// A WebSocket request carries the payload inside JSON, perhaps as base64 (4/3 larger), so the frame
     /// limit is above the payload limit.
     var maxWebSocketMessageSize: Int { maxMessageSize / 3 * 4 + 8 * 1024 }

@@ -117,8 +117,8 @@ final class ChannelRouter: Sendable {
     private func subscribe(_ entry: Entry) async {
         let result: Result<any BrokerSubscription, StormError>
         do {
-            let subscription = try await broker.subscribe(to: entry.channel) { [weak self, entry] envelope in
-                self?.route(envelope, for: entry)
+            let subscription = try await broker.subscribe(to: entry.channel) { [weak self, entry] envelope, offset in
+                self?.route(envelope, offset: offset, for: entry)
             }
             result = .success(subscription)
         } catch {
@@ -150,9 +150,9 @@ final class ChannelRouter: Sendable {
     }
 
     /// Runs on the broker's delivery thread: frames the message once and hands it to each interested loop.
-    private func route(_ envelope: ByteBuffer, for entry: Entry) {
+    private func route(_ envelope: ByteBuffer, offset: UInt64, for entry: Entry) {
         metrics.brokerMessagesReceived.increment()
-        guard let delivery = Delivery(envelope: envelope, channel: entry.channel, allocator: allocator) else {
+        guard let delivery = Delivery(envelope: envelope, offset: offset, channel: entry.channel, allocator: allocator) else {
             metrics.droppedMalformed.increment()
             logger.debug("dropped a message that is not a STORM envelope", metadata: ["storm.channel": "\(entry.channel)"])
             return

@@ -13,15 +13,43 @@ struct Delivery: Sendable {
     let sseChunk: ByteBuffer
     /// When the publishing gateway accepted the message (µs since the epoch), for the fan-out latency.
     let publishedAtMicros: UInt64
+    /// The message's offset in the channel's history (0 when the broker keeps none).
+    let offset: UInt64
 
     /// Frames an envelope received from the broker; `nil` when the bytes are not a STORM envelope (another
     /// program publishing on STORM's subjects), which the caller counts and drops.
-    init?(envelope: ByteBuffer, channel: ChannelName, allocator: ByteBufferAllocator) {
+    ///
+    /// The offset is only known once the broker stored the message, after the publishing gateway built
+    /// the envelope, so it is spliced in here: `{"type":"message","offset":N,…}`. The SSE event id is the
+    /// offset, which is what `Last-Event-ID` resumes from.
+    init?(envelope: ByteBuffer, offset: UInt64, channel: ChannelName, allocator: ByteBufferAllocator) {
         guard let fields = EnvelopeFields(envelope) else { return nil }
         self.channel = channel
+        self.offset = offset
         self.publishedAtMicros = fields.timestampMicros
-        self.webSocketFrame = WebSocketWire.textFrame(payload: envelope, allocator: allocator)
-        self.sseChunk = SSEWire.eventChunk(id: fields.id, envelope: envelope, allocator: allocator)
+        let framed = offset > 0 ? Self.withOffset(envelope, offset: offset, allocator: allocator) : envelope
+        self.webSocketFrame = WebSocketWire.textFrame(payload: framed, allocator: allocator)
+        if offset > 0 {
+            self.sseChunk = SSEWire.eventChunk(id: ByteBuffer(string: String(offset)).readableBytesView, envelope: framed, allocator: allocator)
+        } else {
+            self.sseChunk = SSEWire.eventChunk(id: fields.id, envelope: framed, allocator: allocator)
+        }
+    }
+
+    private static let typePrefix = Array(#"{"type":"message","#.utf8)
+
+    static func withOffset(_ envelope: ByteBuffer, offset: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: envelope.readableBytes + 32)
+        let view = envelope.readableBytesView
+        if view.starts(with: typePrefix) {
+            out.writeBytes(typePrefix)
+            out.writeString("\"offset\":\(offset),")
+            out.writeBytes(view.dropFirst(typePrefix.count))
+        } else {
+            out.writeString("{\"offset\":\(offset),")
+            out.writeBytes(view.dropFirst())
+        }
+        return out
     }
 }
 

@@ -27,26 +27,48 @@ final class Publisher: Sendable {
         }
     }
 
-    /// Publishes a client's payload; the future (on `eventLoop`) gives the envelope as delivered.
-    func publish(_ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, via transport: GatewayMetrics.Transport, eventLoop: any EventLoop) -> EventLoopFuture<Envelope> {
+    /// Checks a client's idempotency key: it becomes the message id, so it must be a short token.
+    static func validateIdempotencyKey(_ key: String) throws(StormError) {
+        let allowed = key.utf8.allSatisfy { byte in
+            ChannelName.isAllowedCharacter(byte) || byte == UInt8(ascii: ".")
+        }
+        guard (1...64).contains(key.utf8.count), allowed else {
+            throw StormError(.badRequest, "idempotency key must be 1 to 64 characters of A-Z a-z 0-9 _ - : @ = .")
+        }
+    }
+
+    /// Publishes a client's payload; the future (on `eventLoop`) gives the envelope and how the broker
+    /// stored it.
+    ///
+    /// With a client-supplied `idempotencyKey` the key is the message id and the broker's deduplication key
+    /// (JetStream's `Nats-Msg-Id`, scoped to the channel), so a retried publish is stored once and answers
+    /// with the first one's offset and `duplicate: true`.
+    func publish(
+        _ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, idempotencyKey: String? = nil,
+        via transport: GatewayMetrics.Transport, eventLoop: any EventLoop
+    ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
         guard !state.isDraining else {
             return eventLoop.makeFailedFuture(StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway"))
         }
         do {
             try checkSize(payload.count)
+            if let idempotencyKey { try Self.validateIdempotencyKey(idempotencyKey) }
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
         let started = NIODeadline.now()
-        let envelope = Envelope(channel: channel, id: ids.next(), timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
+        let id = idempotencyKey ?? ids.next()
+        let envelope = Envelope(channel: channel, id: id, timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
         let bytes = envelope.encoded()
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         let metrics = self.metrics
-        return broker.publish(buffer, on: channel, eventLoop: eventLoop).map {
+        return broker.publish(buffer, on: channel, idempotencyKey: "\(channel.rawValue)/\(id)", eventLoop: eventLoop).map { receipt in
             metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
-            (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
-            return envelope
+            if !receipt.duplicate {
+                (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
+            }
+            return (envelope, receipt)
         }
     }
 }

@@ -24,6 +24,8 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private let hub: LoopHub
     private let requested: [ChannelName]
     private let keepAlive: Bool
+    private let resume: ResumePoint?
+    private var recovery = RecoveryGate()
     private let channels: SessionChannels
     private var state = State.starting
     private var context: ChannelHandlerContext?
@@ -32,11 +34,12 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private var lastHeartbeat = NIODeadline.now()
     private var counted = false
 
-    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool) {
+    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil) {
         self.gateway = gateway
         self.hub = hub
         self.requested = channels
         self.keepAlive = keepAlive
+        self.resume = resume
         self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence)
     }
 
@@ -44,10 +47,38 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         self.context = context
         self.writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         hub.register(self)
+        if resume != nil { recovery.begin(requested) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
             switch outcome {
-            case .success: self.startStreaming()
-            case .failure(let error): self.fail(error)
+            case .success:
+                guard let resume = self.resume else { return self.startStreaming() }
+                self.recover(from: resume)
+            case .failure(let error):
+                self.fail(error)
+            }
+        }
+    }
+
+    /// `Last-Event-ID` (or `?since=`): replays what the client missed, then streams live messages; the
+    /// event ids are offsets, shared by every channel, so one id resumes all of the stream's channels.
+    private func recover(from resume: ResumePoint) {
+        guard let context else { return }
+        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let channels = requested
+        let broker = gateway.broker
+        let allocator = context.channel.allocator
+        Task {
+            let results = await Recovery.fetch(channels, after: resume, broker: broker, allocator: allocator)
+            session.eventLoop.execute {
+                let session = session.value
+                session.startStreaming()
+                guard session.state == .streaming, let writer = session.writer else { return }
+                // Several channels: their recovered messages interleave by offset, as they were published.
+                var messages: [Delivery] = []
+                for result in results { messages += session.recovery.finish(result, resumeFrom: resume.offset) }
+                messages.sort { $0.offset < $1.offset }
+                for message in messages { writer.write(NIOAny(message.sseChunk), promise: nil) }
+                writer.flush()
             }
         }
     }
@@ -111,6 +142,10 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
         guard let context, let writer else { return .closed }
+        switch recovery.admit(delivery) {
+        case .deliver: break
+        case .hold, .skip: return .skipped
+        }
         switch state {
         case .starting: return .skipped  // the head is not out yet; nothing published before it is owed
         case .closed: return .closed

@@ -26,6 +26,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var flushPending = false
     private var lastInbound = NIODeadline.now()
     private var pingSentAt: NIODeadline?
+    private var recovery = RecoveryGate()
 
     init(gateway: GatewayContext, hub: LoopHub) {
         self.gateway = gateway
@@ -77,6 +78,10 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
         guard !closing, let context, let writer else { return .closed }
+        switch recovery.admit(delivery) {
+        case .deliver: break
+        case .hold, .skip: return .skipped
+        }
         guard context.channel.isWritable else {
             disconnectSlowClient(context: context)
             return .closed
@@ -262,18 +267,80 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         guard channels.count + newCount <= gateway.limits.maxChannelsPerConnection else {
             throw StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(newCount) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)")
         }
-        let result = Self.channelList(requested)
+        let resume = try Self.resumePoint(members)
+        let fresh = requested.filter { !channels.contains($0) }
+        if resume != nil { recovery.begin(fresh) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
             switch outcome {
-            case .success: self.reply(id: id, result: result)
-            case .failure(let error): self.replyError(id: id, error)
+            case .success:
+                guard let resume else {
+                    return self.reply(id: id, result: Self.subscribeResult(requested, epoch: self.gateway.broker.epoch, recovered: nil))
+                }
+                self.recover(fresh, requested: requested, from: resume, requestID: id)
+            case .failure(let error):
+                for channel in fresh { self.recovery.abandon(channel) }
+                self.replyError(id: id, error)
             }
         }
     }
 
+    /// `"since": N` or `"since": {"offset": N, "epoch": "E"}` (docs/protocol.md, "Recovery").
+    private static func resumePoint(_ members: [String: [UInt8]]) throws(StormError) -> ResumePoint? {
+        guard let raw = members["since"] else { return nil }
+        if let number = JSONScanner.number(raw) {
+            guard number >= 0, number == number.rounded(), number < 1e18 else {
+                throw StormError(.badRequest, "'since' must be an offset: a whole number of 0 or more")
+            }
+            return ResumePoint(offset: UInt64(number), epoch: nil)
+        }
+        guard let fields = try? JSONScanner.objectMembers(raw), let rawOffset = fields["offset"],
+            let number = JSONScanner.number(rawOffset), number >= 0, number == number.rounded(), number < 1e18
+        else {
+            throw StormError(.badRequest, "'since' must be an offset or {\"offset\": N, \"epoch\": \"…\"}")
+        }
+        let epoch = fields["epoch"].flatMap { try? JSONScanner.string($0) }
+        return ResumePoint(offset: UInt64(number), epoch: epoch)
+    }
+
+    /// Replays what the client missed on `fresh` channels, then lets live messages through.
+    private func recover(_ fresh: [ChannelName], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?) {
+        guard let context else { return }
+        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let broker = gateway.broker
+        let allocator = context.channel.allocator
+        Task {
+            let results = await Recovery.fetch(fresh, after: resume, broker: broker, allocator: allocator)
+            session.eventLoop.execute {
+                session.value.finishRecovery(results, requested: requested, from: resume, requestID: id)
+            }
+        }
+    }
+
+    private func finishRecovery(_ results: [RecoveredChannel], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?) {
+        let recovered = results.allSatisfy(\.recovered)
+        reply(id: id, result: Self.subscribeResult(requested, epoch: gateway.broker.epoch, recovered: recovered))
+        guard !closing, let writer else { return }
+        for result in results {
+            let messages = recovery.finish(result, resumeFrom: resume.offset)
+            guard channels.contains(result.channel) else { continue }  // unsubscribed meanwhile
+            for message in messages { writer.write(NIOAny(message.webSocketFrame), promise: nil) }
+        }
+        flushPending = false
+        writer.flush()
+    }
+
+    private static func subscribeResult(_ channels: [ChannelName], epoch: String, recovered: Bool?) -> String {
+        var result = "{\"channels\":[" + channels.map { JSONWriter.quoted($0.rawValue) }.joined(separator: ",") + "],\"epoch\":" + JSONWriter.quoted(epoch)
+        if let recovered { result += ",\"recovered\":\(recovered)" }
+        return result + "}"
+    }
+
     private func unsubscribe(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
         let requested = try channelNames(members)
-        for channel in requested { channels.unsubscribe(channel, session: self) }
+        for channel in requested {
+            channels.unsubscribe(channel, session: self)
+            recovery.abandon(channel)
+        }
         reply(id: id, result: Self.channelList(requested))
     }
 
@@ -303,18 +370,26 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             encoding = .json
         }
         try gateway.publisher.checkSize(payload.count)
+        var key: String?
+        if let rawKey = members["idempotency_key"] {
+            guard let text = try? JSONScanner.string(rawKey) else { throw StormError(.badRequest, "'idempotency_key' must be a string") }
+            key = text
+        }
         guard let context else { return }
-        gateway.publisher.publish(payload, encoding: encoding, on: channel, via: .webSocket, eventLoop: context.eventLoop)
+        gateway.publisher.publish(payload, encoding: encoding, on: channel, idempotencyKey: key, via: .webSocket, eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
-                case .success(let envelope): self.reply(id: id, result: Self.publishResult(envelope))
+                case .success(let (envelope, receipt)): self.reply(id: id, result: Self.publishResult(envelope, receipt))
                 case .failure(let error): self.replyError(id: id, error)
                 }
             }
     }
 
-    static func publishResult(_ envelope: Envelope) -> String {
-        "{\"id\":\(JSONWriter.quoted(envelope.id)),\"channel\":\(JSONWriter.quoted(envelope.channel.rawValue)),\"ts\":\(Envelope.formatTimestamp(envelope.timestampMicros))}"
+    static func publishResult(_ envelope: Envelope, _ receipt: PublishReceipt) -> String {
+        var result = "{\"id\":\(JSONWriter.quoted(envelope.id)),\"channel\":\(JSONWriter.quoted(envelope.channel.rawValue)),\"ts\":\(Envelope.formatTimestamp(envelope.timestampMicros))"
+        if receipt.offset > 0 { result += ",\"offset\":\(receipt.offset)" }
+        if receipt.duplicate { result += ",\"duplicate\":true" }
+        return result + "}"
     }
 
     private static func channelList(_ channels: [ChannelName]) -> String {

@@ -1,0 +1,297 @@
+import Atomics
+import CNATS
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import StormCore
+
+/// JetStream as the NATS broker uses it: the stream (shared with the history consumer) and the publish
+/// acknowledgement limits.
+struct JetStreamSettings: Sendable {
+    /// The stream (name, subjects, retention); its subject prefix is set from the broker's.
+    var stream = JetStreamStreamConfiguration()
+    /// How long a publish waits for JetStream's acknowledgement before the client is told it failed.
+    var ackTimeout: TimeAmount = .seconds(5)
+    /// Publishes awaiting acknowledgement before new ones are refused (back-pressure, not a queue).
+    var maxPendingAcks = 65_536
+
+    var streamName: String { stream.name }
+}
+
+/// One `jsCtx` and what STORM does with it: the stream, asynchronous publishes with acknowledgements,
+/// ordered consumers for fan-out, and history reads.
+///
+/// Publishing is asynchronous: `js_PublishMsgAsync` queues the message and nats.c calls
+/// `jetStreamAckCallback` on its own thread when JetStream stored it (or refused it). Each pending publish
+/// is a promise in `AckTable`, keyed by the `natsMsg` pointer nats.c hands back; whoever removes the entry
+/// (the acknowledgement or the timeout) completes the promise, exactly once.
+final class JetStreamContext: Sendable {
+    let settings: JetStreamSettings
+    private let raw: JetStreamHandle
+    private let acks: AckTable
+    private let acksPointer: AckTablePointer
+    private let logger: Logger
+    /// The stream's creation time (nanoseconds), our history epoch; empty until the stream is ensured.
+    private let epochValue = NIOLockedValueBox("")
+
+    init(connection: NATSConnectionHandle, settings: JetStreamSettings, logger: Logger) throws(StormError) {
+        self.settings = settings
+        self.logger = logger
+        let acks = AckTable()
+        self.acks = acks
+        // Retained for nats.c's callbacks; released in `deinit`, after the connection is destroyed.
+        let acksPointer = Unmanaged.passRetained(acks).toOpaque()
+        self.acksPointer = AckTablePointer(raw: acksPointer)
+        var options = jsOptions()
+        jsOptions_Init(&options)
+        options.PublishAsync.AckHandler = jetStreamAckCallback
+        options.PublishAsync.AckHandlerClosure = acksPointer
+        options.PublishAsync.MaxPending = Int64(settings.maxPendingAcks)
+        // Never stall an event loop waiting for room: refuse at once instead.
+        options.PublishAsync.StallWait = 1
+        var context: OpaquePointer?
+        do {
+            try natsCall("natsConnection_JetStream", .configuration, "open a JetStream context") {
+                natsConnection_JetStream(&context, connection.raw, &options)
+            }
+        } catch {
+            Unmanaged<AckTable>.fromOpaque(acksPointer).release()
+            throw error
+        }
+        guard let context else {
+            Unmanaged<AckTable>.fromOpaque(acksPointer).release()
+            throw StormError(.internalError, "NATS returned no JetStream context [natsConnection_JetStream]")
+        }
+        self.raw = JetStreamHandle(raw: context)
+    }
+
+    /// Frees the context. Call only once the connection is closed (no callback can run any more).
+    func destroy() {
+        jsCtx_Destroy(raw.raw)
+        failPending()
+        Unmanaged<AckTable>.fromOpaque(acksPointer.raw).release()
+    }
+
+    var epoch: String { epochValue.withLockedValue { $0 } }
+    var isStreamReady: Bool { !epoch.isEmpty }
+
+    // MARK: Stream
+
+    /// Creates the stream, or updates it to the configured limits (see `ensureStream`); blocking.
+    func ensureStream() throws(StormError) {
+        let state = try stormd.ensureStream(context: raw.raw, configuration: settings.stream)
+        epochValue.withLockedValue { $0 = state.epoch }
+        logger.info(
+            "JetStream stream ready",
+            metadata: ["nats.stream": "\(settings.streamName)", "nats.subjects": "\(settings.stream.subjects)", "storm.epoch": "\(state.epoch)"])
+    }
+
+    // MARK: Publish
+
+    func publish(_ envelope: ByteBuffer, subject: String, messageID: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+        let promise = eventLoop.makePromise(of: PublishReceipt.self)
+        guard isStreamReady else {
+            promise.fail(StormError(.brokerUnavailable, "JetStream stream '\(settings.streamName)' is not ready yet; nothing was published"))
+            return promise.futureResult
+        }
+        var message: OpaquePointer?
+        let created = envelope.withUnsafeReadableBytes { bytes in
+            natsMsg_Create(&message, subject, nil, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
+        }
+        guard created == NATS_OK, let message else {
+            promise.fail(natsError("natsMsg_Create", created, .internalError, "build a message for '\(subject)'"))
+            return promise.futureResult
+        }
+        let key = UInt(bitPattern: message)
+        acks.insert(key, promise)
+        var pointer: OpaquePointer? = message
+        let status: natsStatus = messageID.withCString { id in
+            var options = jsPubOptions()
+            jsPubOptions_Init(&options)
+            options.MsgId = id
+            return js_PublishMsgAsync(raw.raw, &pointer, &options)
+        }
+        if status != NATS_OK {
+            // Still ours (nats.c clears the pointer only when it takes the message).
+            natsMsg_Destroy(pointer)
+            if let failed = acks.remove(key) {
+                let code: StormError.Code = status == NATS_MAX_PAYLOAD ? .messageTooLarge : .brokerUnavailable
+                failed.fail(natsError("js_PublishMsgAsync", status, code, "publish on '\(subject)'"))
+            }
+            return promise.futureResult
+        }
+        let timeout = settings.ackTimeout
+        let acks = self.acks
+        eventLoop.scheduleTask(in: timeout) {
+            acks.remove(key)?.fail(
+                StormError(.brokerUnavailable, "JetStream did not acknowledge the message within \(timeout.nanoseconds / 1_000_000) ms; it may or may not be stored: retry with the same idempotency key"))
+        }
+        return promise.futureResult
+    }
+
+    // MARK: Ordered consumers (fan-out)
+
+    /// Subscribes an ordered push consumer to `subject`, delivering new messages with their stream
+    /// sequence. Blocking (it creates the consumer on the server): call it off the event loops.
+    func subscribeOrdered(_ subject: String, box: UnsafeMutableRawPointer) throws(StormError) -> OpaquePointer {
+        var subscription: OpaquePointer?
+        var errorCode = jsErrCode(rawValue: 0)
+        let name = settings.streamName
+        let status: natsStatus = name.withCString { stream in
+            var options = jsSubOptions()
+            jsSubOptions_Init(&options)
+            options.Stream = stream
+            options.Ordered = true
+            options.Config.DeliverPolicy = js_DeliverNew
+            return js_Subscribe(&subscription, raw.raw, subject, natsDeliveryWithOffsetCallback, box, nil, &options, &errorCode)
+        }
+        guard status == NATS_OK, let subscription else {
+            throw natsError("js_Subscribe", status, .brokerUnavailable, "subscribe to '\(subject)' on stream '\(name)' (error code \(errorCode.rawValue))")
+        }
+        return subscription
+    }
+
+    // MARK: History
+
+    /// Reads stored messages of `subject` after `offset`: blocking (requests to the server).
+    func history(subject: String, after offset: UInt64, limit: Int, allocator: ByteBufferAllocator) throws(StormError) -> ChannelHistory {
+        let name = settings.streamName
+        var errorCode = jsErrCode(rawValue: 0)
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        let infoStatus = js_GetStreamInfo(&info, raw.raw, name, nil, &errorCode)
+        guard infoStatus == NATS_OK, let info else {
+            throw natsError("js_GetStreamInfo", infoStatus, .brokerUnavailable, "read stream '\(name)'")
+        }
+        let firstSequence = info.pointee.State.FirstSeq
+        let lastSequence = info.pointee.State.LastSeq
+        let epoch = String(info.pointee.Created)
+        jsStreamInfo_Destroy(info)
+        epochValue.withLockedValue { $0 = epoch }
+
+        var history = ChannelHistory(epoch: epoch, messages: [], latestOffset: nil, earliestOffset: nil)
+        history.lostUpTo = firstSequence > 0 ? firstSequence - 1 : 0
+        history.brokerLatestOffset = lastSequence
+
+        var last: OpaquePointer?
+        errorCode = jsErrCode(rawValue: 0)
+        let lastStatus = js_GetLastMsg(&last, raw.raw, name, subject, nil, &errorCode)
+        if lastStatus == NATS_OK, let last {
+            history.latestOffset = natsMsg_GetSequence(last)
+            natsMsg_Destroy(last)
+        } else if errorCode != JSNoMessageFoundErr && lastStatus != NATS_NOT_FOUND {
+            throw natsError("js_GetLastMsg", lastStatus, .brokerUnavailable, "read the last message of '\(subject)'")
+        }
+        guard let latest = history.latestOffset, latest > offset, limit > 0 else { return history }
+
+        // An ephemeral pull consumer from the first wanted sequence, filtered to the channel.
+        var subscription: OpaquePointer?
+        errorCode = jsErrCode(rawValue: 0)
+        let subscribeStatus: natsStatus = name.withCString { stream in
+            var options = jsSubOptions()
+            jsSubOptions_Init(&options)
+            options.Stream = stream
+            options.Config.DeliverPolicy = js_DeliverByStartSequence
+            options.Config.OptStartSeq = offset + 1
+            options.Config.AckPolicy = js_AckNone
+            options.Config.InactiveThreshold = 5_000_000_000
+            return js_PullSubscribe(&subscription, raw.raw, subject, nil, nil, &options, &errorCode)
+        }
+        guard subscribeStatus == NATS_OK, let subscription else {
+            throw natsError("js_PullSubscribe", subscribeStatus, .brokerUnavailable, "read history of '\(subject)'")
+        }
+        defer {
+            natsSubscription_Unsubscribe(subscription)
+            natsSubscription_Destroy(subscription)
+        }
+        var done = false
+        while !done, history.messages.count < limit {
+            var list = natsMsgList()
+            let batch = Int32(min(256, limit - history.messages.count))
+            let fetchStatus = natsSubscription_Fetch(&list, subscription, batch, 2000, &errorCode)
+            guard fetchStatus == NATS_OK else {
+                if fetchStatus == NATS_TIMEOUT { break }
+                throw natsError("natsSubscription_Fetch", fetchStatus, .brokerUnavailable, "read history of '\(subject)'")
+            }
+            for index in 0..<Int(list.Count) {
+                guard let message = list.Msgs[index] else { continue }
+                var meta: UnsafeMutablePointer<jsMsgMetaData>?
+                guard natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta else { continue }
+                let sequence = meta.pointee.Sequence.Stream
+                let pending = meta.pointee.NumPending
+                jsMsgMetaData_Destroy(meta)
+                history.messages.append(StoredEnvelope(offset: sequence, envelope: copyData(of: message, allocator: allocator)))
+                if history.earliestOffset == nil { history.earliestOffset = sequence }
+                if pending == 0 || sequence >= latest { done = true }
+            }
+            natsMsgList_Destroy(&list)
+        }
+        return history
+    }
+
+    /// Fails every publish still waiting for its acknowledgement (the connection is gone).
+    func failPending() {
+        acks.failAll(StormError(.brokerUnavailable, "the NATS connection closed before JetStream acknowledged the message; retry with the same idempotency key"))
+    }
+}
+
+/// A `jsCtx*`. `@unchecked Sendable`: nats.c locks the context internally and it lives until `destroy()`.
+struct JetStreamHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+}
+
+/// The retained `AckTable` handed to nats.c. `@unchecked Sendable`: only `destroy()` uses it, once.
+struct AckTablePointer: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+}
+
+/// Publishes awaiting JetStream's acknowledgement.
+final class AckTable: Sendable {
+    private let pending = NIOLockedValueBox<[UInt: EventLoopPromise<PublishReceipt>]>([:])
+
+    func insert(_ key: UInt, _ promise: EventLoopPromise<PublishReceipt>) {
+        pending.withLockedValue { $0[key] = promise }
+    }
+
+    func remove(_ key: UInt) -> EventLoopPromise<PublishReceipt>? {
+        pending.withLockedValue { $0.removeValue(forKey: key) }
+    }
+
+    func failAll(_ error: StormError) {
+        let all = pending.withLockedValue { table -> [EventLoopPromise<PublishReceipt>] in
+            defer { table.removeAll() }
+            return Array(table.values)
+        }
+        for promise in all { promise.fail(error) }
+    }
+}
+
+/// Copies a message's data out of nats.c's memory.
+func copyData(of message: OpaquePointer, allocator: ByteBufferAllocator) -> ByteBuffer {
+    let length = Int(natsMsg_GetDataLength(message))
+    var buffer = allocator.buffer(capacity: length)
+    if length > 0, let data = natsMsg_GetData(message) {
+        buffer.writeBytes(UnsafeRawBufferPointer(start: UnsafeRawPointer(data), count: length))
+    }
+    return buffer
+}
+
+
+/// JetStream's answer to an asynchronous publish, on a nats.c thread.
+private func jetStreamAckCallback(
+    _ context: OpaquePointer?, _ message: OpaquePointer?, _ ack: UnsafeMutablePointer<jsPubAck>?,
+    _ failure: UnsafeMutablePointer<jsPubAckErr>?, _ closure: UnsafeMutableRawPointer?
+) {
+    defer { natsMsg_Destroy(message) }
+    guard let closure, let message else { return }
+    let acks = Unmanaged<AckTable>.fromOpaque(closure).takeUnretainedValue()
+    guard let promise = acks.remove(UInt(bitPattern: message)) else { return }  // timed out already
+    if let ack {
+        promise.succeed(PublishReceipt(offset: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate))
+    } else {
+        var text = "JetStream refused the message"
+        if let failure, let detail = failure.pointee.ErrText {
+            text += ": " + String(cString: detail)
+        }
+        promise.fail(StormError(.brokerUnavailable, text))
+    }
+}
