@@ -72,6 +72,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "StormCoreTests", dependencies: ["StormCore"]),
+        .testTarget(name: "stormtopTests", dependencies: ["stormtop", "StormCore"]),
         .testTarget(
             name: "stormdTests",
             dependencies: [

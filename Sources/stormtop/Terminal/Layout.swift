@@ -192,10 +192,14 @@ enum Layout {
             ("Broker   ", .bold), ("\(c.brokersConnected)/\(c.brokersKnown) connected", brokerStyle),
             ("  \(Format.count(c.brokerSubscriptions)) channels", .normal),
         ])
+        // storm_redis_connected is 0 both when Redis is down and when the gateway runs without --redis:
+        // none connected is therefore shown plainly, some connected as a warning.
         let redis: (String, TextStyle) =
             c.redisKnown == 0
             ? ("-", .dim)
-            : ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
+            : c.redisConnected == 0
+                ? ("0/\(c.redisKnown) connected (down, or no --redis)", .dim)
+                : ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
         put(canvas, 3, 44, [("Redis   ", .bold), redis])
 
         let label = "Delivered/s "
