@@ -39,6 +39,41 @@ struct PrometheusParserTests {
         #expect(exposition.samples(named: "storm_fanout_latency_seconds_sum").first?.value == fanout.sum)
     }
 
+    @Test("real stormd exposition with both transports, a client error and presence metrics")
+    func realStormdOutputSSE() throws {
+        let exposition = try PrometheusTextParser.parse(stormdMetricsSampleSSE)
+        #expect(exposition.sum("storm_connections") == 2)
+        #expect(exposition.sum("storm_messages_delivered_total") == 80)
+        #expect(exposition.value("storm_messages_delivered_total", matching: ["transport": "sse"]) == 40)
+        #expect(exposition.value("storm_client_errors_total", matching: ["code": "invalid_channel"]) == 1)
+        #expect(exposition.value("storm_redis_connected") == 0)
+        #expect(exposition.family(named: "storm_presence_writes_total")?.type == .counter)
+        let fanout = try #require(exposition.histogram("storm_fanout_latency_seconds"))
+        #expect(fanout.count == 80)
+        #expect(fanout.buckets.last?.cumulativeCount == 80)
+        #expect(try #require(fanout.quantile(0.95)) > 0)
+    }
+
+    @Test("process metrics as stormd writes them (HELP, TYPE, one sample per family)")
+    func processMetrics() throws {
+        let exposition = try PrometheusTextParser.parse("""
+            # HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+            # TYPE process_cpu_seconds_total counter
+            process_cpu_seconds_total 1.25
+            # HELP process_resident_memory_bytes Resident memory size in bytes.
+            # TYPE process_resident_memory_bytes gauge
+            process_resident_memory_bytes 52428800
+            # HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+            # TYPE process_start_time_seconds gauge
+            process_start_time_seconds 1795940820.25
+
+            """)
+        #expect(exposition.value("process_cpu_seconds_total") == 1.25)
+        #expect(exposition.family(named: "process_cpu_seconds_total")?.type == .counter)
+        #expect(exposition.value("process_resident_memory_bytes") == 52_428_800)
+        #expect(exposition.value("process_start_time_seconds") == 1_795_940_820.25)
+    }
+
     @Test("labels with escaped backslash, quote and newline; trailing comma; timestamps")
     func escaping() throws {
         let text = #"""
