@@ -56,7 +56,8 @@ struct RecoveryGate {
     /// messages newer than it), and from now on lets live deliveries through, skipping duplicates.
     mutating func finish(_ recovered: RecoveredChannel, resumeFrom: UInt64) -> [Delivery] {
         let live = held.removeValue(forKey: recovered.channel) ?? []
-        var last = resumeFrom
+        // Offsets from a lost history mean nothing here: only the live messages decide what is new.
+        var last = recovered.recovered ? resumeFrom : 0
         var out: [Delivery] = []
         if recovered.recovered {
             for message in recovered.messages where message.offset > last {
@@ -92,7 +93,10 @@ enum Recovery {
             do {
                 let history = try await broker.history(of: channel, after: point.offset, limit: maximumMessages + 1)
                 let sameEpoch = point.epoch == nil || point.epoch == history.epoch
+                // An offset above the newest one comes from another epoch (the engine restarted, the stream
+                // was recreated) even when the client could not say which epoch it had (SSE).
                 let complete = history.messages.count <= maximumMessages && point.offset >= history.lostUpTo
+                    && point.offset <= history.brokerLatestOffset
                 let messages = history.messages.compactMap {
                     Delivery(envelope: $0.envelope, offset: $0.offset, channel: channel, allocator: allocator)
                 }

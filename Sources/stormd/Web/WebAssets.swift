@@ -376,6 +376,7 @@ dd[data-ready="false"] { color: var(--bad); }
     item.className = "message";
     item.dataset.channel = envelope.channel;
     if (id) item.dataset.id = id;
+    if (typeof envelope.offset === "number") item.dataset.offset = String(envelope.offset);
 
     const time = document.createElement("time");
     const ts = typeof envelope.ts === "number" ? envelope.ts : Date.now();
