@@ -103,6 +103,7 @@ struct Serve: AsyncParsableCommand {
             nats.urls = configuration.natsURLs
             nats.subjectPrefix = configuration.natsSubjectPrefix
             nats.connectionName = "stormd \(configuration.listen)"
+            if !configuration.jetStream { nats.jetStream = nil }
             broker = NATSBroker(configuration: nats, logger: logger)
         }
         let gateway = Gateway(configuration: configuration, broker: broker, logger: logger)
@@ -179,6 +180,12 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Gateway processes sharing the listening port (SO_REUSEPORT); each holds its own connections and NATS connection. [STORM_WORKERS, default 1]", valueName: "n"))
     var workers: String?
 
+    @Option(help: ArgumentHelp("Serve the live web page at / and /ui/: on or off. [STORM_WEB_UI, default on]", valueName: "on|off"))
+    var webUi: String?
+
+    @Option(help: ArgumentHelp("With NATS: store every message in JetStream before acknowledging it (offsets, history, recovery); off for core NATS only. [STORM_JETSTREAM, default on]", valueName: "on|off"))
+    var jetstream: String?
+
     @Option(help: ArgumentHelp("What this process runs: gateway, consumer (history to PostgreSQL) or all (the gateway, plus the consumer when --postgres is set). [STORM_ROLE, default all]", valueName: "role"))
     var role: String?
 
@@ -220,7 +227,7 @@ struct StormdOptions: ParsableArguments {
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
-            .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers,
+            .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers, .webUI: webUi, .jetStream: jetstream,
             .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
             .historyMaxCount: historyMaxCount,
             .redis: redis, .redisPrefix: redisPrefix, .presenceChannels: presenceChannels, .presenceEvents: presenceEvents,
@@ -264,6 +271,8 @@ extension GatewayConfiguration {
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
         workers = \(workers)
+        web-ui = \(limits.webUI ? "on" : "off")
+        jetstream = \(jetStream ? "on" : "off")
         role = \(store.role.rawValue)
         postgres = \(store.redactedPostgresURL ?? "")
         migrate-on-start = \(store.migrateOnStart)

@@ -18,6 +18,8 @@ enum Setting: String, CaseIterable, Sendable {
     case drainTimeout = "drain-timeout"
     case logLevel = "log-level"
     case workers
+    case webUI = "web-ui"
+    case jetStream = "jetstream"
     case role
     case postgres
     case migrateOnStart = "migrate-on-start"
@@ -33,8 +35,8 @@ enum Setting: String, CaseIterable, Sendable {
     var environmentVariable: String {
         switch self {
         case .nats: return "STORM_NATS_URL"
-        case .redis: return "STORM_REDIS_URL"
         case .postgres: return "STORM_POSTGRES_URL"
+        case .redis: return "STORM_REDIS_URL"
         default: return "STORM_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
         }
     }

@@ -30,6 +30,9 @@ struct GatewayConfiguration: Sendable {
     var drainSeconds = 5
     /// `--log-level` (`STORM_LOG_LEVEL`), default `info`.
     var logLevel = "info"
+    /// `--jetstream on|off` (`STORM_JETSTREAM`), default on: with NATS, publishes are stored in JetStream
+    /// before they are acknowledged, and offsets, history and recovery work.
+    var jetStream = true
     /// `--workers N` (`STORM_WORKERS`), default 1: gateway processes sharing the port (`SO_REUSEPORT`).
     var workers = 1
     /// `--role`, `--postgres`, `--migrate-on-start`, `--history-max-age`, `--history-max-count`: the
@@ -68,6 +71,8 @@ struct GatewayConfiguration: Sendable {
         guard limits.maxFlushDelay >= limits.flushDelay else {
             throw StormError(.configuration, "max-flush-interval (\(limits.maxFlushDelay.nanoseconds / 1_000_000) ms) is below flush-interval (\(limits.flushDelay.nanoseconds / 1_000_000) ms)")
         }
+        if let value = sources.value(.webUI) { limits.webUI = try Self.parseSwitch(value) }
+        if let value = sources.value(.jetStream) { jetStream = try Self.parseSwitch(value) }
         if let value = sources.value(.workers) { workers = try Self.parseInt(value, range: 1...256) }
         if workers > 1 {
             eventLoops = max(1, System.coreCount / workers)
@@ -109,6 +114,14 @@ struct GatewayConfiguration: Sendable {
             throw StormError(.configuration, "\(setting.origin): '\(port)' is not a port number (0-65535)")
         }
         return ListenAddress(host: host.isEmpty ? "127.0.0.1" : String(host), port: number)
+    }
+
+    static func parseSwitch(_ setting: ConfigurationSources.Value) throws(StormError) -> Bool {
+        switch setting.value.lowercased() {
+        case "on", "true", "yes", "1": return true
+        case "off", "false", "no", "0": return false
+        default: throw StormError(.configuration, "\(setting.origin): '\(setting.value)' is not on or off")
+        }
     }
 
     static func parseInt(_ setting: ConfigurationSources.Value, range: ClosedRange<Int>) throws(StormError) -> Int {

@@ -68,6 +68,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead, body: ByteBuffer) {
         let target = RequestTarget(head.uri)
+        if gateway.limits.webUI, let page = WebUI.response(for: head, path: target.path) {
+            if page.status == .methodNotAllowed { gateway.metrics.countClientError(.methodNotAllowed) }
+            WebUI.write(page, to: context, keepAlive: head.isKeepAlive)
+            state = .idle
+            return
+        }
         switch (target.path, head.method) {
         case ("/publish", .POST):
             publish(context: context, head: head, target: target, body: body)
@@ -80,6 +86,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
+        case (let path, let method) where HistoryRoutes.handles(path):
+            HistoryRoutes.route(method: method, target: target, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(let body): self.respond(context: context, head: head, status: .ok, contentType: "application/json", body: body)
+                case .failure(let error): self.respond(context: context, head: head, error: error)
+                }
+            }
         case (let path, let method) where PresenceRoutes.handles(path):
             PresenceRoutes.route(method: method, target: target, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
                 switch result {
@@ -117,11 +130,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             return respond(context: context, head: head, error: error)
         }
         let payload = Array(body.readableBytesView)
-        gateway.publisher.publish(payload, on: channel, via: .http, eventLoop: context.eventLoop)
+        let key = head.headers.first(name: "idempotency-key") ?? target.values(of: "id").first
+        gateway.publisher.publish(payload, on: channel, idempotencyKey: key, via: .http, eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
-                case .success(let envelope):
-                    self.respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: WebSocketSession.publishResult(envelope) + "\n"))
+                case .success(let (envelope, receipt)):
+                    self.respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: WebSocketSession.publishResult(envelope, receipt) + "\n"))
                 case .failure(let error):
                     self.respond(context: context, head: head, error: error)
                 }
@@ -130,17 +144,25 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) {
         let channels: [ChannelName]
+        var resume: ResumePoint?
         do {
             guard !gateway.state.isDraining else { throw StormError(.shuttingDown, "the gateway is shutting down") }
             let names = target.values(of: "subject") + target.values(of: "channel")
             guard !names.isEmpty else { throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter") }
             channels = try gateway.channels(from: names)
+            // EventSource sends the last `id:` it saw as Last-Event-ID when it reconnects.
+            if let since = head.headers.first(name: "last-event-id") ?? target.values(of: "since").first {
+                guard let offset = UInt64(since) else {
+                    throw StormError(.badRequest, "Last-Event-ID / since must be an offset (a whole number), not '\(since.prefix(32))'")
+                }
+                resume = ResumePoint(offset: offset, epoch: target.values(of: "epoch").first)
+            }
         } catch {
             respond(context: context, head: head, error: error)
             state = .answered
             return
         }
-        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive)
+        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(self))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
