@@ -49,7 +49,7 @@ enum PresenceRoutes {
             }
             guard tracker.configuration.channels.matches(channel) else {
                 return eventLoop.makeFailedFuture(
-                    StormError(.notFound, "presence is not enabled for channel '\(channel)': add it (or a pattern like '\(channel.rawValue.split(separator: ".").first ?? "")*') to --presence-channels"))
+                    StormError(.notFound, "presence is not enabled for channel '\(channel)': add it (or a pattern like '\(channel.rawValue.split(separator: ".").first ?? "").*') to --presence-channels"))
             }
             let statsOnly = parts[2] == "presence-stats"
             return answer(tracker, on: eventLoop) { store in

@@ -168,7 +168,7 @@ final class PresenceTracker: Sendable {
         lifecycle.withLockedValue { $0.eventsTask = task }
         if let control = Self.controlChannel(of: gatewayID) {
             do {
-                let subscription = try await broker.subscribe(to: control) { [weak self] envelope in
+                let subscription = try await broker.subscribe(to: control) { [weak self] envelope, _ in
                     self?.handleControl(envelope)
                 }
                 lifecycle.withLockedValue { $0.control = subscription }
