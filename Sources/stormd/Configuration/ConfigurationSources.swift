@@ -35,7 +35,6 @@ enum Setting: String, CaseIterable, Sendable {
     var environmentVariable: String {
         switch self {
         case .nats: return "STORM_NATS_URL"
-        case .redis: return "STORM_REDIS_URL"
         case .postgres: return "STORM_POSTGRES_URL"
         case .redis: return "STORM_REDIS_URL"
         default: return "STORM_" + rawValue.uppercased().replacingOccurrences(of: "-", with: "_")
