@@ -80,10 +80,15 @@ struct Serve: AsyncParsableCommand {
         }
         var logger = Logger(label: "stormd")
         ResourceLimits.raiseOpenFilesLimit(logger: logger)
+        // Unset so --workers children don't notify: systemd only listens to the main PID.
+        let notifier = SystemdNotifier.fromEnvironment(unsetEnvironment: true, logger: logger)
         if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
             print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
             fflush(nil)
             let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
+            notifier?.ready(status: "\(configuration.workers) workers on http://\(configuration.listen)")
+            let watchdog = notifier?.startWatchdog()
+            defer { watchdog?.cancel() }
             let status = try await supervisor.run()
             if status != 0 { throw ExitCode(status) }
             return
@@ -124,10 +129,13 @@ struct Serve: AsyncParsableCommand {
         fflush(nil)
         // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
         let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: gateway)] + storage.services.map { .init(service: $0) },
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)] + storage.services.map { .init(service: $0) }
+        if let notifier {
+            notifier.ready(status: "listening on http://\(address), broker \(broker.endpointDescription)")
+            // After the gateway: it says STOPPING=1 to systemd before the gateway starts draining.
+            services.append(.init(service: SystemdNotifierService(notifier: notifier)))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 

@@ -107,7 +107,9 @@ private final class ConsumerHTTPHandler: ChannelInboundHandler {
                 (status, contentType, body) = (.ok, "application/json", Array("{\"status\":\"ready\",\"role\":\"consumer\"}\n".utf8))
             }
         case ("/metrics", .GET):
-            (status, contentType, body) = (.ok, "text/plain; version=0.0.4; charset=utf-8", registry.emitToBuffer())
+            var text = registry.emitToBuffer()
+            ProcessMetrics.append(to: &text)
+            (status, contentType, body) = (.ok, "text/plain; version=0.0.4; charset=utf-8", text)
         case ("/healthz", _), ("/readyz", _), ("/metrics", _):
             let error = StormError(.methodNotAllowed, "\(head.method) is not allowed on \(path)")
             (status, contentType, body) = (.methodNotAllowed, "application/json", Array((error.jsonBody + "\n").utf8))

@@ -92,10 +92,13 @@ final class GatewayMetrics: Sendable {
         transport == .sse ? deliveredSSE : deliveredWebSocket
     }
 
-    /// The exposition text; `refresh` sets the gauges that are read rather than counted.
+    /// The exposition text, with the standard `process_*` metrics (CPU, memory, open files, start time)
+    /// after STORM's own; the gauges that are read rather than counted are set first.
     func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int) -> [UInt8] {
         brokerConnected.set(Int64(connected ? 1 : 0))
         brokerSubscriptions.set(Int64(subscriptions))
-        return registry.emitToBuffer()
+        var text = registry.emitToBuffer()
+        ProcessMetrics.append(to: &text)
+        return text
     }
 }
