@@ -31,6 +31,10 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private var context: ChannelHandlerContext?
     private var writer: ChannelHandlerContext?
     private var flushPending = false
+    /// Mirrors the channel's writability (outbound bytes under `--client-buffer`), kept up to date by
+    /// `channelWritabilityChanged`, so the fan-out loop reads a stored flag instead of asking the channel
+    /// for every message.
+    private var writable = true
     private var lastHeartbeat = NIODeadline.now()
     private var counted = false
 
@@ -118,6 +122,11 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         // now only streams.
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writable = context.channel.isWritable
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         tearDown()
         context.fireChannelInactive()
@@ -151,7 +160,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         case .closed: return .closed
         case .streaming: break
         }
-        guard context.channel.isWritable else {
+        guard writable else {
             gateway.metrics.slowSSEDisconnects.increment()
             gateway.logger.info("disconnecting slow SSE client", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
             state = .closed

@@ -24,6 +24,10 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var fragments: ByteBuffer?
     private var closing = false
     private var flushPending = false
+    /// Mirrors the channel's writability (outbound bytes under `--client-buffer`), kept up to date by
+    /// `channelWritabilityChanged`, so the fan-out loop reads a stored flag instead of asking the channel
+    /// for every message.
+    private var writable = true
     private var lastInbound = NIODeadline.now()
     private var pingSentAt: NIODeadline?
     private var recovery = RecoveryGate()
@@ -42,6 +46,11 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         hub.register(self)
         gateway.metrics.webSocketConnections.increment()
         gateway.metrics.webSocketAccepted.increment()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        writable = context.channel.isWritable
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -82,7 +91,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         case .deliver: break
         case .hold, .skip: return .skipped
         }
-        guard context.channel.isWritable else {
+        guard writable else {
             disconnectSlowClient(context: context)
             return .closed
         }
