@@ -38,7 +38,7 @@ struct Serve: AsyncParsableCommand {
 
             Examples:
               stormd
-              stormd --listen 0.0.0.0:8080 --nats nats://127.0.0.1:4222
+              STORM_JWT_SECRET=… stormd --listen 0.0.0.0:8080 --nats nats://127.0.0.1:4222
               STORM_NATS_URL=nats://10.0.0.5:4222 stormd --config /etc/storm/storm.conf
               stormd --config /etc/storm/storm.conf --check-config
 
@@ -123,8 +123,11 @@ struct Serve: AsyncParsableCommand {
         }
         let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
         if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
-        if !configuration.listen.isLoopback {
-            logger.warning("listening on a non-loopback address: every client on the network can publish and subscribe", metadata: ["storm.listen": "\(configuration.listen)"])
+        if !configuration.listen.isLoopback, !configuration.auth.enabled {
+            logger.warning("INSECURE: listening on a non-loopback address with no authentication (--insecure): every client on the network can publish, subscribe and use the admin API", metadata: ["storm.listen": "\(configuration.listen)"])
+            FileHandle.standardError.write(Data("stormd: WARNING: --insecure: \(configuration.listen) is reachable from the network and no token key is configured; anyone can publish, subscribe and administer\n".utf8))
+        } else if configuration.auth.enabled {
+            logger.info("authentication on", metadata: ["storm.auth.keys": "\(configuration.auth.keys.count)", "storm.auth.anonymous": "\(configuration.auth.allowAnonymous)"])
         }
         fflush(nil)
         // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
@@ -227,6 +230,24 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("URL other gateways and stormctl reach this gateway at, for the registry. [STORM_ADVERTISE_URL, default http://LISTEN]", valueName: "url"))
     var advertiseUrl: String?
 
+    @Option(help: ArgumentHelp("HS256 token secret(s) read from a file, [KID=]FILE, comma list; at least 32 bytes. The secret itself may come from STORM_JWT_SECRET, never argv. [STORM_JWT_SECRET_FILE]", valueName: "[kid=]file"))
+    var jwtSecretFile: String?
+
+    @Option(help: ArgumentHelp("PEM public key verifying RS256, ES256 or EdDSA tokens, [KID=]FILE; repeat for several keys. [STORM_JWT_PUBLIC_KEY, comma list]", valueName: "[kid=]file"))
+    var jwtPublicKey: [String] = []
+
+    @Option(help: ArgumentHelp("Audience tokens must name in 'aud'. [STORM_JWT_AUDIENCE, default: not checked]", valueName: "aud"))
+    var jwtAudience: String?
+
+    @Option(help: ArgumentHelp("Issuer tokens must name in 'iss'. [STORM_JWT_ISSUER, default: not checked]", valueName: "iss"))
+    var jwtIssuer: String?
+
+    @Option(help: ArgumentHelp("Let clients without a token in (public channels only): on or off. [STORM_ALLOW_ANONYMOUS, default: on without keys, off with]", valueName: "on|off"))
+    var allowAnonymous: String?
+
+    @Flag(help: "Serve a non-loopback --listen with no authentication (anyone on the network may publish and subscribe). [STORM_INSECURE]")
+    var insecure = false
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -240,6 +261,8 @@ struct StormdOptions: ParsableArguments {
             .historyMaxCount: historyMaxCount,
             .redis: redis, .redisPrefix: redisPrefix, .presenceChannels: presenceChannels, .presenceEvents: presenceEvents,
             .presenceTTL: presenceTtl, .advertiseURL: advertiseUrl,
+            .jwtSecretFile: jwtSecretFile, .jwtPublicKey: jwtPublicKey.isEmpty ? nil : jwtPublicKey.joined(separator: ","),
+            .jwtAudience: jwtAudience, .jwtIssuer: jwtIssuer, .allowAnonymous: allowAnonymous, .insecure: insecure ? "on" : nil,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -287,6 +310,7 @@ extension GatewayConfiguration {
         history-max-age = \(store.historyMaxAge.nanoseconds / 1_000_000_000)s
         history-max-count = \(store.historyMaxCount)
         \(presence.rendered)
+        \(auth.rendered)
         # linked: \(LinkedLibraries.summary)
         """
     }

@@ -22,12 +22,23 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let connection = Code(rawValue: "connection")
         public static let protocolViolation = Code(rawValue: "protocol_violation")
         public static let internalError = Code(rawValue: "internal")
+        /// No valid token: missing where one is required, or presented and refused (bad signature,
+        /// expired, unknown key…). HTTP 401, WebSocket close 4001.
+        public static let unauthorized = Code(rawValue: "unauthorized")
+        /// A valid token that does not allow this: the token's patterns, the channel's rules, or no admin
+        /// capability. HTTP 403; on a WebSocket an error reply (close 4003 when it ends the connection).
+        public static let forbidden = Code(rawValue: "forbidden")
+        /// The thing to create exists already (a user id, a channel pattern). HTTP 409.
+        public static let conflict = Code(rawValue: "conflict")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
             switch self {
             case .badRequest, .invalidChannel, .tooManyChannels, .protocolViolation: return 400
             case .messageTooLarge: return 413
+            case .unauthorized: return 401
+            case .forbidden: return 403
+            case .conflict: return 409
             case .notFound: return 404
             case .methodNotAllowed: return 405
             case .brokerUnavailable, .shuttingDown, .connection: return 503
@@ -35,14 +46,16 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             }
         }
 
-        /// The WebSocket close code used when this error ends a connection (RFC 6455 section 7.4, and
-        /// 4008 in the private range for slow clients).
+        /// The WebSocket close code used when this error ends a connection (RFC 6455 section 7.4, and in
+        /// the private range 4001 for authentication, 4003 for permission and 4008 for slow clients).
         public var webSocketCloseCode: UInt16 {
             switch self {
             case .badRequest: return 1008
             case .protocolViolation: return 1002
             case .messageTooLarge: return 1009
             case .slowClient: return 4008
+            case .unauthorized: return 4001
+            case .forbidden: return 4003
             case .shuttingDown: return 1001
             default: return 1011
             }

@@ -31,6 +31,12 @@ enum Setting: String, CaseIterable, Sendable {
     case presenceEvents = "presence-events"
     case presenceTTL = "presence-ttl"
     case advertiseURL = "advertise-url"
+    case jwtSecretFile = "jwt-secret-file"
+    case jwtPublicKey = "jwt-public-key"
+    case jwtAudience = "jwt-audience"
+    case jwtIssuer = "jwt-issuer"
+    case allowAnonymous = "allow-anonymous"
+    case insecure
 
     var environmentVariable: String {
         switch self {

@@ -41,6 +41,9 @@ struct GatewayConfiguration: Sendable {
     /// Presence, routing and the gateway registry (`--redis`, `--presence-channels`, …): see
     /// `PresenceConfiguration`.
     var presence = PresenceConfiguration()
+    /// Tokens, anonymous access and `--insecure` (`--jwt-secret-file`, `--jwt-public-key`, …): see
+    /// `AuthConfiguration`.
+    var auth = AuthConfiguration()
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     init(sources: ConfigurationSources) throws(StormError) {
@@ -95,6 +98,7 @@ struct GatewayConfiguration: Sendable {
         }
         store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
         try presence.load(from: sources)
+        auth = try AuthConfiguration(sources: sources, listen: listen)
     }
 
     static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {

@@ -13,8 +13,10 @@ final class GatewayContext: Sendable {
     let logger: Logger
     /// Presence, per-user routing and the gateway registry of this gateway.
     let presence: PresenceTracker
+    /// Tokens, users, channel rules and every permission decision.
+    let auth: Authenticator
 
-    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, logger: Logger) {
+    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator, logger: Logger) {
         self.router = router
         self.publisher = publisher
         self.metrics = metrics
@@ -22,6 +24,7 @@ final class GatewayContext: Sendable {
         self.state = state
         self.broker = broker
         self.presence = presence
+        self.auth = auth
         self.logger = logger
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import StormCore
@@ -38,19 +39,24 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private var lastHeartbeat = NIODeadline.now()
     private var counted = false
 
-    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil) {
+    /// Who opened the stream (authorized for every channel before the session was made).
+    private let principal: Principal
+
+    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil, principal: Principal = .anonymous) {
+        self.principal = principal
         self.gateway = gateway
         self.hub = hub
         self.requested = channels
         self.keepAlive = keepAlive
         self.resume = resume
-        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence)
+        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence, user: principal.user)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         hub.register(self)
+        if principal.user != nil { channels.registerClient(session: self) }
         if resume != nil { recovery.begin(requested) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
             switch outcome {
@@ -180,6 +186,16 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     }
 
     func tick(now: NIODeadline) {
+        if state == .streaming, let user = principal.user, let writer {
+            // The stream ends when its token expires or its user is disabled; EventSource then reconnects
+            // with whatever token the page gives it, and a stale one gets 401.
+            let expired = (principal.expires ?? .infinity) <= Date().timeIntervalSince1970
+            if expired || gateway.auth.isDisabled(user) {
+                if expired { gateway.auth.countExpiredConnection() }
+                writer.write(NIOAny(SSEWire.commentChunk(expired ? "token expired" : "user disabled", allocator: allocator)), promise: nil)
+                return closeForShutdown()
+            }
+        }
         guard state == .streaming, let writer, now - lastHeartbeat >= gateway.limits.sseHeartbeatInterval else { return }
         lastHeartbeat = now
         writer.writeAndFlush(NIOAny(SSEWire.commentChunk("heartbeat", allocator: allocator)), promise: nil)

@@ -16,11 +16,21 @@ final class SessionChannels {
     private let presence: PresenceTracker?
     /// This connection's presence client id, assigned at its first confirmed subscribe.
     private(set) var presenceClient: String?
+    /// The token's user (nil: anonymous), under which presence knows this connection.
+    private let user: String?
 
-    init(hub: LoopHub, router: ChannelRouter, presence: PresenceTracker? = nil) {
+    init(hub: LoopHub, router: ChannelRouter, presence: PresenceTracker? = nil, user: String? = nil) {
         self.hub = hub
         self.router = router
         self.presence = presence
+        self.user = user
+    }
+
+    /// Registers the connection with presence now (not at its first subscribe), so that disconnecting
+    /// its user (`disconnectEverywhere(user:)`) reaches it even while it holds no channel.
+    func registerClient(session: any FanoutSubscriber) {
+        guard let presence, presenceClient == nil else { return }
+        presenceClient = presence.connect(session: session, on: hub.eventLoop, user: user)
     }
 
     var count: Int { counted.count }
@@ -70,7 +80,7 @@ final class SessionChannels {
     /// Deliveries of `channel` started: tell presence, unless the session let go meanwhile.
     private func joined(_ channel: ChannelName, session: any FanoutSubscriber) {
         guard let presence, counted.contains(channel) else { return }
-        let client = presenceClient ?? presence.connect(session: session, on: hub.eventLoop)
+        let client = presenceClient ?? presence.connect(session: session, on: hub.eventLoop, user: user)
         presenceClient = client
         presence.join(client, channel: channel)
     }

@@ -31,11 +31,14 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var lastInbound = NIODeadline.now()
     private var pingSentAt: NIODeadline?
     private var recovery = RecoveryGate()
+    /// Who the upgrade request authenticated as; replaced (same user) by a `refresh` op.
+    private var principal: Principal
 
-    init(gateway: GatewayContext, hub: LoopHub) {
+    init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous) {
         self.gateway = gateway
         self.hub = hub
-        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence)
+        self.principal = principal
+        self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence, user: principal.user)
     }
 
     // MARK: Lifecycle
@@ -46,6 +49,8 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         hub.register(self)
         gateway.metrics.webSocketConnections.increment()
         gateway.metrics.webSocketAccepted.increment()
+        // Known to presence under its user from the start, so disconnecting the user reaches it.
+        if principal.user != nil { channels.registerClient(session: self) }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -109,6 +114,15 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     func tick(now: NIODeadline) {
         guard !closing else { return }
+        if let user = principal.user {
+            if let expires = principal.expires, expires <= Date().timeIntervalSince1970 {
+                gateway.auth.countExpiredConnection()
+                return close(code: 4001, reason: "token expired: send {\"op\":\"refresh\",\"token\":…} before it expires")
+            }
+            if gateway.auth.isDisabled(user) {
+                return close(code: 4001, reason: "user '\(user.prefix(64))' is disabled")
+            }
+        }
         let interval = gateway.limits.webSocketPingInterval
         if now - lastInbound > interval * 2 {
             close(code: 1001, reason: "no traffic for \(interval.nanoseconds * 2 / 1_000_000_000) s")
@@ -237,8 +251,9 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             case "unsubscribe": try unsubscribe(id: id, members: members)
             case "publish": try publish(id: id, members: members)
             case "ping": reply(id: id, result: #"{"pong":true}"#)
+            case "refresh": try refresh(id: id, members: members)
             default:
-                throw StormError(.badRequest, "unknown op '\(op.prefix(32))' (expected subscribe, unsubscribe, publish or ping)")
+                throw StormError(.badRequest, "unknown op '\(op.prefix(32))' (expected subscribe, unsubscribe, publish, refresh or ping)")
             }
         } catch {
             replyError(id: id, error)
@@ -270,8 +285,27 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         return try gateway.channels(from: names)
     }
 
+    /// `{"op":"refresh","token":"…"}`: a new token for the same user, so the connection outlives the old
+    /// token's `exp`. A refused token leaves the connection as it was (it still closes at the old `exp`).
+    private func refresh(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
+        guard let raw = members["token"], let token = try? JSONScanner.string(raw) else {
+            throw StormError(.badRequest, "refresh needs a 'token' string")
+        }
+        guard principal.user != nil else {
+            throw StormError(.badRequest, "this connection is anonymous: there is no token to refresh; connect with one")
+        }
+        switch gateway.auth.refresh(principal, with: token) {
+        case .success(let next):
+            principal = next
+            reply(id: id, result: "{\"user\":\(JSONWriter.quoted(next.user ?? "")),\"exp\":\(Int64((next.expires ?? 0).rounded(.down)))}")
+        case .failure(let error):
+            throw error
+        }
+    }
+
     private func subscribe(id: [UInt8]?, members: [String: [UInt8]]) throws(StormError) {
         let requested = try channelNames(members)
+        for channel in requested { try gateway.auth.authorize(.subscribe, channel, principal) }
         let newCount = requested.filter { !channels.contains($0) }.count
         guard channels.count + newCount <= gateway.limits.maxChannelsPerConnection else {
             throw StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(newCount) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)")
@@ -358,6 +392,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             throw StormError(.badRequest, "publish needs a 'channel' string")
         }
         let channel = try ChannelName(validating: name)
+        try gateway.auth.authorize(.publish, channel, principal)
         guard let data = members["data"] else { throw StormError(.badRequest, "publish needs 'data'") }
         let payload: [UInt8]
         let encoding: PayloadEncoding

@@ -74,9 +74,30 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .idle
             return
         }
+        // Everything but the probes, metrics and the page needs a principal: a valid token, or no token
+        // where anonymous access is allowed.
+        var principal = Principal.anonymous
+        if !["/healthz", "/readyz", "/metrics"].contains(target.path) {
+            switch gateway.auth.authenticate(Authenticator.token(from: head)) {
+            case .success(let who): principal = who
+            case .failure(let error): return respond(context: context, head: head, error: error)
+            }
+            do {
+                try Self.authorizeAPI(path: target.path, method: head.method, principal: principal, auth: gateway.auth)
+            } catch {
+                return respond(context: context, head: head, error: error)
+            }
+        }
         switch (target.path, head.method) {
         case ("/publish", .POST):
-            publish(context: context, head: head, target: target, body: body)
+            publish(context: context, head: head, target: target, body: body, principal: principal)
+        case (let path, let method) where AdminRoutes.handles(path):
+            AdminRoutes.route(method: method, target: target, body: body, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+                switch result {
+                case .success(let answer): self.respond(context: context, head: head, status: answer.status, contentType: "application/json", body: answer.body)
+                case .failure(let error): self.respond(context: context, head: head, error: error)
+                }
+            }
         case ("/healthz", .GET), ("/healthz", .HEAD):
             respond(context: context, head: head, status: .ok, contentType: "text/plain; charset=utf-8", body: ByteBuffer(string: "ok\n"))
         case ("/readyz", .GET), ("/readyz", .HEAD):
@@ -118,7 +139,20 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
-    private func publish(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer) {
+    /// The API's permissions beyond authentication: the admin API and disconnects need the admin
+    /// capability; a channel's history and presence need permission to subscribe to it.
+    static func authorizeAPI(path: String, method: HTTPMethod, principal: Principal, auth: Authenticator) throws(StormError) {
+        if AdminRoutes.handles(path) || (path.hasPrefix("/api/v1/") && path.hasSuffix("/disconnect")) {
+            try auth.requireAdmin(principal)
+        } else if path.hasPrefix("/api/v1/channels/") {
+            let name = path.dropFirst("/api/v1/channels/".count).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            if let channel = try? ChannelName(validating: RequestTarget.percentDecode(name)) {
+                try auth.authorize(.subscribe, channel, principal)
+            }
+        }
+    }
+
+    private func publish(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, principal: Principal) {
         let channel: ChannelName
         do {
             let names = target.values(of: "subject")
@@ -126,6 +160,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
                 throw StormError(.badRequest, "POST /publish needs exactly one 'subject' query parameter naming the channel")
             }
             channel = try ChannelName(validating: name)
+            try gateway.auth.authorize(.publish, channel, principal)
         } catch {
             return respond(context: context, head: head, error: error)
         }
@@ -145,11 +180,14 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) {
         let channels: [ChannelName]
         var resume: ResumePoint?
+        var principal = Principal.anonymous
         do {
             guard !gateway.state.isDraining else { throw StormError(.shuttingDown, "the gateway is shutting down") }
             let names = target.values(of: "subject") + target.values(of: "channel")
             guard !names.isEmpty else { throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter") }
             channels = try gateway.channels(from: names)
+            principal = try gateway.auth.authenticate(Authenticator.token(from: head)).get()
+            for channel in channels { try gateway.auth.authorize(.subscribe, channel, principal) }
             // EventSource sends the last `id:` it saw as Last-Event-ID when it reconnects.
             if let since = head.headers.first(name: "last-event-id") ?? target.values(of: "since").first {
                 guard let offset = UInt64(since) else {
@@ -162,7 +200,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .answered
             return
         }
-        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume)
+        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(self))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)

@@ -46,7 +46,7 @@ final class GatewayMetrics: Sendable {
     /// The codes a client can cause; counted under `storm_client_errors_total{code=…}`.
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
-        .protocolViolation, .brokerUnavailable,
+        .protocolViolation, .brokerUnavailable, .unauthorized, .forbidden,
     ]
 
     init(instanceID: String) {
@@ -78,6 +78,14 @@ final class GatewayMetrics: Sendable {
         }
         clientErrors = errors
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
+    }
+
+    typealias AuthCounter = Prometheus.Counter
+
+    /// `storm_auth_failures_total{reason}`: one counter per fixed reason (`TokenRejectionReason`), made
+    /// once by the gateway's `Authenticator`.
+    func authFailureCounter(reason: String) -> AuthCounter {
+        registry.makeCounter(name: "storm_auth_failures_total", labels: [("reason", reason)], help: "Tokens refused (or missing where required), by reason.")
     }
 
     func countClientError(_ code: StormError.Code) {

@@ -25,9 +25,15 @@ final class Gateway: Service, Sendable {
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     private let logger: Logger
+    /// The PostgreSQL client of the users/channels store, when `--postgres` is set and none was given.
+    private let authPostgres: PostgresClient?
 
-    /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory).
-    init(configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil) {
+    /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory);
+    /// `authStore` to PostgreSQL with `--postgres`, else memory.
+    init(
+        configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil,
+        authStore: (any AuthStore)? = nil
+    ) {
         self.configuration = configuration
         self.logger = logger
         let ids = MessageIDGenerator()
@@ -51,7 +57,21 @@ final class Gateway: Service, Sendable {
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
             metrics: metrics, logger: logger)
-        self.context = GatewayContext(router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, logger: logger)
+        var authPostgres: PostgresClient?
+        let store: any AuthStore
+        if let authStore {
+            store = authStore
+        } else if let url = configuration.store.postgresURL {
+            let client = PostgresClient(conninfo: url, size: 1, logger: logger)
+            authPostgres = client
+            store = PostgresAuthStore(client: client)
+        } else {
+            store = MemoryAuthStore()
+        }
+        self.authPostgres = authPostgres
+        let auth = Authenticator(configuration: configuration.auth, store: store, metrics: metrics, logger: logger)
+        self.context = GatewayContext(
+            router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -62,6 +82,10 @@ final class Gateway: Service, Sendable {
     /// Connects the broker and binds the listening socket. Split from `run()` so tests and `stormd` can
     /// report the bound address before serving.
     func start() async throws {
+        if let authPostgres, configuration.store.migrateOnStart {
+            try await Migrations.apply(using: authPostgres, logger: logger)
+        }
+        try await context.auth.start()
         try await context.broker.start()
         for hub in hubs { hub.start() }
         let channel = try await makeBootstrap().bind(host: configuration.listen.host, port: configuration.listen.port).get()
@@ -102,6 +126,8 @@ final class Gateway: Service, Sendable {
         let remaining = connections.withLockedValue { Array($0.values) }
         for channel in remaining { channel.close(promise: nil) }
         await context.presence.stop()
+        context.auth.stop()
+        await authPostgres?.shutdown()
         await context.broker.shutdown()
         if ownsGroup { try? await group.shutdownGracefully() }
         logger.notice("gateway stopped")
@@ -135,17 +161,27 @@ final class Gateway: Service, Sendable {
 
         let gateway = context
         let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub)
+        // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
+        // on this connection's event loop).
+        let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: limits.maxWebSocketMessageSize,
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
                 guard path == "/ws", !gateway.state.isDraining else { return channel.eventLoop.makeSucceededFuture(nil) }
+                // A refused token is not upgraded: the request goes on to the HTTP routes, which answer
+                // 401 with a JSON body (a browser sees the status; a close frame would hide it).
+                guard case .success(let who) = gateway.auth.authenticate(Authenticator.token(from: head), counting: false) else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                principal.value = who
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub))
+                    guard let who = principal.value else { throw StormError(.unauthorized, "upgrade without an authenticated request") }
+                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub, principal: who))
                 }
             }
         )
