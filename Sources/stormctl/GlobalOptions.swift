@@ -10,14 +10,29 @@ struct GlobalOptions: ParsableArguments {
             "Gateway URL (default: $STORM_URL, else http://127.0.0.1:8080).", valueName: "url"))
     var server: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Bearer token (default: $STORM_TOKEN, else the context's). Prefer STORM_TOKEN or a context: argv is visible to every local user.",
+            valueName: "jwt"))
+    var token: String?
+
+    @Option(name: .long, help: ArgumentHelp("Saved context to use instead of the current one (stormctl context ls).", valueName: "name"))
+    var context: String?
+
     @Flag(name: .long, help: "Machine-readable JSON output.")
     var json = false
 
     static let defaultServer = "http://127.0.0.1:8080"
 
-    /// The gateway to talk to: the flag, then `STORM_URL`, then the default.
+    /// The gateway to talk to and the token to present: flags, then `STORM_URL`/`STORM_TOKEN`, then the
+    /// selected context (`--context` or the current one), then the default server and no token.
     func endpoint() throws(StormError) -> StormEndpoint {
-        let raw = server ?? ProcessInfo.processInfo.environment["STORM_URL"].flatMap { $0.isEmpty ? nil : $0 }
-        return try StormEndpoint(url: raw ?? Self.defaultServer)
+        let environment = ProcessInfo.processInfo.environment
+        let saved = try ContextStore.load().selected(context)
+        let raw = server ?? environment["STORM_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? saved?.server
+        var endpoint = try StormEndpoint(url: raw ?? Self.defaultServer)
+        endpoint.token = token ?? environment["STORM_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? saved?.token
+        return endpoint
     }
 }

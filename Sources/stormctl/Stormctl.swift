@@ -23,6 +23,6 @@ struct Stormctl: AsyncParsableCommand {
             \(ExitStatus.helpText)
             """,
         version: StormVersion.current,
-        subcommands: [Publish.self, Subscribe.self, History.self, Bench.self, Presence.self, Gateways.self]
+        subcommands: [Publish.self, Subscribe.self, History.self, Bench.self, Presence.self, Gateways.self, User.self, Channel.self, Token.self, Context.self]
     )
 }

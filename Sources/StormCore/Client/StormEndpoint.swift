@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 
 #if canImport(Glibc)
@@ -14,6 +15,8 @@ import Darwin
 public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
+    /// The bearer token every transport presents (`Authorization: Bearer`), or nil. Never printed.
+    public var token: String?
 
     public init(host: String, port: Int) {
         self.host = host
@@ -61,6 +64,11 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
 
     /// The value of the `Host` header.
     public var hostHeader: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Adds `Authorization: Bearer …` when there is a token.
+    public func addAuthorization(to headers: inout HTTPHeaders) {
+        if let token, !headers.contains(name: "Authorization") { headers.add(name: "Authorization", value: "Bearer \(token)") }
+    }
 
     public var description: String { "http://\(hostHeader)" }
 }

@@ -50,6 +50,7 @@ public actor StormHTTPClient {
         let channel = try await openConnection()
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: endpoint.hostHeader)
+        endpoint.addAuthorization(to: &headers)
         headers.add(name: "User-Agent", value: "stormctl/\(StormVersion.current)")
         if let body {
             headers.add(name: "Content-Length", value: String(body.count))

@@ -43,6 +43,7 @@ public final class StormSSEClient: Sendable {
         let (channel, ready) = connected
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: endpoint.hostHeader)
+        endpoint.addAuthorization(to: &headers)
         headers.add(name: "Accept", value: "text/event-stream")
         let uri = makeRequestURI(path: "/events", query: channels.map { ("subject", $0.rawValue) })
         channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: headers)), promise: nil)

@@ -44,6 +44,7 @@ public final class StormWebSocketClient: Sendable {
         let (channel, upgraded) = connected
         var headers = HTTPHeaders()
         headers.add(name: "Host", value: endpoint.hostHeader)
+        endpoint.addAuthorization(to: &headers)
         headers.add(name: "Content-Length", value: "0")
         let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
         channel.write(HTTPClientRequestPart.head(head), promise: nil)

@@ -8,6 +8,7 @@ enum ExitStatus {
     static let unavailable: Int32 = 69
     static let software: Int32 = 70
     static let temporaryFailure: Int32 = 75
+    static let noPermission: Int32 = 77
 
     static let helpText = """
         Exit status:
@@ -17,6 +18,8 @@ enum ExitStatus {
           69  cannot connect to the server, or the connection was lost
           70  unexpected failure
           75  the server is temporarily unavailable (503: broker down, shutting down)
+          77  not allowed: no or a refused token (401), or the token does not allow it (403);
+              for token check, the token is not valid
         """
 
     static func code(for error: StormError) -> Int32 {
@@ -25,6 +28,8 @@ enum ExitStatus {
         case .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels:
             return dataError
         case .brokerUnavailable, .shuttingDown: return temporaryFailure
+        case .unauthorized, .forbidden: return noPermission
+        case .conflict: return dataError
         case .configuration: return usage
         default: return software
         }
