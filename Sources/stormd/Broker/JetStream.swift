@@ -103,7 +103,7 @@ final class JetStreamContext: Sendable {
             return promise.futureResult
         }
         let key = UInt(bitPattern: message)
-        acks.insert(key, promise)
+        let ticket = acks.insert(key, promise)
         var pointer: OpaquePointer? = message
         let status: natsStatus = messageID.withCString { id in
             var options = jsPubOptions()
@@ -123,7 +123,7 @@ final class JetStreamContext: Sendable {
         let timeout = settings.ackTimeout
         let acks = self.acks
         eventLoop.scheduleTask(in: timeout) {
-            acks.remove(key)?.fail(
+            acks.remove(key, ticket: ticket)?.fail(
                 StormError(.brokerUnavailable, "JetStream did not acknowledge the message within \(timeout.nanoseconds / 1_000_000) ms; it may or may not be stored: retry with the same idempotency key"))
         }
         return promise.futureResult
@@ -244,22 +244,49 @@ struct AckTablePointer: @unchecked Sendable {
     let raw: UnsafeMutableRawPointer
 }
 
-/// Publishes awaiting JetStream's acknowledgement.
+/// Publishes awaiting JetStream's acknowledgement, keyed by the `natsMsg` pointer nats.c hands back.
+///
+/// A pointer is reused once nats.c frees its message, so each entry also carries a ticket: a timeout
+/// removes only the entry it was scheduled for, never a later publish that got the same address.
 final class AckTable: Sendable {
-    private let pending = NIOLockedValueBox<[UInt: EventLoopPromise<PublishReceipt>]>([:])
-
-    func insert(_ key: UInt, _ promise: EventLoopPromise<PublishReceipt>) {
-        pending.withLockedValue { $0[key] = promise }
+    private struct Entry {
+        var ticket: UInt64
+        var promise: EventLoopPromise<PublishReceipt>
     }
 
+    private struct Table {
+        var entries: [UInt: Entry] = [:]
+        var nextTicket: UInt64 = 0
+    }
+
+    private let table = NIOLockedValueBox(Table())
+
+    /// Registers a publish; returns its ticket.
+    func insert(_ key: UInt, _ promise: EventLoopPromise<PublishReceipt>) -> UInt64 {
+        table.withLockedValue { table in
+            table.nextTicket &+= 1
+            table.entries[key] = Entry(ticket: table.nextTicket, promise: promise)
+            return table.nextTicket
+        }
+    }
+
+    /// Removes the entry for `key` (the acknowledgement arrived, or the publish failed at once).
     func remove(_ key: UInt) -> EventLoopPromise<PublishReceipt>? {
-        pending.withLockedValue { $0.removeValue(forKey: key) }
+        table.withLockedValue { $0.entries.removeValue(forKey: key)?.promise }
+    }
+
+    /// Removes the entry for `key` only if it is still the publish with `ticket` (its timeout).
+    func remove(_ key: UInt, ticket: UInt64) -> EventLoopPromise<PublishReceipt>? {
+        table.withLockedValue { table in
+            guard table.entries[key]?.ticket == ticket else { return nil }
+            return table.entries.removeValue(forKey: key)?.promise
+        }
     }
 
     func failAll(_ error: StormError) {
-        let all = pending.withLockedValue { table -> [EventLoopPromise<PublishReceipt>] in
-            defer { table.removeAll() }
-            return Array(table.values)
+        let all = table.withLockedValue { table -> [EventLoopPromise<PublishReceipt>] in
+            defer { table.entries.removeAll() }
+            return table.entries.values.map(\.promise)
         }
         for promise in all { promise.fail(error) }
     }
