@@ -81,6 +81,7 @@ let package = Package(
             name: "stormdTests",
             dependencies: [
                 "stormd", "StormCore",
+                .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
