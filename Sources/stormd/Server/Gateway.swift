@@ -9,6 +9,7 @@ import Glibc
 #endif
 import ServiceLifecycle
 import StormCore
+import Tracing
 
 /// A running gateway: the listening socket, one `LoopHub` per event loop, the router and the broker.
 ///
@@ -29,10 +30,11 @@ final class Gateway: Service, Sendable {
     private let authPostgres: PostgresClient?
 
     /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory);
-    /// `authStore` to PostgreSQL with `--postgres`, else memory.
+    /// `authStore` to PostgreSQL with `--postgres`, else memory. `tracer`: spans for publishes and
+    /// fan-out (`nil` or a `NoOpTracer`: no tracing at all, and nothing spent on it).
     init(
         configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil,
-        authStore: (any AuthStore)? = nil
+        authStore: (any AuthStore)? = nil, tracer: (any Tracer)? = nil
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -52,8 +54,9 @@ final class Gateway: Service, Sendable {
         }
         self.hubs = hubs
         let state = GatewayState()
-        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger)
-        let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state)
+        let tracing = tracer.flatMap { $0 is NoOpTracer ? nil : StormTracing($0) }
+        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing)
+        let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state, tracing: tracing)
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
             metrics: metrics, logger: logger)
@@ -71,7 +74,8 @@ final class Gateway: Service, Sendable {
         self.authPostgres = authPostgres
         let auth = Authenticator(configuration: configuration.auth, store: store, metrics: metrics, logger: logger)
         self.context = GatewayContext(
-            router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger)
+            router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
+            connectionIDs: ConnectionIDs(instanceID: ids.instanceID))
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -144,6 +148,10 @@ final class Gateway: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: limits.clientBufferBytes / 2, high: limits.clientBufferBytes))
             .childChannelOption(.maxMessagesPerRead, value: 4)
+            // Clients mostly send small requests: start reads at 256 bytes (NIO grows the buffer for
+            // bigger ones). An idle connection's last read buffer can stay referenced by its frame decoder,
+            // so this is memory per connection, not per read.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try self.configureConnection(channel)
@@ -160,7 +168,8 @@ final class Gateway: Service, Sendable {
         channel.closeFuture.whenComplete { _ in self.connections.withLockedValue { $0[id] = nil } }
 
         let gateway = context
-        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub)
+        let connectionID = gateway.connectionIDs.nextConnection()
+        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub, connectionID: connectionID)
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
         // on this connection's event loop).
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
@@ -181,7 +190,7 @@ final class Gateway: Service, Sendable {
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     guard let who = principal.value else { throw StormError(.unauthorized, "upgrade without an authenticated request") }
-                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub, principal: who))
+                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub, principal: who, connectionID: connectionID))
                 }
             }
         )
