@@ -2,18 +2,17 @@ import CHiredis
 #if canImport(Glibc)
 import Glibc
 #endif
-import StormCore
 
 /// Where Redis is: parsed from `redis://[:password@]host[:port][/db]` (`--redis`, `STORM_REDIS_URL`).
 ///
 /// The password never appears in `description`, logs or `--print-config`.
-struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
-    var host: String
-    var port: Int
-    var database: Int
-    var password: String?
+public struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var database: Int
+    public var password: String?
 
-    init(host: String = "127.0.0.1", port: Int = 6379, database: Int = 0, password: String? = nil) {
+    public init(host: String = "127.0.0.1", port: Int = 6379, database: Int = 0, password: String? = nil) {
         self.host = host
         self.port = port
         self.database = database
@@ -21,7 +20,7 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Parses a Redis URL; the error names what is wrong and what a valid URL looks like.
-    init(url: String) throws(StormError) {
+    public init(url: String) throws(StormError) {
         let example = "expected redis://HOST:PORT or redis://HOST:PORT/DB, for example redis://127.0.0.1:6379/0"
         guard url.hasPrefix("redis://") else {
             throw StormError(.configuration, "'\(Self.redacted(url))' is not a Redis URL (\(example))")
@@ -64,7 +63,7 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// The URL without its password, for logs and configuration output.
-    var description: String {
+    public var description: String {
         let hostPart = host.contains(":") ? "[\(host)]" : host
         return "redis://\(password == nil ? "" : ":***@")\(hostPart):\(port)/\(database)"
     }
@@ -76,7 +75,7 @@ struct RedisEndpoint: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// One reply, copied out of hiredis's `redisReply` so no C memory outlives the call that read it.
-enum RedisReply: Sendable, Equatable {
+public enum RedisReply: Sendable, Equatable {
     case string([UInt8])
     case status(String)
     case integer(Int64)
@@ -84,19 +83,19 @@ enum RedisReply: Sendable, Equatable {
     case null
     case error(String)
 
-    var bytes: [UInt8]? {
+    public var bytes: [UInt8]? {
         if case .string(let bytes) = self { return bytes }
         return nil
     }
 
-    var text: String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
+    public var text: String? { bytes.map { String(decoding: $0, as: UTF8.self) } }
 
-    var integer: Int64? {
+    public var integer: Int64? {
         if case .integer(let value) = self { return value }
         return nil
     }
 
-    var array: [RedisReply]? {
+    public var array: [RedisReply]? {
         if case .array(let values) = self { return values }
         return nil
     }
@@ -110,17 +109,17 @@ enum RedisReply: Sendable, Equatable {
 /// `redisGetReply` because hiredis's variadic `redisCommand` cannot be called from Swift, and so that any
 /// number of commands share one round trip: measured here, pipelining is 0.65 M ops/s against 15-50 k
 /// ops/s for one round trip per command.
-final class RedisConnection {
-    let endpoint: RedisEndpoint
+public final class RedisConnection {
+    public let endpoint: RedisEndpoint
     private var context: UnsafeMutablePointer<redisContext>?
     /// Commands per flush: bounds the memory of one pipeline on both sides.
-    static let pipelineChunk = 1_000
+    public static let pipelineChunk = 1_000
 
-    var isOpen: Bool { context != nil }
+    public var isOpen: Bool { context != nil }
 
     /// Connects (and authenticates and selects the database) within `timeoutSeconds`; every later read
     /// or write is bounded by the same timeout, so a stalled Redis cannot hang the caller forever.
-    init(endpoint: RedisEndpoint, timeoutSeconds: Double) throws(StormError) {
+    public init(endpoint: RedisEndpoint, timeoutSeconds: Double) throws(StormError) {
         self.endpoint = endpoint
         let timeout = timeval(tv_sec: Int(timeoutSeconds), tv_usec: Int((timeoutSeconds - Double(Int(timeoutSeconds))) * 1_000_000))
         guard let context = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), timeout) else {
@@ -154,13 +153,13 @@ final class RedisConnection {
 
     deinit { close() }
 
-    func close() {
+    public func close() {
         if let context { redisFree(context) }
         context = nil
     }
 
     /// Sends one command and reads its reply (one round trip: prefer `pipeline`).
-    func command(_ arguments: [String]) throws(StormError) -> RedisReply {
+    public func command(_ arguments: [String]) throws(StormError) -> RedisReply {
         let replies = try pipeline([arguments.map { Array($0.utf8) }])
         return replies.first ?? .null
     }
@@ -168,7 +167,7 @@ final class RedisConnection {
     /// Sends every command, flushing in chunks of `pipelineChunk`, and returns their replies in order.
     /// A Redis error reply (`-ERR …`) is returned as `.error`, not thrown: only a broken connection throws,
     /// after which this connection is closed and must be replaced.
-    func pipeline(_ commands: [[[UInt8]]]) throws(StormError) -> [RedisReply] {
+    public func pipeline(_ commands: [[[UInt8]]]) throws(StormError) -> [RedisReply] {
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
         var start = 0
