@@ -73,11 +73,7 @@ struct Serve: AsyncParsableCommand {
         }
 
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        configuration.logFormat.bootstrap(level: level)
         var logger = Logger(label: "stormd")
         ResourceLimits.raiseOpenFilesLimit(logger: logger)
         // Unset so --workers children don't notify: systemd only listens to the main PID.
@@ -111,7 +107,9 @@ struct Serve: AsyncParsableCommand {
             if !configuration.jetStream { nats.jetStream = nil }
             broker = NATSBroker(configuration: nats, logger: logger)
         }
-        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger)
+        // --otlp-endpoint: spans for publishes and fan-out, exported by a service run beside the gateway.
+        let tracing = try OTLPTracing.make(configuration: configuration, logger: logger)
+        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger, tracer: tracing?.tracer)
         do {
             try await gateway.start()
         } catch let error as StormError where error.code == .configuration {
@@ -131,8 +129,10 @@ struct Serve: AsyncParsableCommand {
         }
         fflush(nil)
         // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
-        let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger)
+        let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger, tracer: tracing?.tracer)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)] + storage.services.map { .init(service: $0) }
+        // Started with the gateway, stopped after it, so the last spans are flushed.
+        if let exporter = tracing?.service { services.insert(.init(service: exporter), at: 0) }
         if let notifier {
             notifier.ready(status: "listening on http://\(address), broker \(broker.endpointDescription)")
             // After the gateway: it says STOPPING=1 to systemd before the gateway starts draining.
@@ -187,6 +187,12 @@ struct StormdOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("trace, debug, info, notice, warning, error or critical. [STORM_LOG_LEVEL, default info]", valueName: "level"))
     var logLevel: String?
+
+    @Option(help: ArgumentHelp("Log lines as text or json (one object per line, metadata as dotted keys). [STORM_LOG_FORMAT, default text]", valueName: "text|json"))
+    var logFormat: String?
+
+    @Option(help: ArgumentHelp("OTLP/HTTP collector to export traces to, e.g. http://127.0.0.1:4318 (builds with the OTLP trait). [STORM_OTLP_ENDPOINT, default: no tracing]", valueName: "url"))
+    var otlpEndpoint: String?
 
     @Option(help: ArgumentHelp("Gateway processes sharing the listening port (SO_REUSEPORT); each holds its own connections and NATS connection. [STORM_WORKERS, default 1]", valueName: "n"))
     var workers: String?
@@ -256,7 +262,7 @@ struct StormdOptions: ParsableArguments {
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
-            .drainTimeout: drainTimeout, .logLevel: logLevel, .workers: workers, .webUI: webUi, .jetStream: jetstream,
+            .drainTimeout: drainTimeout, .logLevel: logLevel, .logFormat: logFormat, .otlpEndpoint: otlpEndpoint, .workers: workers, .webUI: webUi, .jetStream: jetstream,
             .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
             .historyMaxCount: historyMaxCount,
             .redis: redis, .redisPrefix: redisPrefix, .presenceChannels: presenceChannels, .presenceEvents: presenceEvents,
@@ -301,6 +307,8 @@ extension GatewayConfiguration {
         backlog = \(backlog)
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
+        log-format = \(logFormat.rawValue)
+        otlp-endpoint = \(otlpEndpoint ?? "")
         workers = \(workers)
         web-ui = \(limits.webUI ? "on" : "off")
         jetstream = \(jetStream ? "on" : "off")

@@ -88,18 +88,17 @@ final class JetStreamContext: Sendable {
 
     // MARK: Publish
 
-    func publish(_ envelope: ByteBuffer, subject: String, messageID: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+    func publish(_ envelope: ByteBuffer, subject: String, messageID: String, trace: TraceHeaders? = nil, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
         let promise = eventLoop.makePromise(of: PublishReceipt.self)
         guard isStreamReady else {
             promise.fail(StormError(.brokerUnavailable, "JetStream stream '\(settings.streamName)' is not ready yet; nothing was published"))
             return promise.futureResult
         }
-        var message: OpaquePointer?
-        let created = envelope.withUnsafeReadableBytes { bytes in
-            natsMsg_Create(&message, subject, nil, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(bytes.count))
-        }
-        guard created == NATS_OK, let message else {
-            promise.fail(natsError("natsMsg_Create", created, .internalError, "build a message for '\(subject)'"))
+        let message: OpaquePointer
+        do {
+            message = try makeNATSMessage(envelope, subject: subject, trace: trace)
+        } catch {
+            promise.fail(error)
             return promise.futureResult
         }
         let key = UInt(bitPattern: message)
@@ -290,6 +289,38 @@ final class AckTable: Sendable {
         }
         for promise in all { promise.fail(error) }
     }
+}
+
+/// A `natsMsg` holding `envelope`, with the trace context as `traceparent`/`tracestate` headers; the caller
+/// owns it (destroy it unless nats.c took it).
+func makeNATSMessage(_ envelope: ByteBuffer, subject: String, trace: TraceHeaders?) throws(StormError) -> OpaquePointer {
+    var message: OpaquePointer?
+    let created = envelope.withUnsafeReadableBytes { bytes in
+        natsMsg_Create(&message, subject, nil, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), Int32(clamping: bytes.count))
+    }
+    guard created == NATS_OK, let message else {
+        throw natsError("natsMsg_Create", created, .internalError, "build a message for '\(subject)'")
+    }
+    guard let trace else { return message }
+    do {
+        try natsCall("natsMsgHeader_Set", .internalError, "set traceparent") { natsMsgHeader_Set(message, TraceHeaders.traceparentKey, trace.traceparent) }
+        if let state = trace.tracestate {
+            try natsCall("natsMsgHeader_Set", .internalError, "set tracestate") { natsMsgHeader_Set(message, TraceHeaders.tracestateKey, state) }
+        }
+    } catch {
+        natsMsg_Destroy(message)
+        throw error
+    }
+    return message
+}
+
+/// The trace context in a received message's headers, if it carries a valid one.
+func traceHeaders(of message: OpaquePointer) -> TraceHeaders? {
+    var parent: UnsafePointer<CChar>?
+    guard natsMsgHeader_Get(message, TraceHeaders.traceparentKey, &parent) == NATS_OK, let parent else { return nil }
+    var state: UnsafePointer<CChar>?
+    let stateText = natsMsgHeader_Get(message, TraceHeaders.tracestateKey, &state) == NATS_OK ? state.map { String(cString: $0) } : nil
+    return TraceHeaders(traceparent: String(cString: parent), tracestate: stateText)
 }
 
 /// Copies a message's data out of nats.c's memory.

@@ -11,10 +11,10 @@ import StormCore
 final class MemoryBroker: MessageBroker {
     private final class Subscription: BrokerSubscription {
         let channel: ChannelName
-        let deliver: BrokerDelivery
+        let deliver: TracedBrokerDelivery
         weak let broker: MemoryBroker?
 
-        init(channel: ChannelName, deliver: @escaping BrokerDelivery, broker: MemoryBroker) {
+        init(channel: ChannelName, deliver: @escaping TracedBrokerDelivery, broker: MemoryBroker) {
             self.channel = channel
             self.deliver = deliver
             self.broker = broker
@@ -53,7 +53,7 @@ final class MemoryBroker: MessageBroker {
 
     func start() async throws(StormError) {}
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, trace: TraceHeaders?, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
         // Deliver under the lock: the offset order and the delivery order must agree, as they do on a
         // NATS delivery thread.
         let outcome: Result<PublishReceipt, StormError> = state.withLockedValue { state in
@@ -78,7 +78,7 @@ final class MemoryBroker: MessageBroker {
                 }
             }
             for subscription in state.subscriptions[channel]?.values ?? [:].values {
-                subscription.deliver(envelope, offset)
+                subscription.deliver(envelope, offset, trace)
             }
             return .success(PublishReceipt(offset: offset, duplicate: false))
         }
@@ -95,6 +95,10 @@ final class MemoryBroker: MessageBroker {
     }
 
     func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription {
+        try await subscribeTraced(to: channel) { envelope, offset, _ in deliver(envelope, offset) }
+    }
+
+    func subscribeTraced(to channel: ChannelName, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
         let subscription = Subscription(channel: channel, deliver: deliver, broker: self)
         state.withLockedValue { $0.subscriptions[channel, default: [:]][ObjectIdentifier(subscription)] = subscription }
         return subscription

@@ -9,6 +9,10 @@ import StormCore
 /// different channels: it must not block and must not touch event-loop state directly.
 typealias BrokerDelivery = @Sendable (_ envelope: ByteBuffer, _ offset: UInt64) -> Void
 
+/// `BrokerDelivery` with the message's W3C trace context (`nil` when it carried none), for tracing the
+/// fan-out. Same threading rules.
+typealias TracedBrokerDelivery = @Sendable (_ envelope: ByteBuffer, _ offset: UInt64, _ trace: TraceHeaders?) -> Void
+
 /// A stored message: its offset and envelope bytes.
 struct StoredEnvelope: Sendable {
     var offset: UInt64
@@ -59,7 +63,10 @@ protocol MessageBroker: AnyObject, Sendable {
     /// A future rather than `async`: the in-memory and NATS core brokers answer at once, so a publish from
     /// an event loop completes on that loop with no hop to another thread and back (each hop costs
     /// milliseconds on a busy host, and allocations at 20,000 publishes a second).
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt>
+    ///
+    /// `trace`, when given, travels with the message (NATS headers `traceparent`, `tracestate`) to
+    /// `subscribeTraced` deliveries and the history consumer.
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, trace: TraceHeaders?, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt>
 
     /// Messages of `channel` with offsets above `offset`, oldest first, at most `limit`. Offsets are
     /// strictly increasing per channel, and one sequence is shared by all channels of a broker, so "after
@@ -73,6 +80,10 @@ protocol MessageBroker: AnyObject, Sendable {
     /// interest, so that a message published anywhere after this returns is delivered.
     func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription
 
+    /// `subscribe(to:deliver:)`, also handing over each message's trace context. Only for a gateway with a
+    /// tracer: reading the headers costs a little per message, which the plain subscription skips.
+    func subscribeTraced(to channel: ChannelName, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription
+
     /// Stops: flushes what is pending (NATS drains), then disconnects. Idempotent.
     func shutdown() async
 }
@@ -84,6 +95,11 @@ protocol BrokerSubscription: AnyObject, Sendable {
 }
 
 extension MessageBroker {
+    /// `publish` without trace context.
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+        publish(envelope, on: channel, idempotencyKey: idempotencyKey, trace: nil, eventLoop: eventLoop)
+    }
+
     /// `publish` for callers outside an event loop (tests, tools).
     @discardableResult
     func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String? = nil) async throws(StormError) -> PublishReceipt {

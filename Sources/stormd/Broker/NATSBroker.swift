@@ -401,13 +401,13 @@ final class NATSBroker: MessageBroker {
 
     // MARK: publish and subscribe
 
-    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+    func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, trace: TraceHeaders?, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
         do {
             _ = try connectedConnection(orElse: "nothing was published")
             if let context = readyJetStream() {
-                return context.publish(envelope, subject: subject(for: channel), messageID: idempotencyKey, eventLoop: eventLoop)
+                return context.publish(envelope, subject: subject(for: channel), messageID: idempotencyKey, trace: trace, eventLoop: eventLoop)
             }
-            try publishNow(envelope, on: channel)
+            try publishNow(envelope, on: channel, trace: trace)
             return eventLoop.makeSucceededFuture(PublishReceipt(offset: 0, duplicate: false))
         } catch {
             return eventLoop.makeFailedFuture(error)
@@ -416,12 +416,21 @@ final class NATSBroker: MessageBroker {
 
     /// Hands the envelope to nats.c, which copies it into its outbound buffer (its flusher thread writes
     /// it out): cheap and non-blocking in normal operation, so it runs on the caller's event loop.
-    private func publishNow(_ envelope: ByteBuffer, on channel: ChannelName) throws(StormError) {
+    private func publishNow(_ envelope: ByteBuffer, on channel: ChannelName, trace: TraceHeaders?) throws(StormError) {
         let connection = try connectedConnection(orElse: "nothing was published")
         guard envelope.readableBytes <= Int(Int32.max) else {
             throw StormError(.messageTooLarge, "envelope of \(envelope.readableBytes) bytes is too large for NATS")
         }
         let subject = subject(for: channel)
+        if let trace {
+            // With trace context: a message with headers (natsConnection_PublishMsg copies it).
+            let message = try makeNATSMessage(envelope, subject: subject, trace: trace)
+            defer { natsMsg_Destroy(message) }
+            try natsCall("natsConnection_PublishMsg", .brokerUnavailable, "publish on '\(subject)'") {
+                natsConnection_PublishMsg(connection.raw, message)
+            }
+            return
+        }
         try natsCall("natsConnection_Publish", .brokerUnavailable, "publish on '\(subject)'") {
             envelope.withUnsafeReadableBytes { bytes in
                 natsConnection_Publish(connection.raw, subject, bytes.baseAddress, Int32(bytes.count))
@@ -430,9 +439,17 @@ final class NATSBroker: MessageBroker {
     }
 
     func subscribe(to channel: ChannelName, deliver: @escaping BrokerDelivery) async throws(StormError) -> any BrokerSubscription {
+        try await subscribe(to: channel, readingTrace: false) { envelope, offset, _ in deliver(envelope, offset) }
+    }
+
+    func subscribeTraced(to channel: ChannelName, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
+        try await subscribe(to: channel, readingTrace: true, deliver: deliver)
+    }
+
+    private func subscribe(to channel: ChannelName, readingTrace: Bool, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
         let connection = try connectedConnection(orElse: "the subscription was not made")
         let subject = subject(for: channel)
-        let box = NATSDeliveryBox(deliver: deliver, allocator: allocator)
+        let box = NATSDeliveryBox(deliver: deliver, readsTrace: readingTrace, allocator: allocator)
         // Retained for nats.c; released by natsSubscriptionCompleteCallback.
         let boxPointer = Unmanaged.passRetained(box).toOpaque()
         let jetStream = readyJetStream()
@@ -671,13 +688,16 @@ final class NATSSubscription: BrokerSubscription {
 
 /// What a subscription's message callback needs. Immutable apart from an atomic, hence really `Sendable`.
 final class NATSDeliveryBox: Sendable {
-    let deliver: BrokerDelivery
+    let deliver: TracedBrokerDelivery
+    /// Whether deliveries read the trace headers (only when the gateway traces).
+    let readsTrace: Bool
     let allocator: ByteBufferAllocator
     /// Set by cancel() and shutdown; checked before every delivery.
     let cancelled = ManagedAtomic(false)
 
-    init(deliver: @escaping BrokerDelivery, allocator: ByteBufferAllocator) {
+    init(deliver: @escaping TracedBrokerDelivery, readsTrace: Bool = false, allocator: ByteBufferAllocator) {
         self.deliver = deliver
+        self.readsTrace = readsTrace
         self.allocator = allocator
     }
 }
@@ -737,8 +757,9 @@ private func natsDeliveryCallback(
         return
     }
     let buffer = copyData(of: message, allocator: box.allocator)
+    let trace = box.readsTrace ? traceHeaders(of: message) : nil
     natsMsg_Destroy(message)
-    box.deliver(buffer, 0)
+    box.deliver(buffer, 0, trace)
 }
 
 /// Like `natsDeliveryCallback`, for JetStream consumers: the offset is the message's stream sequence.
@@ -763,8 +784,9 @@ func natsDeliveryWithOffsetCallback(
         jsMsgMetaData_Destroy(meta)
     }
     let buffer = copyData(of: message, allocator: box.allocator)
+    let trace = box.readsTrace ? traceHeaders(of: message) : nil
     natsMsg_Destroy(message)
-    box.deliver(buffer, offset)
+    box.deliver(buffer, offset, trace)
 }
 
 /// Runs once the subscription is closed and its handler has returned for the last time: the only moment the

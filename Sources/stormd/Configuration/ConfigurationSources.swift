@@ -17,6 +17,8 @@ enum Setting: String, CaseIterable, Sendable {
     case backlog
     case drainTimeout = "drain-timeout"
     case logLevel = "log-level"
+    case logFormat = "log-format"
+    case otlpEndpoint = "otlp-endpoint"
     case workers
     case webUI = "web-ui"
     case jetStream = "jetstream"

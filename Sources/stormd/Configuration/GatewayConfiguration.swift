@@ -30,6 +30,11 @@ struct GatewayConfiguration: Sendable {
     var drainSeconds = 5
     /// `--log-level` (`STORM_LOG_LEVEL`), default `info`.
     var logLevel = "info"
+    /// `--log-format text|json` (`STORM_LOG_FORMAT`), default `text`: `json` writes one object per line.
+    var logFormat = LogFormat.text
+    /// `--otlp-endpoint URL` (`STORM_OTLP_ENDPOINT`), default none (no tracing): the OTLP/HTTP collector
+    /// traces are exported to, e.g. `http://127.0.0.1:4318`. Needs a stormd built with the OTLP trait.
+    var otlpEndpoint: String?
     /// `--jetstream on|off` (`STORM_JETSTREAM`), default on: with NATS, publishes are stored in JetStream
     /// before they are acknowledged, and offsets, history and recovery work.
     var jetStream = true
@@ -95,6 +100,22 @@ struct GatewayConfiguration: Sendable {
                 throw StormError(.configuration, "\(value.origin): '\(value.value)' is not a log level (\(levels.joined(separator: ", ")))")
             }
             logLevel = value.value
+        }
+        if let value = sources.value(.logFormat) {
+            guard let format = LogFormat(rawValue: value.value.lowercased()) else {
+                throw StormError(.configuration, "\(value.origin): '\(value.value)' is not a log format (text or json)")
+            }
+            logFormat = format
+        }
+        if let value = sources.value(.otlpEndpoint) {
+            let url = value.value
+            guard url.hasPrefix("http://") || url.hasPrefix("https://"), url.utf8.count > "https://".utf8.count, !url.contains(" ") else {
+                throw StormError(.configuration, "\(value.origin): '\(url.prefix(100))' is not an OTLP/HTTP endpoint (expected http://HOST:PORT, e.g. http://127.0.0.1:4318)")
+            }
+            guard OTLPTracing.isAvailable else {
+                throw StormError(.configuration, "\(value.origin): this stormd was built without the OTLP trait, so it cannot export traces (build with `swift build --traits OTLP`)")
+            }
+            otlpEndpoint = url
         }
         store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
         try presence.load(from: sources)

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOPosix
 import ServiceLifecycle
 import StormCore
+import Tracing
 
 /// How the history consumer reads JetStream and writes PostgreSQL. Every field has a default except the
 /// NATS servers.
@@ -77,8 +78,11 @@ final class HistoryConsumer: Service, Sendable {
     private let stopping = ManagedAtomic(false)
     private let healthBox = NIOLockedValueBox(Health.starting)
     private let subjectPrefixWithDot: String
+    /// With a tracer: one `history insert` span per batch, linked to each traced message's publish.
+    private let tracing: StormTracing?
 
-    init(configuration: HistoryConsumerConfiguration, postgres: PostgresClient, metrics: ConsumerMetrics, logger: Logger) {
+    init(configuration: HistoryConsumerConfiguration, postgres: PostgresClient, metrics: ConsumerMetrics, logger: Logger, tracing: StormTracing? = nil) {
+        self.tracing = tracing
         self.configuration = configuration
         self.postgres = postgres
         self.metrics = metrics
@@ -242,6 +246,7 @@ final class HistoryConsumer: Service, Sendable {
     private func store(_ batch: FetchedBatch, epoch: String) async throws(Failure) {
         let rows = batch.rows
         if rows.isEmpty { return }
+        let span = tracing.flatMap { Self.startInsertSpan($0, rows: rows) }
         let started = ContinuousClock.now
         let inserted: Int
         do {
@@ -249,13 +254,34 @@ final class HistoryConsumer: Service, Sendable {
                 try insertMessages(rows, epoch: epoch, on: connection)
             }
         } catch {
+            span?.recordError(error)
+            span?.setStatus(SpanStatus(code: .error, message: error.message))
+            span?.end()
             throw .postgres(error)
         }
+        span?.attributes["db.response.returned_rows"] = inserted
+        span?.end()
         let elapsed = ContinuousClock.now - started
         metrics.insertDuration.record(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
         metrics.batchSize.record(Double(rows.count))
         metrics.rows.increment(by: Int64(inserted))
         metrics.postgresConnected.set(Int64(1))
+    }
+
+    /// The batch's span, linked to the publish span of every message that carried trace context (a batch
+    /// holds messages of many traces, so links rather than one parent); `nil` when none did.
+    private static func startInsertSpan(_ tracing: StormTracing, rows: [HistoryRow]) -> (any Span)? {
+        guard rows.contains(where: { $0.trace != nil }) else { return nil }
+        let span = tracing.startSpan("history insert", context: .topLevel, ofKind: .client)
+        span.attributes["db.system.name"] = "postgresql"
+        span.attributes["db.operation.name"] = "INSERT"
+        span.attributes["db.collection.name"] = "messages"
+        span.attributes["db.operation.batch.size"] = rows.count
+        for row in rows {
+            guard let trace = row.trace else { continue }
+            span.addLink(SpanLink(context: tracing.context(from: trace), attributes: ["messaging.destination.name": .string(row.channel), "storm.offset": .int64(row.offset)]))
+        }
+        return span
     }
 
     /// A stream that was deleted and recreated restarts its sequences: rows of another epoch would collide
@@ -302,6 +328,8 @@ struct HistoryRow: Sendable {
     var timestampMicros: UInt64
     var encoding: String
     var envelope: [UInt8]
+    /// The W3C trace context the message carried in its NATS headers, if any.
+    var trace: TraceHeaders? = nil
 }
 
 /// Inserts `rows` with one multi-row statement; returns how many were new. Idempotent: rows whose
@@ -522,7 +550,7 @@ final class FetchedBatch: @unchecked Sendable {
         }
         return HistoryRow(
             channel: channel.rawValue, offset: Int64(sequence), id: envelope.id, timestampMicros: envelope.timestampMicros,
-            encoding: envelope.encoding.rawValue, envelope: body)
+            encoding: envelope.encoding.rawValue, envelope: body, trace: traceHeaders(of: message))
     }
 }
 

@@ -4,6 +4,7 @@ import Logging
 import Prometheus
 import ServiceLifecycle
 import StormCore
+import Tracing
 
 /// The store side of `stormd serve`: with `--postgres`, the history consumer and the retention prune
 /// (and, for `--role consumer`, the small HTTP server for probes and metrics).
@@ -23,7 +24,7 @@ struct StoreServices {
     /// Builds the consumer for `--role all` when PostgreSQL is configured; registers its metrics into the
     /// gateway's registry. Migrations run in the consumer's loop (`--migrate-on-start`), so a database
     /// that is down at start delays history, not the gateway.
-    static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger) throws -> StoreServices {
+    static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil) throws -> StoreServices {
         let store = configuration.store
         guard store.runsConsumer, let url = store.postgresURL else {
             if store.postgresURL != nil, !store.natsConfigured {
@@ -34,7 +35,8 @@ struct StoreServices {
         warnAboutPasswordInArguments(logger: logger)
         let metrics = ConsumerMetrics(registry: registry)
         let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
-        let consumer = HistoryConsumer(configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger)
+        let consumer = HistoryConsumer(
+            configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         logger.info("history consumer enabled", metadata: ["postgres.server": "\(postgres.endpoint)"])
         return StoreServices(postgres: postgres, consumer: consumer, retention: retention)
@@ -51,7 +53,9 @@ struct StoreServices {
         warnAboutPasswordInArguments(logger: logger)
         let metrics = ConsumerMetrics()
         let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
-        let consumer = HistoryConsumer(configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger)
+        let tracing = try OTLPTracing.make(configuration: configuration, logger: logger)
+        let consumer = HistoryConsumer(
+            configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         let server = ConsumerHTTPServer(host: configuration.listen.host, port: configuration.listen.port, consumer: consumer, registry: metrics.registry, logger: logger)
         do {
@@ -67,7 +71,7 @@ struct StoreServices {
         fflush(nil)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: consumer), .init(service: retention)],
+                services: (tracing.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0.service)] } ?? []) + [.init(service: server), .init(service: consumer), .init(service: retention)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await postgres.shutdown()

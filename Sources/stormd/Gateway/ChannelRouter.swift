@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import StormCore
+import Tracing
 
 /// Holds one broker subscription per channel that has local subscribers, and routes each broker message
 /// to the event loops whose sessions want it.
@@ -15,6 +16,8 @@ final class ChannelRouter: Sendable {
     private let metrics: GatewayMetrics
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
+    /// With a tracer, each message carrying trace context gets one fan-out span on this gateway.
+    private let tracing: StormTracing?
 
     /// One channel's interest. Broker callbacks capture the entry itself, so a delivery reads the loop
     /// counts without a table lookup, and an entry that was replaced (unsubscribe, then subscribe again
@@ -39,7 +42,8 @@ final class ChannelRouter: Sendable {
 
     private let table = NIOLockedValueBox<[ChannelName: Entry]>([:])
 
-    init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger) {
+    init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger, tracing: StormTracing? = nil) {
+        self.tracing = tracing
         self.broker = broker
         self.hubs = hubs
         var byLoop: [ObjectIdentifier: LoopHub] = [:]
@@ -117,8 +121,15 @@ final class ChannelRouter: Sendable {
     private func subscribe(_ entry: Entry) async {
         let result: Result<any BrokerSubscription, StormError>
         do {
-            let subscription = try await broker.subscribe(to: entry.channel) { [weak self, entry] envelope, offset in
-                self?.route(envelope, offset: offset, for: entry)
+            let subscription: any BrokerSubscription
+            if tracing != nil {
+                subscription = try await broker.subscribeTraced(to: entry.channel) { [weak self, entry] envelope, offset, trace in
+                    self?.route(envelope, offset: offset, for: entry, trace: trace)
+                }
+            } else {
+                subscription = try await broker.subscribe(to: entry.channel) { [weak self, entry] envelope, offset in
+                    self?.route(envelope, offset: offset, for: entry, trace: nil)
+                }
             }
             result = .success(subscription)
         } catch {
@@ -150,15 +161,18 @@ final class ChannelRouter: Sendable {
     }
 
     /// Runs on the broker's delivery thread: frames the message once and hands it to each interested loop.
-    private func route(_ envelope: ByteBuffer, offset: UInt64, for entry: Entry) {
+    private func route(_ envelope: ByteBuffer, offset: UInt64, for entry: Entry, trace: TraceHeaders?) {
         metrics.brokerMessagesReceived.increment()
-        guard let delivery = Delivery(envelope: envelope, offset: offset, channel: entry.channel, allocator: allocator) else {
+        guard var delivery = Delivery(envelope: envelope, offset: offset, channel: entry.channel, allocator: allocator) else {
             metrics.droppedMalformed.increment()
             logger.debug("dropped a message that is not a STORM envelope", metadata: ["storm.channel": "\(entry.channel)"])
             return
         }
         // Copy the counts out so the lock is not held while enqueueing.
         let counts = table.withLockedValue { _ in entry.loopCounts }
+        if let tracing, let trace {
+            delivery.trace = FanoutTrace.start(tracing, trace: trace, channel: entry.channel, offset: offset, loops: counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) })
+        }
         for (index, count) in counts.enumerated() where count > 0 {
             hubs[index].enqueue(delivery)
         }

@@ -15,6 +15,8 @@ struct Delivery: Sendable {
     let publishedAtMicros: UInt64
     /// The message's offset in the channel's history (0 when the broker keeps none).
     let offset: UInt64
+    /// The fan-out span of a traced message; `nil` (and never looked at beyond that) without a tracer.
+    var trace: FanoutTrace?
 
     /// Frames an envelope received from the broker; `nil` when the bytes are not a STORM envelope (another
     /// program publishing on STORM's subjects), which the caller counts and drops.

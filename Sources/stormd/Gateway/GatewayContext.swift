@@ -15,8 +15,14 @@ final class GatewayContext: Sendable {
     let presence: PresenceTracker
     /// Tokens, users, channel rules and every permission decision.
     let auth: Authenticator
+    /// Request and connection ids for logs (`storm.request_id`, `storm.connection_id`) and `X-Request-Id`.
+    let connectionIDs: ConnectionIDs
 
-    init(router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator, logger: Logger) {
+    init(
+        router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
+        logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw")
+    ) {
+        self.connectionIDs = connectionIDs
         self.router = router
         self.publisher = publisher
         self.metrics = metrics

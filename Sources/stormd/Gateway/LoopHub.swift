@@ -153,7 +153,10 @@ final class LoopHub: @unchecked Sendable {
         let nowMicros = unixMicrosNow()
         var gone: [(ChannelName, ObjectIdentifier)] = []
         for delivery in batch {
-            guard let targets = subscribers[delivery.channel] else { continue }
+            guard let targets = subscribers[delivery.channel] else {
+                delivery.trace?.loopFinished(subscribers: 0)
+                continue
+            }
             metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
             for (key, session) in targets {
                 switch session.enqueue(delivery) {
@@ -169,6 +172,7 @@ final class LoopHub: @unchecked Sendable {
                     gone.append((delivery.channel, key))
                 }
             }
+            delivery.trace?.loopFinished(subscribers: targets.count)
         }
         for (channel, key) in gone {
             subscribers[channel]?[key] = nil

@@ -1,6 +1,7 @@
 import Atomics
 import NIOCore
 import StormCore
+import Tracing
 
 /// The one way a client's message enters STORM, whatever the transport: it checks the size, builds the
 /// envelope once, and returns when the broker has accepted it.
@@ -11,8 +12,11 @@ final class Publisher: Sendable {
     private let maxMessageSize: Int
     private let state: GatewayState
     private let allocator = ByteBufferAllocator()
+    /// The gateway's tracer; `nil` traces nothing and forwards no trace context.
+    let tracing: StormTracing?
 
-    init(broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, maxMessageSize: Int, state: GatewayState) {
+    init(broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, maxMessageSize: Int, state: GatewayState, tracing: StormTracing? = nil) {
+        self.tracing = tracing
         self.broker = broker
         self.ids = ids
         self.metrics = metrics
@@ -43,9 +47,13 @@ final class Publisher: Sendable {
     /// With a client-supplied `idempotencyKey` the key is the message id and the broker's deduplication key
     /// (JetStream's `Nats-Msg-Id`, scoped to the channel), so a retried publish is stored once and answers
     /// with the first one's offset and `duplicate: true`.
+    ///
+    /// With a tracer, a `publish` span (a child of the client's `trace`, if any) covers the publish up to
+    /// the broker's acknowledgement, and its context goes into the message headers for the fan-out and the
+    /// history consumer.
     func publish(
         _ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, idempotencyKey: String? = nil,
-        via transport: GatewayMetrics.Transport, eventLoop: any EventLoop
+        via transport: GatewayMetrics.Transport, trace: TraceHeaders? = nil, eventLoop: any EventLoop
     ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
         guard !state.isDraining else {
             return eventLoop.makeFailedFuture(StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway"))
@@ -63,7 +71,36 @@ final class Publisher: Sendable {
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         let metrics = self.metrics
-        return broker.publish(buffer, on: channel, idempotencyKey: "\(channel.rawValue)/\(id)", eventLoop: eventLoop).map { receipt in
+        let key = "\(channel.rawValue)/\(id)"
+        guard let tracing else {
+            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).map { receipt in
+                metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+                if !receipt.duplicate {
+                    (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
+                }
+                return (envelope, receipt)
+            }
+        }
+        let span = tracing.startSpan("publish \(channel.rawValue)", context: tracing.context(from: trace), ofKind: .producer)
+        span.attributes["messaging.system"] = "storm"
+        span.attributes["messaging.operation.type"] = "publish"
+        span.attributes["messaging.destination.name"] = channel.rawValue
+        span.attributes["messaging.message.id"] = id
+        span.attributes["messaging.message.body.size"] = payload.count
+        span.attributes["storm.transport"] = transport.rawValue
+        let future = broker.publish(buffer, on: channel, idempotencyKey: key, trace: tracing.headers(continuing: span.context), eventLoop: eventLoop)
+        future.whenComplete { result in
+            switch result {
+            case .success(let receipt):
+                if receipt.offset > 0 { span.attributes["storm.offset"] = Int(clamping: receipt.offset) }
+                if receipt.duplicate { span.attributes["storm.duplicate"] = true }
+            case .failure(let error):
+                span.recordError(error)
+                span.setStatus(SpanStatus(code: .error, message: (error as? StormError)?.message))
+            }
+            span.end()
+        }
+        return future.map { receipt in
             metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
             if !receipt.duplicate {
                 (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()

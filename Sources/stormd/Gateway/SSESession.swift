@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import StormCore
@@ -41,8 +42,16 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     /// Who opened the stream (authorized for every channel before the session was made).
     private let principal: Principal
+    /// The gateway's logger with this connection's `storm.connection_id`.
+    private let logger: Logger
 
-    init(gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil, principal: Principal = .anonymous) {
+    init(
+        gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil, principal: Principal = .anonymous,
+        connectionID: String? = nil
+    ) {
+        var logger = gateway.logger
+        logger[metadataKey: "storm.connection_id"] = "\(connectionID ?? gateway.connectionIDs.nextConnection())"
+        self.logger = logger
         self.principal = principal
         self.gateway = gateway
         self.hub = hub
@@ -56,6 +65,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         self.context = context
         self.writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         hub.register(self)
+        logger.debug("event stream opened", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.channels": "\(requested.count)"])
         if principal.user != nil { channels.registerClient(session: self) }
         if resume != nil { recovery.begin(requested) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
@@ -149,6 +159,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         hub.unregister(self)
         if counted { gateway.metrics.sseConnections.decrement() }
         counted = false
+        logger.debug("event stream closed")
         context = nil
         writer = nil
     }
@@ -168,7 +179,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         }
         guard writable else {
             gateway.metrics.slowSSEDisconnects.increment()
-            gateway.logger.info("disconnecting slow SSE client", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
+            logger.info("disconnecting slow SSE client", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
             state = .closed
             context.close(promise: nil)
             return .closed

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOWebSocket
 import StormCore
@@ -33,8 +34,13 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var recovery = RecoveryGate()
     /// Who the upgrade request authenticated as; replaced (same user) by a `refresh` op.
     private var principal: Principal
+    /// The gateway's logger with this connection's `storm.connection_id`.
+    private let logger: Logger
 
-    init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous) {
+    init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous, connectionID: String? = nil) {
+        var logger = gateway.logger
+        logger[metadataKey: "storm.connection_id"] = "\(connectionID ?? gateway.connectionIDs.nextConnection())"
+        self.logger = logger
         self.gateway = gateway
         self.hub = hub
         self.principal = principal
@@ -49,6 +55,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         hub.register(self)
         gateway.metrics.webSocketConnections.increment()
         gateway.metrics.webSocketAccepted.increment()
+        logger.debug("websocket connected", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
         // Known to presence under its user from the start, so disconnecting the user reaches it.
         if principal.user != nil { channels.registerClient(session: self) }
     }
@@ -72,6 +79,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         channels.removeAll(session: self)
         hub.unregister(self)
         gateway.metrics.webSocketConnections.decrement()
+        logger.debug("websocket closed")
         self.context = nil
         self.writer = nil
     }
@@ -83,7 +91,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         case let error as NIOWebSocketError:
             close(code: 1002, reason: "protocol error: \(error)")
         default:
-            gateway.logger.debug("websocket connection error", metadata: ["error": "\(error)"])
+            logger.debug("websocket connection error", metadata: ["error": "\(error)"])
             context.close(promise: nil)
         }
     }
@@ -133,12 +141,16 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     }
 
     func closeForShutdown() {
+        // Presence's disconnect requests arrive here too: a disabled user hears why (4001), not 1001.
+        if let user = principal.user, gateway.auth.isDisabled(user) {
+            return close(code: 4001, reason: "user '\(user.prefix(64))' is disabled")
+        }
         close(code: 1001, reason: "gateway shutting down")
     }
 
     private func disconnectSlowClient(context: ChannelHandlerContext) {
         gateway.metrics.slowWebSocketDisconnects.increment()
-        gateway.logger.info(
+        logger.info(
             "disconnecting slow websocket client",
             metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.client_buffer": "\(gateway.limits.clientBufferBytes)"])
         // The client is not reading, so a close frame would queue behind the backlog: drop the connection.
@@ -419,8 +431,15 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             guard let text = try? JSONScanner.string(rawKey) else { throw StormError(.badRequest, "'idempotency_key' must be a string") }
             key = text
         }
+        // Optional W3C trace context, like POST /publish's traceparent header: read only when tracing, and
+        // ignored when malformed (as W3C Trace Context asks of an invalid traceparent).
+        var trace: TraceHeaders?
+        if gateway.publisher.tracing != nil, let rawParent = members["traceparent"] {
+            trace = TraceHeaders(
+                traceparent: try? JSONScanner.string(rawParent), tracestate: members["tracestate"].flatMap { try? JSONScanner.string($0) })
+        }
         guard let context else { return }
-        gateway.publisher.publish(payload, encoding: encoding, on: channel, idempotencyKey: key, via: .webSocket, eventLoop: context.eventLoop)
+        gateway.publisher.publish(payload, encoding: encoding, on: channel, idempotencyKey: key, via: .webSocket, trace: trace, eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let (envelope, receipt)): self.reply(id: id, result: Self.publishResult(envelope, receipt))

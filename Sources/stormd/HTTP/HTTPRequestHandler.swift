@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import StormCore
@@ -22,15 +23,34 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let gateway: GatewayContext
     private let hub: LoopHub
     private var state = State.idle
+    private let connectionID: String
+    /// The gateway's logger with `storm.connection_id`, and `storm.request_id` of the current request.
+    private var logger: Logger
+    /// The current request's id: the client's `X-Request-Id` when it is a sane token, else a new one.
+    /// Answered as `X-Request-Id`.
+    private var requestID: String?
 
-    init(gateway: GatewayContext, hub: LoopHub) {
+    init(gateway: GatewayContext, hub: LoopHub, connectionID: String? = nil) {
         self.gateway = gateway
         self.hub = hub
+        let connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
+        self.connectionID = connectionID
+        var logger = gateway.logger
+        logger[metadataKey: "storm.connection_id"] = "\(connectionID)"
+        self.logger = logger
+    }
+
+    /// Gives the request its id and puts it in the logger's metadata.
+    private func beginRequest(_ head: HTTPRequestHead) {
+        let id = ConnectionIDs.acceptedRequestID(head.headers.first(name: "x-request-id")) ?? gateway.connectionIDs.nextRequest()
+        requestID = id
+        logger[metadataKey: "storm.request_id"] = "\(id)"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch (Self.unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
+            beginRequest(head)
             let target = RequestTarget(head.uri)
             if head.method == .GET, target.path == "/events" {
                 return startEventStream(context: context, head: head, target: target)
@@ -166,7 +186,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let payload = Array(body.readableBytesView)
         let key = head.headers.first(name: "idempotency-key") ?? target.values(of: "id").first
-        gateway.publisher.publish(payload, on: channel, idempotencyKey: key, via: .http, eventLoop: context.eventLoop)
+        // W3C trace context; only read when the gateway traces (an invalid traceparent is ignored).
+        let trace = gateway.publisher.tracing == nil ? nil : TraceHeaders(head.headers)
+        gateway.publisher.publish(payload, on: channel, idempotencyKey: key, via: .http, trace: trace, eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let (envelope, receipt)):
@@ -200,7 +222,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .answered
             return
         }
-        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal)
+        let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal, connectionID: connectionID)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(self))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -212,8 +234,17 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Responses
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: ByteBuffer) {
-        HTTPResponder.respond(context: context, status: status, contentType: contentType, body: head.method == .HEAD ? ByteBuffer() : body, keepAlive: head.isKeepAlive)
+        HTTPResponder.respond(context: context, status: status, contentType: contentType, body: head.method == .HEAD ? ByteBuffer() : body, keepAlive: head.isKeepAlive, requestID: requestID)
+        logRequest(head, status: status.code)
         state = .idle
+    }
+
+    /// One debug line per request: method, path (never the query, which may hold `?token=`) and status.
+    private func logRequest(_ head: HTTPRequestHead, status: UInt, error: StormError? = nil) {
+        guard logger.logLevel <= .debug else { return }
+        var metadata: Logger.Metadata = ["http.method": "\(head.method.rawValue)", "http.path": "\(RequestTarget(head.uri).path)", "http.status": "\(status)"]
+        if let error { metadata["storm.error"] = "\(error.code)" }
+        logger.debug("http request", metadata: metadata)
     }
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error) {
@@ -221,17 +252,19 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         gateway.metrics.countClientError(stormError.code)
         // A request whose body we did not read to the end cannot keep its connection.
         let keepAlive = head.isKeepAlive && stormError.code != .messageTooLarge
-        HTTPResponder.respond(context: context, error: stormError, keepAlive: keepAlive)
+        HTTPResponder.respond(context: context, error: stormError, keepAlive: keepAlive, requestID: requestID)
+        logRequest(head, status: UInt(stormError.code.httpStatus), error: stormError)
         state = .idle
     }
 }
 
 /// Writes complete HTTP responses; shared by the request handler and SSE sessions that fail to start.
 enum HTTPResponder {
-    static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool) {
+    static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool, requestID: String? = nil) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.readableBytes))
+        if let requestID { headers.add(name: "X-Request-Id", value: requestID) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if body.readableBytes > 0 {
@@ -244,10 +277,10 @@ enum HTTPResponder {
         }
     }
 
-    static func respond(context: ChannelHandlerContext, error: StormError, keepAlive: Bool) {
+    static func respond(context: ChannelHandlerContext, error: StormError, keepAlive: Bool, requestID: String? = nil) {
         respond(
             context: context, status: HTTPResponseStatus(statusCode: error.code.httpStatus), contentType: "application/json",
-            body: ByteBuffer(string: error.jsonBody + "\n"), keepAlive: keepAlive)
+            body: ByteBuffer(string: error.jsonBody + "\n"), keepAlive: keepAlive, requestID: requestID)
     }
 }
 

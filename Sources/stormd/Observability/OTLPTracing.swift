@@ -1,0 +1,61 @@
+import Logging
+import ServiceLifecycle
+import StormCore
+import Tracing
+
+#if OTLP
+import OTel
+#endif
+
+/// The OTLP trace exporter (swift-otel), compiled only with the package trait `OTLP`
+/// (`swift build --traits OTLP`): swift-otel adds about 7 minutes to a clean build, so the default build
+/// leaves it out and `--otlp-endpoint` is then refused as a configuration error.
+///
+/// With `--otlp-endpoint URL` (`STORM_OTLP_ENDPOINT`): spans go over OTLP/HTTP (protobuf) to
+/// `URL/v1/traces`, batched, with W3C Trace Context propagation, service name `stormd`. Without it: no
+/// tracer at all (not even a `NoOpTracer`), so tracing costs nothing.
+struct OTLPTracing: Sendable {
+    let tracer: any Tracer
+    /// Exports in the background; run it in the `ServiceGroup` (it flushes on graceful shutdown).
+    let service: any Service
+
+    static var isAvailable: Bool {
+        #if OTLP
+        return true
+        #else
+        return false
+        #endif
+    }
+
+    /// The tracer and exporter service for `configuration.otlpEndpoint`; `nil` when none is configured.
+    static func make(configuration: GatewayConfiguration, logger: Logger) throws -> OTLPTracing? {
+        guard let endpoint = configuration.otlpEndpoint else { return nil }
+        #if OTLP
+        var otel = OTel.Configuration.default
+        otel.serviceName = "stormd"
+        otel.resourceAttributes["service.version"] = StormVersion.current
+        otel.diagnosticLogger = .custom(logger)
+        otel.propagators = [.traceContext]
+        otel.metrics.enabled = false
+        otel.logs.enabled = false
+        otel.traces.enabled = true
+        otel.traces.sampler = .parentBasedAlwaysOn
+        otel.traces.exporter = .otlp
+        otel.traces.otlpExporter.protocol = .httpProtobuf
+        otel.traces.otlpExporter.endpoint = endpoint.hasSuffix("/v1/traces") ? endpoint : endpoint.trimmingSuffix("/") + "/v1/traces"
+        let backend = try OTel.makeTracingBackend(configuration: otel)
+        logger.info("exporting traces over OTLP/HTTP", metadata: ["storm.otlp_endpoint": "\(endpoint)"])
+        return OTLPTracing(tracer: backend.factory, service: backend.service)
+        #else
+        throw StormError(.configuration, "--otlp-endpoint \(endpoint): this stormd was built without the OTLP trait")
+        #endif
+    }
+}
+
+extension String {
+    fileprivate func trimmingSuffix(_ suffix: Character) -> String {
+        var text = self
+        while text.last == suffix { text.removeLast() }
+        return text
+    }
+}
