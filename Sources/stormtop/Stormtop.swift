@@ -11,7 +11,11 @@ import StormCore
 ///
 /// Options (flags win over the environment):
 /// - `--gateway URL`, repeatable: gateways to poll. Default: `STORM_GATEWAYS` (comma-separated), else
-///   `http://127.0.0.1:8080`.
+///   `http://127.0.0.1:8080` unless `--redis` is given.
+/// - `--redis URL` (`STORM_REDIS_URL`): read the gateway registry and the presence data stormd writes
+///   there, every poll: gateways are discovered (as well as those given) and the channels view lists
+///   clients and unique users per channel. Default: none.
+/// - `--redis-prefix PREFIX` (`STORM_REDIS_PREFIX`): the key prefix stormd was given. Default `storm`.
 /// - `--interval SECONDS`: poll period, 0.1-3600. Default 1.
 /// - `--timeout SECONDS`: deadline of one poll, connect included. Default: the interval, at least 1 s.
 /// - `--once`, `-n COUNT`, `--json`: batch mode without curses.
@@ -30,6 +34,12 @@ struct Stormtop: ParsableCommand {
             Press ? in the dashboard for the keys: q quit, p pause, s/o sort column and order, Tab or \
             1-3 views, arrows/PgUp/PgDn scroll, / filter.
 
+            With --redis (or STORM_REDIS_URL), stormtop also reads the registry and presence that stormd \
+            writes to Redis, read-only, every --interval: each registered gateway is polled at its \
+            advertised metrics URL (no --gateway needed), a gateway whose registry record expired leaves \
+            the table, and the Channels view lists channels with presence by clients and unique users. \
+            Give the same --redis-prefix as stormd.
+
             Batch mode (no curses), like top -b: --once prints one report, -n COUNT prints COUNT reports \
             --interval apart, as text or, with --json, one JSON object per line. Rates need two polls, \
             so the first report comes one interval after the start. --json alone means --once. The exit \
@@ -39,11 +49,12 @@ struct Stormtop: ParsableCommand {
               stormtop
               stormtop -g http://10.0.0.5:8080 -g http://10.0.0.6:8080 --interval 2
               STORM_GATEWAYS=http://a:8080,http://b:8080 stormtop
+              stormtop --redis redis://10.0.0.7:6379/0
               stormtop --once
               stormtop -n 10 --json > stats.jsonl
 
             Exit codes: 0 on q or a completed batch, 64 for a usage error or when no terminal is \
-            available, 69 when no gateway answered (batch), 128+N after signal N (the terminal is \
+            available, 69 when no gateway answered or --redis could not be read (batch), 128+N after signal N (the terminal is \
             restored first).
             """,
         version: "stormtop \(StormVersion.current) (\(String(cString: storm_curses_version())))"
@@ -57,6 +68,18 @@ struct Stormtop: ParsableCommand {
             "Gateway URL to poll; repeat for several (default: $STORM_GATEWAYS, comma-separated, else \(defaultGateway)).",
             valueName: "url"))
     var gateway: [String] = []
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Redis URL (redis://HOST:PORT[/DB]) holding the cluster's gateway registry and presence (default: $STORM_REDIS_URL).",
+            valueName: "url"))
+    var redis: String?
+
+    @Option(
+        name: .customLong("redis-prefix"),
+        help: ArgumentHelp("First part of every Redis key, as given to stormd (default: $STORM_REDIS_PREFIX, else storm).", valueName: "prefix"))
+    var redisPrefix: String?
 
     @Option(name: [.customShort("d"), .long], help: ArgumentHelp("Seconds between polls.", valueName: "seconds"))
     var interval: Double = 1
@@ -91,16 +114,28 @@ struct Stormtop: ParsableCommand {
 
     func run() throws {
         let environment = ProcessInfo.processInfo.environment
-        let raw = !gateway.isEmpty ? gateway : [environment["STORM_GATEWAYS"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultGateway]
+        func nonEmpty(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
+        let redisURL = redis ?? nonEmpty("STORM_REDIS_URL")
+        // With Redis the registry names the gateways: the local default would only add a DOWN row.
+        let raw = !gateway.isEmpty ? gateway : [nonEmpty("STORM_GATEWAYS") ?? (redisURL == nil ? Self.defaultGateway : "")]
         let targets: [GatewayTarget]
+        let reader: PresenceReader?
+        let pollTimeout = timeout ?? max(1, interval)
         do {
             targets = try GatewayTarget.parse(raw)
+            reader = try redisURL.map { url throws(StormError) in
+                let prefix = redisPrefix ?? nonEmpty("STORM_REDIS_PREFIX") ?? "storm"
+                guard !prefix.isEmpty, !prefix.contains(where: { $0 == " " || $0.isNewline }) else {
+                    throw StormError(.configuration, "--redis-prefix '\(prefix)' must be a non-empty word, as given to stormd")
+                }
+                return PresenceReader(endpoint: try RedisEndpoint(url: url), prefix: prefix, timeoutSeconds: pollTimeout)
+            }
         } catch {
             throw ValidationError(error.message)
         }
-        guard !targets.isEmpty else { throw ValidationError("no gateway to poll: give --gateway URL") }
-        let store = DashboardStore(targets: targets)
-        let poller = Poller(store: store, interval: interval, timeout: timeout ?? max(1, interval))
+        guard !targets.isEmpty || reader != nil else { throw ValidationError("no gateway to poll: give --gateway URL or --redis URL") }
+        let store = DashboardStore(targets: targets, presence: reader.map { PresenceSnapshot(endpoint: $0.endpoint.description) })
+        let poller = Poller(store: store, presence: reader, interval: interval, timeout: pollTimeout)
 
         if once || iterations != nil || json {
             let status = Self.runBatch(poller: poller, reports: iterations ?? 1, json: json)
@@ -131,7 +166,9 @@ struct Stormtop: ParsableCommand {
                 let frame = poller.store.frame(wallClock: Date().timeIntervalSince1970)
                 let text = json ? BatchReport.json(frame, interval: poller.interval) : BatchReport.text(frame, interval: poller.interval)
                 FileHandle.standardOutput.write(Data(((report > 1 && !json) ? "\n" : "") .utf8) + Data(text.utf8))
-                status = frame.cluster.gatewaysUp == 0 ? 69 : 0
+                let redisDown: Bool
+                if case .down = frame.presence?.state { redisDown = true } else { redisDown = false }
+                status = frame.cluster.gatewaysUp == 0 || redisDown ? 69 : 0
             }
             await poller.close()
             return status

@@ -40,7 +40,68 @@ enum BatchReport {
             if case .down(let reason) = gateway.state { line += "  (\(reason))" }
             lines.append(line)
         }
+        if let presence = frame.presence { lines += presenceLines(presence) }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// Channels listed by the text report; the JSON report has them all.
+    static let textChannelLimit = 20
+
+    /// With `--redis`: the state of Redis and the busiest channels.
+    static func presenceLines(_ presence: PresenceSnapshot) -> [String] {
+        switch presence.state {
+        case .waiting: return ["presence: \(presence.endpoint) not read yet"]
+        case .down(let reason): return ["presence: \(presence.endpoint) DOWN (\(reason))"]
+        case .up: break
+        }
+        var lines = [
+            "presence: \(presence.endpoint) up, \(presence.gateways.count) gateways registered, \(presence.channels.count)"
+                + (presence.truncated ? "+ channels (list incomplete)" : " channels")
+        ]
+        guard !presence.channels.isEmpty else { return lines }
+        lines.append([pad("CHANNEL", 32, left: true), pad("CLIENTS", 7, left: false), pad("USERS", 7, left: false), pad("GATEWAYS", 8, left: false)].joined(separator: " "))
+        for channel in presence.channels.prefix(textChannelLimit) {
+            lines.append(
+                [
+                    pad(channel.channel, 32, left: true), pad(Format.count(Double(channel.clients)), 7, left: false),
+                    pad(Format.count(channel.users.map { Double($0) }), 7, left: false),
+                    pad(Format.count(channel.gateways.map { Double($0) }), 8, left: false),
+                ].joined(separator: " "))
+        }
+        if presence.channels.count > textChannelLimit { lines.append("... \(presence.channels.count - textChannelLimit) more channels (--json lists all)") }
+        return lines
+    }
+
+    /// The `presence` member of the JSON report: null without `--redis`.
+    static func presenceJSON(_ presence: PresenceSnapshot?) -> JSONValue {
+        guard let presence else { return .null }
+        var state = "waiting"
+        var error: JSONValue = .null
+        switch presence.state {
+        case .waiting: break
+        case .up: state = "up"
+        case .down(let reason):
+            state = "down"
+            error = .string(reason)
+        }
+        return .object([
+            ("redis", .string(presence.endpoint)),
+            ("state", .string(state)),
+            ("error", error),
+            ("gateways", .array(presence.gateways.map { gateway -> JSONValue in
+                .object([
+                    ("id", .string(gateway.id)), ("metrics", .string(gateway.metricsURL)), ("version", .string(gateway.version)),
+                    ("presence", .string(gateway.presence)),
+                ])
+            })),
+            ("channels_truncated", .bool(presence.truncated)),
+            ("channels", .array(presence.channels.map { channel -> JSONValue in
+                .object([
+                    ("channel", .string(channel.channel)), ("clients", .int(channel.clients)),
+                    ("users", channel.users.map(JSONValue.int) ?? .null), ("gateways", channel.gateways.map(JSONValue.int) ?? .null),
+                ])
+            })),
+        ])
     }
 
     static func pad(_ text: String, _ width: Int, left: Bool) -> String {
@@ -107,6 +168,7 @@ enum BatchReport {
             ("interval_seconds", .number(interval)),
             ("cluster", cluster),
             ("gateways", .array(gateways)),
+            ("presence", presenceJSON(frame.presence)),
         ]).rendered + "\n"
     }
 }

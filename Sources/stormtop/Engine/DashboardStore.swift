@@ -2,12 +2,19 @@ import Foundation
 import StormCore
 import Synchronization
 
-/// A gateway given on the command line.
+/// A gateway to poll: given on the command line, or found in the registry in Redis.
 struct GatewayTarget: Sendable, Equatable {
     var endpoint: StormEndpoint
+    /// The metrics path: `/metrics` unless the registry advertises another.
+    var path: String = "/metrics"
+    /// The gateway's id in the registry, when it was discovered there.
+    var registryID: String?
     /// `host:port`, what the table shows.
     var address: String { endpoint.hostHeader }
     var url: String { endpoint.description }
+    /// What identifies the gateway across polls: a discovered gateway also given with `--gateway` is
+    /// polled once.
+    var key: String { endpoint.description + path }
 
     /// Parses every `--gateway` value and `STORM_GATEWAYS` entry; duplicates are dropped so one gateway
     /// is not polled (and counted) twice.
@@ -22,6 +29,20 @@ struct GatewayTarget: Sendable, Equatable {
             }
         }
         return targets
+    }
+
+    /// The target of a registry record: its advertised metrics URL, with the path it names.
+    init(discovered gateway: DiscoveredGateway) throws(StormError) {
+        endpoint = try StormEndpoint(url: gateway.metricsURL)
+        var rest = Substring(gateway.metricsURL)
+        if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
+        if let slash = rest.firstIndex(of: "/") { path = String(rest[slash...]) }
+        registryID = gateway.id
+    }
+
+    init(endpoint: StormEndpoint, path: String = "/metrics") {
+        self.endpoint = endpoint
+        self.path = path
     }
 }
 
@@ -69,37 +90,81 @@ struct DashboardFrame: Sendable {
     var wallClock: Double
     /// Completed poll rounds (interactive: history samples taken).
     var generation: Int
+    /// What was read from Redis; nil without `--redis`.
+    var presence: PresenceSnapshot? = nil
 }
 
 /// The shared state between the pollers (which write) and the screen or report (which read).
 ///
 /// A `Mutex` rather than an actor: the curses loop runs synchronously on the main thread and must read
 /// the latest figures without awaiting, and the critical sections are a copy of a few structs.
+///
+/// The gateways are those given on the command line, always, plus those the registry in Redis lists at
+/// the last successful read: a gateway whose registry record expired leaves the table (one still given
+/// with `--gateway` stays, and shows DOWN once it stops answering). While Redis cannot be read the last
+/// list is kept, so a Redis outage does not empty the screen.
 final class DashboardStore: Sendable {
     struct State: Sendable {
         var trackers: [GatewayTracker]
         var history: [Double?] = []
         var generation = 0
+        var presence: PresenceSnapshot?
     }
 
     /// How many delivery-rate samples the sparkline keeps: 20 minutes at the default interval, more than
     /// any terminal is wide.
     static let historyLimit = 1200
 
-    let targets: [GatewayTarget]
+    /// Gateways given on the command line.
+    let configured: [GatewayTarget]
     private let state: Mutex<State>
 
-    init(targets: [GatewayTarget]) {
-        self.targets = targets
-        self.state = Mutex(State(trackers: targets.map(GatewayTracker.init(target:))))
+    init(targets: [GatewayTarget], presence: PresenceSnapshot? = nil) {
+        self.configured = targets
+        self.state = Mutex(State(trackers: targets.map(GatewayTracker.init(target:)), presence: presence))
     }
 
-    func record(_ index: Int, _ result: Result<ScrapeSample, StormError>) {
+    /// The gateways to poll now.
+    var targets: [GatewayTarget] { state.withLock { $0.trackers.map(\.target) } }
+
+    /// Whether `target` is still to be polled (a discovered gateway that left the registry is not).
+    func isPolled(_ target: GatewayTarget) -> Bool {
+        state.withLock { $0.trackers.contains { $0.target.key == target.key } }
+    }
+
+    func record(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
         state.withLock { state in
-            guard state.trackers.indices.contains(index) else { return }
+            guard let index = state.trackers.firstIndex(where: { $0.target.key == target.key }) else { return }
             switch result {
             case .success(let sample): state.trackers[index].record(sample)
             case .failure(let error): state.trackers[index].recordFailure(Self.reason(error))
+            }
+        }
+    }
+
+    /// Records a read of Redis and, when it succeeded, makes the polled gateways the configured ones plus
+    /// the registry's (keeping the samples of those already known).
+    func record(_ snapshot: PresenceSnapshot) {
+        var discovered: [GatewayTarget] = []
+        for gateway in snapshot.gateways {
+            // A record with an unusable URL is skipped rather than failing the whole view.
+            guard let target = try? GatewayTarget(discovered: gateway) else { continue }
+            if !discovered.contains(where: { $0.key == target.key }) { discovered.append(target) }
+        }
+        state.withLock { state in
+            if snapshot.state == .up {
+                var trackers: [GatewayTracker] = []
+                for target in configured + discovered where !trackers.contains(where: { $0.target.key == target.key }) {
+                    trackers.append(state.trackers.first { $0.target.key == target.key } ?? GatewayTracker(target: target))
+                }
+                state.trackers = trackers
+                state.presence = snapshot
+            } else {
+                // Keep the last good figures on screen, with the new state.
+                var kept = state.presence ?? snapshot
+                kept.state = snapshot.state
+                kept.readSeconds = snapshot.readSeconds
+                state.presence = kept
             }
         }
     }
@@ -119,7 +184,7 @@ final class DashboardStore: Sendable {
         let gateways = copy.trackers.map(\.figures)
         return DashboardFrame(
             gateways: gateways, cluster: ClusterFigures(gateways), deliveryHistory: copy.history, wallClock: wallClock,
-            generation: copy.generation)
+            generation: copy.generation, presence: copy.presence)
     }
 
     /// A short reason for the table: the error message without the code prefix and the repeated URL.

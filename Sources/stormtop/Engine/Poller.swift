@@ -1,22 +1,31 @@
 import Foundation
 import StormCore
+import Synchronization
 
-/// Polls every gateway's `/metrics` into a `DashboardStore`.
+/// Polls every gateway's `/metrics`, and Redis when given, into a `DashboardStore`.
 ///
 /// Each gateway has its own loop and its own deadline (`timeout`), so a slow or dead gateway delays only
-/// its own row; the screen reads the store and never waits for a poll.
-struct Poller: Sendable {
+/// its own row; the screen reads the store and never waits for a poll. With `--redis`, a supervisor reads
+/// the registry every interval (on the reader's own queue, bounded by the same timeout) and starts a loop
+/// for each gateway that appeared; the loop of a gateway that left the registry ends by itself.
+final class Poller: Sendable {
     let store: DashboardStore
-    let scrapers: [PrometheusScraper]
+    let presence: PresenceReader?
     /// Seconds between polls of one gateway (and between sparkline samples).
     let interval: Double
+    let timeout: Double
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
+    /// One kept-alive scraper per gateway, by `GatewayTarget.key`.
+    private let scrapers = Mutex<[String: PrometheusScraper]>([:])
+    /// Gateways whose loop runs, by key: a gateway that leaves and comes back is not polled twice.
+    private let running = Mutex<Set<String>>([])
 
-    init(store: DashboardStore, interval: Double, timeout: Double) {
+    init(store: DashboardStore, presence: PresenceReader? = nil, interval: Double, timeout: Double) {
         self.store = store
+        self.presence = presence
         self.interval = interval
-        self.scrapers = store.targets.map { PrometheusScraper(endpoint: $0.endpoint, timeoutSeconds: timeout) }
+        self.timeout = timeout
         self.started = ContinuousClock.now
     }
 
@@ -26,53 +35,86 @@ struct Poller: Sendable {
         return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
+    private func scraper(for target: GatewayTarget) -> PrometheusScraper {
+        scrapers.withLock { scrapers in
+            if let existing = scrapers[target.key] { return existing }
+            let made = PrometheusScraper(endpoint: target.endpoint, path: target.path, timeoutSeconds: timeout)
+            scrapers[target.key] = made
+            return made
+        }
+    }
+
     /// Polls one gateway once and records the outcome.
-    func poll(_ index: Int) async {
+    func poll(_ target: GatewayTarget) async {
         let result: Result<ScrapeSample, StormError>
         do {
-            let exposition = try await scrapers[index].scrape()
+            let exposition = try await scraper(for: target).scrape()
             result = .success(ScrapeSample(exposition: exposition, elapsed: elapsed, wallClock: Date().timeIntervalSince1970))
         } catch {
             result = .failure(error)
         }
-        store.record(index, result)
+        store.record(target, result)
     }
 
-    /// Polls every gateway once, concurrently, and returns when all have answered or timed out.
+    /// Reads Redis once (when given), which updates the list of gateways to poll.
+    func refreshPresence() async {
+        guard let presence else { return }
+        store.record(await presence.read())
+    }
+
+    /// Reads Redis, then polls every gateway once, concurrently; returns when all have answered or timed out.
     func pollAll() async {
+        await refreshPresence()
         await withTaskGroup(of: Void.self) { group in
-            for index in scrapers.indices {
-                group.addTask { await poll(index) }
+            for target in store.targets {
+                group.addTask { await self.poll(target) }
             }
         }
     }
 
-    /// Polls each gateway every `interval` and samples the sparkline, until the task is cancelled.
+    /// Polls each gateway every `interval`, reads Redis and samples the sparkline, until cancelled.
     func run() async {
         await withTaskGroup(of: Void.self) { group in
-            for index in scrapers.indices {
-                group.addTask {
-                    while !Task.isCancelled {
-                        let due = clock.now + .seconds(interval)
-                        await poll(index)
-                        // A poll that took longer than the interval is followed at once by the next.
-                        try? await Task.sleep(until: due, clock: clock)
-                    }
-                }
-            }
             group.addTask {
-                var due = clock.now + .seconds(interval)
+                var due = self.clock.now + .seconds(self.interval)
                 while !Task.isCancelled {
-                    try? await Task.sleep(until: due, clock: clock)
-                    store.sampleHistory()
-                    due = due + .seconds(interval)
-                    if due < clock.now { due = clock.now + .seconds(interval) }
+                    try? await Task.sleep(until: due, clock: self.clock)
+                    self.store.sampleHistory()
+                    due = due + .seconds(self.interval)
+                    if due < self.clock.now { due = self.clock.now + .seconds(self.interval) }
                 }
             }
+            while !Task.isCancelled {
+                let due = clock.now + .seconds(interval)
+                await refreshPresence()
+                for target in store.targets where running.withLock({ $0.insert(target.key).inserted }) {
+                    group.addTask { await self.loop(target) }
+                }
+                try? await Task.sleep(until: due, clock: clock)
+            }
+            group.cancelAll()
         }
+    }
+
+    /// One gateway's loop: ends when cancelled or when the gateway is no longer to be polled.
+    private func loop(_ target: GatewayTarget) async {
+        while !Task.isCancelled && store.isPolled(target) {
+            let due = clock.now + .seconds(interval)
+            await poll(target)
+            // A poll that took longer than the interval is followed at once by the next.
+            try? await Task.sleep(until: due, clock: clock)
+        }
+        running.withLock { _ = $0.remove(target.key) }
+        let scraper = scrapers.withLock { $0.removeValue(forKey: target.key) }
+        await scraper?.close()
     }
 
     func close() async {
-        for scraper in scrapers { await scraper.close() }
+        let all = scrapers.withLock { scrapers in
+            defer { scrapers.removeAll() }
+            return Array(scrapers.values)
+        }
+        for scraper in all { await scraper.close() }
+        presence?.close()
     }
 }

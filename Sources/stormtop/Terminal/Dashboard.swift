@@ -31,7 +31,7 @@ struct Dashboard {
         let polling = Task.detached { [poller] in await poller.run() }
         defer { polling.cancel() }
 
-        var state = ViewState()
+        var state = poller.presence == nil ? ViewState() : ViewState.withPresenceChannels()
         var frozen: DashboardFrame?
         while true {
             let signalNumber = receivedSignal.load(ordering: .relaxed)
@@ -43,7 +43,7 @@ struct Dashboard {
                 frozen = nil
             }
             let frame = frozen ?? live
-            let rowCount = Layout.rows(frame.gateways, state: state).count
+            let rowCount = Layout.rowCount(frame, state: state)
             let pageSize = Layout.pageSize(rows: terminal.rows, view: state.view)
             state.clampScroll(pageSize: pageSize, rowCount: rowCount)
             terminal.clear()

@@ -30,14 +30,26 @@ struct ViewState: Sendable, Equatable {
     var sortReversed: [View: Bool] = [:]
     /// First table row shown.
     var scroll = 0
-    /// Case-insensitive substring on address and state; empty shows everything.
+    /// Case-insensitive substring on address and state (on the channel name in the channels view with
+    /// `--redis`); empty shows everything.
     var filter = ""
     /// The filter being typed after `/`, or nil.
     var editingFilter: String?
     var paused = false
     var showingHelp = false
+    /// The channels view lists channels from Redis (`--redis`) instead of gateways.
+    var presenceChannels = false
 
     var currentSortColumn: Int { sortColumn[view] ?? 0 }
+
+    /// The state of a dashboard with `--redis`: the channels view lists channels from Redis, busiest
+    /// (most clients) first.
+    static func withPresenceChannels() -> ViewState {
+        var state = ViewState()
+        state.presenceChannels = true
+        state.sortColumn[.channels] = 1
+        return state
+    }
     var currentSortReversed: Bool { sortReversed[view] ?? false }
 
     /// Applies one key. `pageSize` is the number of table rows visible, `rowCount` the rows after the
@@ -78,12 +90,12 @@ struct ViewState: Sendable, Equatable {
         case .character("p"), .character("P"), .character(" "):
             paused.toggle()
         case .character("s"):
-            let count = Layout.columns(view).count
+            let count = Layout.columnCount(self)
             sortColumn[view] = (currentSortColumn + 1) % max(1, count)
             sortReversed[view] = false
             scroll = 0
         case .character("S"):
-            let count = Layout.columns(view).count
+            let count = Layout.columnCount(self)
             sortColumn[view] = (currentSortColumn + count - 1) % max(1, count)
             sortReversed[view] = false
             scroll = 0
@@ -136,7 +148,7 @@ struct ViewState: Sendable, Equatable {
         ("Tab  1 2 3", "switch view: 1 gateways, 2 channels, 3 errors (Shift-Tab back)"),
         ("s  S", "sort by the next / previous column"),
         ("o", "reverse the sort order"),
-        ("/", "filter rows by address or state (Enter applies, Esc cancels)"),
+        ("/", "filter rows by address, state or channel (Enter applies, Esc cancels)"),
         ("Esc", "clear the filter"),
         ("Up Down  j k", "scroll one row"),
         ("PgUp PgDn", "scroll one page"),

@@ -6,22 +6,23 @@ enum SortValue: Sendable {
     case number(Double?)
 }
 
-/// One table column: how to show a gateway's figure in it and how to sort by it.
-struct Column: Sendable {
+/// One table column: how to show a row's figure in it and how to sort by it. `Row` is a gateway
+/// (`GatewayFigures`) or, in the channels view with `--redis`, a channel (`ChannelFigures`).
+struct Column<Row>: Sendable {
     var title: String
     var width: Int
     var leftAligned = false
     /// Whether the first `s` on this column sorts biggest first (figures) or A-Z (names).
     var descendingFirst = true
-    var text: @Sendable (GatewayFigures, Bool) -> String
-    var sortValue: @Sendable (GatewayFigures) -> SortValue
-    var style: @Sendable (GatewayFigures) -> TextStyle = { _ in .normal }
+    var text: @Sendable (Row, Bool) -> String
+    var sortValue: @Sendable (Row) -> SortValue
+    var style: @Sendable (Row) -> TextStyle = { _ in .normal }
 
-    static func number(_ title: String, _ width: Int, _ value: @escaping @Sendable (GatewayFigures) -> Double?, _ format: @escaping @Sendable (Double?) -> String) -> Column {
+    static func number(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?, _ format: @escaping @Sendable (Double?) -> String) -> Column {
         Column(title: title, width: width, text: { figures, _ in format(value(figures)) }, sortValue: { .number(value($0)) })
     }
 
-    static func latency(_ title: String, _ width: Int, _ value: @escaping @Sendable (GatewayFigures) -> Double?) -> Column {
+    static func latency(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?) -> Column {
         Column(title: title, width: width, text: { figures, unicode in Format.latency(value(figures), ascii: !unicode) }, sortValue: { .number(value($0)) })
     }
 }
@@ -42,15 +43,15 @@ enum Layout {
     static let minimumRows = 12
     static let minimumColumns = 50
 
-    static let gatewayColumn = Column(
+    static let gatewayColumn = Column<GatewayFigures>(
         title: "GATEWAY", width: 21, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.address },
         sortValue: { .text($0.address) })
-    static let stateColumn = Column(
+    static let stateColumn = Column<GatewayFigures>(
         title: "STATE", width: 5, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.state.label },
         sortValue: { .text($0.state.isDown ? "0" : $0.state == .up ? "2" : "1") },
         style: { $0.state.isDown ? .down : $0.state == .up ? .up : .dim })
 
-    static func columns(_ view: View) -> [Column] {
+    static func columns(_ view: View) -> [Column<GatewayFigures>] {
         switch view {
         case .gateways:
             return [
@@ -102,13 +103,58 @@ enum Layout {
         }
     }
 
+    /// The busiest-channels view with `--redis`: one row per channel with presence, from Redis.
+    static let channelColumns: [Column<ChannelFigures>] = [
+        Column(
+            title: "CHANNEL", width: 32, leftAligned: true, descendingFirst: false, text: { channel, _ in channel.channel },
+            sortValue: { .text($0.channel) }),
+        .number("CLIENTS", 7, { Double($0.clients) }, Format.count),
+        .number("USERS", 7, { $0.users.map { Double($0) } }, Format.count),
+        .number("GATEWAYS", 8, { $0.gateways.map { Double($0) } }, Format.count),
+    ]
+
+    /// Whether the channels view shows channels from Redis rather than each gateway's broker figures.
+    static func showsPresence(_ state: ViewState) -> Bool {
+        state.view == .channels && state.presenceChannels
+    }
+
+    /// The number of sortable columns of the view `state` is on (`s` cycles through them).
+    static func columnCount(_ state: ViewState) -> Int {
+        showsPresence(state) ? channelColumns.count : columns(state.view).count
+    }
+
+    /// The title and direction of the current sort column.
+    static func sortTitle(_ state: ViewState) -> (title: String, descending: Bool) {
+        func pick<Row>(_ columns: [Column<Row>]) -> (String, Bool) {
+            let column = columns[min(state.currentSortColumn, columns.count - 1)]
+            return (column.title, column.descendingFirst != state.currentSortReversed)
+        }
+        return showsPresence(state) ? pick(channelColumns) : pick(columns(state.view))
+    }
+
     /// The rows of the current view: filtered, then sorted (ties by address, so rows do not jump).
     static func rows(_ gateways: [GatewayFigures], state: ViewState) -> [GatewayFigures] {
         let needle = state.filter.lowercased()
         let filtered = needle.isEmpty ? gateways : gateways.filter {
             $0.address.lowercased().contains(needle) || $0.state.label.lowercased().contains(needle)
         }
-        let columns = columns(state.view)
+        return sorted(filtered, columns: columns(state.view), state: state) { $0.address }
+    }
+
+    /// The channel rows: filtered on the channel name, then sorted (ties by name).
+    static func channelRows(_ channels: [ChannelFigures], state: ViewState) -> [ChannelFigures] {
+        let needle = state.filter.lowercased()
+        let filtered = needle.isEmpty ? channels : channels.filter { $0.channel.lowercased().contains(needle) }
+        return sorted(filtered, columns: channelColumns, state: state) { $0.channel }
+    }
+
+    /// The number of rows the current view has, for scrolling.
+    static func rowCount(_ frame: DashboardFrame, state: ViewState) -> Int {
+        if showsPresence(state) { return channelRows(frame.presence?.channels ?? [], state: state).count }
+        return rows(frame.gateways, state: state).count
+    }
+
+    static func sorted<Row>(_ filtered: [Row], columns: [Column<Row>], state: ViewState, name: (Row) -> String) -> [Row] {
         let column = columns[min(state.currentSortColumn, columns.count - 1)]
         let descending = column.descendingFirst != state.currentSortReversed
         return filtered.sorted { a, b in
@@ -122,7 +168,7 @@ enum Layout {
             case (.number(.none), .number(.some)):
                 return false
             default:
-                return a.address < b.address
+                return name(a) < name(b)
             }
         }
     }
@@ -192,14 +238,7 @@ enum Layout {
             ("Broker   ", .bold), ("\(c.brokersConnected)/\(c.brokersKnown) connected", brokerStyle),
             ("  \(Format.count(c.brokerSubscriptions)) channels", .normal),
         ])
-        // storm_redis_connected is 0 both when Redis is down and when the gateway runs without --redis:
-        // none connected is therefore shown plainly, some connected as a warning.
-        let redis: (String, TextStyle) =
-            c.redisKnown == 0
-            ? ("-", .dim)
-            : c.redisConnected == 0
-                ? ("0/\(c.redisKnown) connected (down, or no --redis)", .dim)
-                : ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
+        let redis = redisStatus(frame)
         put(canvas, 3, 44, [("Redis   ", .bold), redis])
 
         let label = "Delivered/s "
@@ -219,27 +258,86 @@ enum Layout {
             tabs.append((view == state.view ? "[\(title)]" : " \(title) ", view == state.view ? .selected : .normal))
             tabs.append((" ", .normal))
         }
-        let columns = columns(state.view)
-        let sortColumn = columns[min(state.currentSortColumn, columns.count - 1)]
-        let descending = sortColumn.descendingFirst != state.currentSortReversed
-        let arrow = unicode ? (descending ? "▼" : "▲") : (descending ? "v" : "^")
-        tabs.append(("  sort: \(sortColumn.title) \(arrow)", .normal))
+        let sort = sortTitle(state)
+        let arrow = unicode ? (sort.descending ? "▼" : "▲") : (sort.descending ? "v" : "^")
+        tabs.append(("  sort: \(sort.title) \(arrow)", .normal))
         if !state.filter.isEmpty { tabs.append(("  filter: \(state.filter)", .warning)) }
         put(canvas, 5, 0, tabs)
     }
 
-    static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
-        let columns = columns(state.view)
+    /// Column titles on a full-width bar; the sort column's title stands out. Columns that do not fit are
+    /// dropped from the right, never skipped in the middle.
+    static func renderTitles<Row>(_ columns: [Column<Row>], state: ViewState, on canvas: any Canvas) {
         let sortIndex = min(state.currentSortColumn, columns.count - 1)
-        // Column titles on a full-width bar; the sort column's title stands out.
         canvas.put(6, 0, String(repeating: " ", count: canvas.columns), .bar)
         var x = 0
-        // Columns that do not fit are dropped from the right, never skipped in the middle.
         for (index, column) in columns.enumerated() {
             guard x + column.width <= canvas.columns else { break }
             canvas.put(6, x, align(column.title, column.width, left: column.leftAligned), index == sortIndex ? .selected : .bar)
             x += column.width + 1
         }
+    }
+
+    /// The busiest channels from Redis: subscribers and unique users per channel, across the cluster.
+    static func renderChannels(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+        renderTitles(channelColumns, state: state, on: canvas)
+        let channels = frame.presence?.channels ?? []
+        let rows = channelRows(channels, state: state)
+        let page = pageSize(rows: canvas.rows, view: state.view)
+        let first = max(0, min(state.scroll, rows.count - page))
+        for (offset, channel) in rows.dropFirst(first).prefix(page).enumerated() {
+            var x = 0
+            for column in channelColumns {
+                guard x + column.width <= canvas.columns else { break }
+                canvas.put(headerRows + offset, x, align(column.text(channel, canvas.unicode), column.width, left: column.leftAligned), column.style(channel))
+                x += column.width + 1
+            }
+        }
+        if rows.isEmpty {
+            let message: String
+            switch frame.presence?.state {
+            case .down(let reason)?: message = "Redis is not answering: \(reason)"
+            case .waiting?, nil: message = "reading Redis…"
+            case .up?:
+                message = channels.isEmpty
+                    ? "no channel has presence (stormd --presence-channels, and --redis on every gateway)"
+                    : "no channel matches the filter \"\(state.filter)\" (Esc clears it)"
+            }
+            canvas.put(headerRows, 0, message, .dim)
+        }
+        var note = "Channels with presence in Redis: connections, unique users and gateways holding them."
+        if frame.presence?.truncated == true { note += " More keys than stormtop reads per poll: list incomplete." }
+        if rows.contains(where: { $0.users == nil }) { note += " Users '-': channel too big to read in full." }
+        canvas.put(canvas.rows - 2, 0, note, .dim)
+    }
+
+    /// The Redis figure of the header. With `--redis`, stormtop's own reading comes first. Without it,
+    /// `storm_redis_connected` is 0 both when Redis is down and when the gateway runs without --redis:
+    /// none connected is therefore shown plainly, some connected as a warning.
+    static func redisStatus(_ frame: DashboardFrame) -> (String, TextStyle) {
+        let c = frame.cluster
+        let gateways = c.redisKnown == 0 ? "" : "  gateways \(c.redisConnected)/\(c.redisKnown)"
+        if let presence = frame.presence {
+            switch presence.state {
+            case .waiting: return ("connecting", .dim)
+            case .down(let reason): return ("DOWN \(reason)", .down)
+            case .up:
+                let channels = "\(presence.channels.count)\(presence.truncated ? "+" : "") channels"
+                return ("up  \(presence.gateways.count) registered  \(channels)\(gateways)", .up)
+            }
+        }
+        if c.redisKnown == 0 { return ("-", .dim) }
+        if c.redisConnected == 0 { return ("0/\(c.redisKnown) connected (down, or no --redis)", .dim) }
+        return ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
+    }
+
+    static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+        if showsPresence(state) {
+            renderChannels(frame, state: state, on: canvas)
+            return
+        }
+        let columns = columns(state.view)
+        renderTitles(columns, state: state, on: canvas)
         let rows = rows(frame.gateways, state: state)
         let page = pageSize(rows: canvas.rows, view: state.view)
         let first = max(0, min(state.scroll, rows.count - page))
@@ -264,7 +362,7 @@ enum Layout {
         if state.view == .channels {
             canvas.put(
                 canvas.rows - 2, 0,
-                "Per-channel subscribers and presence need per-channel metrics (presence issue); shown: channels each gateway subscribes to at the broker.",
+                "Per-channel subscribers and users need --redis (presence in Redis); shown: channels each gateway subscribes to at the broker.",
                 .dim)
         }
     }
@@ -275,10 +373,10 @@ enum Layout {
             put(canvas, row, 0, [("/", .bold), (typed, .normal), ("_", .selected), ("   Enter apply  Esc cancel", .dim)])
             return
         }
-        let rows = rows(frame.gateways, state: state)
+        let count = rowCount(frame, state: state)
         let page = pageSize(rows: canvas.rows, view: state.view)
-        let first = max(0, min(state.scroll, rows.count - page))
-        let position = rows.count > page ? "rows \(first + 1)-\(min(rows.count, first + page)) of \(rows.count)  " : ""
+        let first = max(0, min(state.scroll, count - page))
+        let position = count > page ? "rows \(first + 1)-\(min(count, first + page)) of \(count)  " : ""
         put(canvas, row, 0, [
             (position, .normal),
             ("?", .bold), (" help  ", .dim), ("q", .bold), (" quit  ", .dim), ("p", .bold), (" pause  ", .dim),
@@ -296,7 +394,9 @@ enum Layout {
         }
         row += 1
         let notes = [
-            "Views: 1 Gateways (one row per gateway), 2 Channels (broker subscriptions and fan-out), 3 Errors (drops, client errors).",
+            "Views: 1 Gateways (one row per gateway), 2 Channels (with --redis: clients and users per channel; without: broker",
+            "subscriptions and fan-out per gateway), 3 Errors (drops, client errors).",
+            "With --redis, gateways come from the registry in Redis too; one whose record expired leaves the table.",
             "Rates are per second between the last two polls; p95s are from the histogram buckets observed in that interval.",
             "A gateway that does not answer within --timeout is shown DOWN with the reason.",
         ]
