@@ -74,6 +74,8 @@ final class Authenticator: Sendable {
                 do throws(StormError) {
                     try await self.refresh()
                 } catch {
+                    // A refresh cut short by shutdown (the store closing under it) is not news.
+                    if Task.isCancelled { return }
                     self.logger.warning("cannot refresh users and channel rules; keeping the last ones", metadata: ["storm.store": "\(self.store.endpointDescription)", "error": "\(error.message)"])
                 }
             }
