@@ -308,7 +308,7 @@ extension GatewayConfiguration {
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
         log-format = \(logFormat.rawValue)
-        otlp-endpoint = \(otlpEndpoint ?? "")
+        otlp-endpoint = \(otlpEndpoint.map(OTLPTracing.redacted) ?? "")
         workers = \(workers)
         web-ui = \(limits.webUI ? "on" : "off")
         jetstream = \(jetStream ? "on" : "off")

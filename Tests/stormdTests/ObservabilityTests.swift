@@ -157,6 +157,8 @@ struct StructuredLogTests {
         #expect(fromEnvironment.logFormat == .text)
         #expect(throws: StormError.self) { try GatewayConfiguration(sources: ConfigurationSources(flags: [.logFormat: "yaml"])) }
         #expect(throws: StormError.self) { try GatewayConfiguration(sources: ConfigurationSources(flags: [.otlpEndpoint: "collector:4318"])) }
+        #expect(OTLPTracing.redacted("https://user:pw@collector:4318") == "https://***@collector:4318")
+        #expect(OTLPTracing.redacted("http://127.0.0.1:4318") == "http://127.0.0.1:4318")
         if OTLPTracing.isAvailable {
             let otlp = try GatewayConfiguration(sources: ConfigurationSources(flags: [.otlpEndpoint: "http://127.0.0.1:4318"]))
             #expect(otlp.otlpEndpoint == "http://127.0.0.1:4318")
@@ -326,6 +328,32 @@ struct TraceTests {
     }
 }
 
+@Suite("History consumer traces")
+struct ConsumerTraceTests {
+    @Test("a batch insert span links to the publish span of every traced message in the batch")
+    func insertSpanLinks() throws {
+        let tracer = W3CTestTracer()
+        let otherTrace = "0af7651916cd43dd8448eb211c80319c"
+        func row(_ offset: Int64, _ trace: TraceHeaders?) -> HistoryRow {
+            HistoryRow(channel: "room", offset: offset, id: "m\(offset)", timestampMicros: 1, encoding: "text", envelope: [], trace: trace)
+        }
+        let rows = [
+            row(1, TraceHeaders(traceparent: traceparent)), row(2, nil),
+            row(3, TraceHeaders(traceparent: "00-\(otherTrace)-b7ad6b7169203331-01")),
+        ]
+        let span = try #require(HistoryConsumer.startInsertSpan(StormTracing(tracer), rows: rows))
+        span.end()
+        let finished = try #require(tracer.finishedSpans.first { $0.operationName == "history insert" })
+        #expect(finished.kind == .client)
+        #expect(finished.attributes.get("db.operation.batch.size") == .int64(3))
+        let linked = finished.links.compactMap { $0.context.inMemorySpanContext }
+        #expect(linked.map(\.traceID) == [traceID, otherTrace])
+        #expect(linked.map(\.spanID) == [parentSpanID, "b7ad6b7169203331"])
+        // A batch with no traced message makes no span.
+        #expect(HistoryConsumer.startInsertSpan(StormTracing(tracer), rows: [row(4, nil)]) == nil)
+    }
+}
+
 @Suite("Traces through NATS", .serialized, .enabled(if: TestEnvironment.natsURL != nil || TestEnvironment.isCI, "STORM_TEST_NATS_URL is not set: run ./scripts/test"))
 struct NATSTraceTests {
     @Test("the traceparent of POST /publish is stored in the JetStream message headers and continued in the fan-out")
@@ -377,3 +405,116 @@ struct NATSTraceTests {
         await socket.close()
     }
 }
+
+#if OTLP
+import NIOHTTP1
+import NIOPosix
+
+/// A minimal OTLP/HTTP collector on port 0: records each request's path and body, answers 200 with an
+/// empty protobuf `ExportTraceServiceResponse`.
+private final class TinyCollector: Sendable {
+    struct Request: Sendable {
+        var path: String
+        var headers: [(String, String)]
+        var body: [UInt8]
+    }
+
+    let requests = NIOLockedValueBox<[Request]>([])
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+    }
+
+    var port: Int { channel.localAddress?.port ?? 0 }
+
+    static func start() async throws -> TinyCollector {
+        let box = NIOLockedValueBox<TinyCollector?>(nil)
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(record: { request in box.withLockedValue { $0?.requests.withLockedValue { $0.append(request) } } }))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let collector = TinyCollector(channel: channel)
+        box.withLockedValue { $0 = collector }
+        return collector
+    }
+
+    func stop() async { try? await channel.close() }
+
+    private final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let record: @Sendable (Request) -> Void
+        var current: Request?
+
+        init(record: @escaping @Sendable (Request) -> Void) { self.record = record }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch Self.unwrapInboundIn(data) {
+            case .head(let head): current = Request(path: head.uri, headers: head.headers.map { ($0.name, $0.value) }, body: [])
+            case .body(let buffer): current?.body += Array(buffer.readableBytesView)
+            case .end:
+                if let current { record(current) }
+                current = nil
+                var headers = HTTPHeaders()
+                headers.add(name: "Content-Type", value: "application/x-protobuf")
+                headers.add(name: "Content-Length", value: "0")
+                context.write(Self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.writeAndFlush(Self.wrapOutboundOut(.end(nil)), promise: nil)
+            }
+        }
+    }
+}
+
+@Suite("OTLP export")
+struct OTLPExportTests {
+    @Test("with --otlp-endpoint, the publish and fan-out spans arrive at an OTLP/HTTP collector")
+    func spansReachCollector() async throws {
+        let collector = try await TinyCollector.start()
+        var configuration = try GatewayConfiguration(sources: ConfigurationSources(flags: [.otlpEndpoint: "http://127.0.0.1:\(collector.port)"]))
+        configuration.listen = .init(host: "127.0.0.1", port: 0)
+        configuration.eventLoops = 1
+        var logger = Logger(label: "otlp-test")
+        logger.logLevel = .warning
+        let tracing = try #require(try OTLPTracing.make(configuration: configuration, logger: logger, exportDelay: .milliseconds(100)))
+        let exporter = Task { try await tracing.service.run() }
+        let gateway = Gateway(configuration: configuration, broker: MemoryBroker(), logger: logger, tracer: tracing.tracer)
+        try await gateway.start()
+        let socket = try await TestWebSocket.connect(port: gateway.port)
+        _ = try await socket.subscribe(["room"])
+        let connection = try await RawConnection.connect(port: gateway.port)
+        let response = try await connection.request("POST", "/publish?subject=room", body: Array("hi".utf8), headers: ["traceparent: \(traceparent)"])
+        #expect(response.status == 200)
+        _ = try await socket.next("message")
+
+        let deadline = ContinuousClock.now + .seconds(10)
+        var names: Set<String> = []
+        while ContinuousClock.now < deadline {
+            let requests = collector.requests.withLockedValue { $0 }
+            names = []
+            for request in requests where request.path == "/v1/traces" {
+                let compressed = request.headers.contains { $0.0.lowercased() == "content-encoding" }
+                #expect(!compressed, "the test collector reads uncompressed protobuf")
+                let body = request.body
+                for name in ["publish room", "fanout room"] where body.firstRange(of: Array(name.utf8)) != nil { names.insert(name) }
+                // The client's trace id, as 16 raw bytes.
+                let id = stride(from: 0, to: 32, by: 2).compactMap { UInt8(traceID.dropFirst($0).prefix(2), radix: 16) }
+                #expect(body.firstRange(of: id) != nil)
+            }
+            if names.count == 2 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(names == ["publish room", "fanout room"])
+        await connection.close()
+        await socket.close()
+        await gateway.stop()
+        exporter.cancel()
+        _ = try? await exporter.value
+        await collector.stop()
+    }
+}
+#endif

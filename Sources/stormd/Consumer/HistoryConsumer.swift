@@ -270,7 +270,7 @@ final class HistoryConsumer: Service, Sendable {
 
     /// The batch's span, linked to the publish span of every message that carried trace context (a batch
     /// holds messages of many traces, so links rather than one parent); `nil` when none did.
-    private static func startInsertSpan(_ tracing: StormTracing, rows: [HistoryRow]) -> (any Span)? {
+    static func startInsertSpan(_ tracing: StormTracing, rows: [HistoryRow]) -> (any Span)? {
         guard rows.contains(where: { $0.trace != nil }) else { return nil }
         let span = tracing.startSpan("history insert", context: .topLevel, ofKind: .client)
         span.attributes["db.system.name"] = "postgresql"

@@ -42,16 +42,21 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     /// Who opened the stream (authorized for every channel before the session was made).
     private let principal: Principal
-    /// The gateway's logger with this connection's `storm.connection_id`.
-    private let logger: Logger
+    /// `storm.connection_id` in this connection's log lines (only the id is kept, see `WebSocketSession`).
+    private let connectionID: ConnectionID
+
+    /// The gateway's logger with this connection's id; made only when something is logged.
+    private var logger: Logger {
+        var logger = gateway.logger
+        logger[metadataKey: "storm.connection_id"] = "\(connectionID)"
+        return logger
+    }
 
     init(
         gateway: GatewayContext, hub: LoopHub, channels: [ChannelName], keepAlive: Bool, resume: ResumePoint? = nil, principal: Principal = .anonymous,
-        connectionID: String? = nil
+        connectionID: ConnectionID? = nil
     ) {
-        var logger = gateway.logger
-        logger[metadataKey: "storm.connection_id"] = "\(connectionID ?? gateway.connectionIDs.nextConnection())"
-        self.logger = logger
+        self.connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
         self.principal = principal
         self.gateway = gateway
         self.hub = hub
@@ -65,7 +70,9 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         self.context = context
         self.writer = try? context.pipeline.syncOperations.context(handlerType: HTTPResponseEncoder.self)
         hub.register(self)
-        logger.debug("event stream opened", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.channels": "\(requested.count)"])
+        if gateway.logger.logLevel <= .debug {
+            logger.debug("event stream opened", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.channels": "\(requested.count)"])
+        }
         if principal.user != nil { channels.registerClient(session: self) }
         if resume != nil { recovery.begin(requested) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
@@ -159,7 +166,7 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         hub.unregister(self)
         if counted { gateway.metrics.sseConnections.decrement() }
         counted = false
-        logger.debug("event stream closed")
+        if gateway.logger.logLevel <= .debug { logger.debug("event stream closed") }
         context = nil
         writer = nil
     }

@@ -34,13 +34,19 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var recovery = RecoveryGate()
     /// Who the upgrade request authenticated as; replaced (same user) by a `refresh` op.
     private var principal: Principal
-    /// The gateway's logger with this connection's `storm.connection_id`.
-    private let logger: Logger
+    /// `storm.connection_id` in this connection's log lines. Only the id is kept (a short string is stored
+    /// inline): a `Logger` per connection would cost a few hundred bytes of every idle connection.
+    private let connectionID: ConnectionID
 
-    init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous, connectionID: String? = nil) {
+    /// The gateway's logger with this connection's id; made only when something is logged.
+    private var logger: Logger {
         var logger = gateway.logger
-        logger[metadataKey: "storm.connection_id"] = "\(connectionID ?? gateway.connectionIDs.nextConnection())"
-        self.logger = logger
+        logger[metadataKey: "storm.connection_id"] = "\(connectionID)"
+        return logger
+    }
+
+    init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous, connectionID: ConnectionID? = nil) {
+        self.connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
         self.gateway = gateway
         self.hub = hub
         self.principal = principal
@@ -55,7 +61,9 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         hub.register(self)
         gateway.metrics.webSocketConnections.increment()
         gateway.metrics.webSocketAccepted.increment()
-        logger.debug("websocket connected", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
+        if gateway.logger.logLevel <= .debug {
+            logger.debug("websocket connected", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
+        }
         // Known to presence under its user from the start, so disconnecting the user reaches it.
         if principal.user != nil { channels.registerClient(session: self) }
     }
@@ -79,7 +87,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         channels.removeAll(session: self)
         hub.unregister(self)
         gateway.metrics.webSocketConnections.decrement()
-        logger.debug("websocket closed")
+        if gateway.logger.logLevel <= .debug { logger.debug("websocket closed") }
         self.context = nil
         self.writer = nil
     }

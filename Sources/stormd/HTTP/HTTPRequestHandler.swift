@@ -23,14 +23,14 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let gateway: GatewayContext
     private let hub: LoopHub
     private var state = State.idle
-    private let connectionID: String
+    private let connectionID: ConnectionID
     /// The gateway's logger with `storm.connection_id`, and `storm.request_id` of the current request.
     private var logger: Logger
     /// The current request's id: the client's `X-Request-Id` when it is a sane token, else a new one.
     /// Answered as `X-Request-Id`.
     private var requestID: String?
 
-    init(gateway: GatewayContext, hub: LoopHub, connectionID: String? = nil) {
+    init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil) {
         self.gateway = gateway
         self.hub = hub
         let connectionID = connectionID ?? gateway.connectionIDs.nextConnection()

@@ -27,8 +27,16 @@ struct OTLPTracing: Sendable {
         #endif
     }
 
+    /// The endpoint for `--print-config` and logs: credentials in it (`http://user:pass@host`) become `***`.
+    static func redacted(_ endpoint: String) -> String {
+        guard let scheme = endpoint.range(of: "://"), let at = endpoint[scheme.upperBound...].lastIndex(of: "@") else { return endpoint }
+        return String(endpoint[..<scheme.upperBound]) + "***" + String(endpoint[at...])
+    }
+
     /// The tracer and exporter service for `configuration.otlpEndpoint`; `nil` when none is configured.
-    static func make(configuration: GatewayConfiguration, logger: Logger) throws -> OTLPTracing? {
+    /// `exportDelay`: how long spans collect before a batch is sent (OpenTelemetry's default, 5 s;
+    /// `OTEL_BSP_SCHEDULE_DELAY` overrides it).
+    static func make(configuration: GatewayConfiguration, logger: Logger, exportDelay: Duration = .seconds(5)) throws -> OTLPTracing? {
         guard let endpoint = configuration.otlpEndpoint else { return nil }
         #if OTLP
         var otel = OTel.Configuration.default
@@ -41,10 +49,11 @@ struct OTLPTracing: Sendable {
         otel.traces.enabled = true
         otel.traces.sampler = .parentBasedAlwaysOn
         otel.traces.exporter = .otlp
+        otel.traces.batchSpanProcessor.scheduleDelay = exportDelay
         otel.traces.otlpExporter.protocol = .httpProtobuf
         otel.traces.otlpExporter.endpoint = endpoint.hasSuffix("/v1/traces") ? endpoint : endpoint.trimmingSuffix("/") + "/v1/traces"
         let backend = try OTel.makeTracingBackend(configuration: otel)
-        logger.info("exporting traces over OTLP/HTTP", metadata: ["storm.otlp_endpoint": "\(endpoint)"])
+        logger.info("exporting traces over OTLP/HTTP", metadata: ["storm.otlp_endpoint": "\(redacted(endpoint))"])
         return OTLPTracing(tracer: backend.factory, service: backend.service)
         #else
         throw StormError(.configuration, "--otlp-endpoint \(endpoint): this stormd was built without the OTLP trait")

@@ -121,7 +121,7 @@ final class ConnectionIDs: Sendable {
     }
 
     func nextRequest() -> String { "\(prefix)-r\(requests.wrappingIncrementThenLoad(ordering: .relaxed))" }
-    func nextConnection() -> String { "\(prefix)-c\(connections.wrappingIncrementThenLoad(ordering: .relaxed))" }
+    func nextConnection() -> ConnectionID { ConnectionID(prefix: prefix, number: connections.wrappingIncrementThenLoad(ordering: .relaxed)) }
 
     /// A client's `X-Request-Id`, kept when it is a short token (1 to 128 of A-Z a-z 0-9 - _ . : / + = @),
     /// so it can go into logs and the response unescaped.
@@ -136,6 +136,14 @@ final class ConnectionIDs: Sendable {
         }
         return allowed ? value : nil
     }
+}
+
+/// A connection's id, `<instance id>-c<n>`, formatted only when logged: the prefix's storage is shared by
+/// every connection, so keeping the id costs 24 bytes of each connection and no allocation.
+struct ConnectionID: Sendable, Equatable, CustomStringConvertible {
+    let prefix: String
+    let number: UInt64
+    var description: String { "\(prefix)-c\(number)" }
 }
 
 /// The fan-out span of one traced message on this gateway: started when the broker hands the message over
