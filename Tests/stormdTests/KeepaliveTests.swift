@@ -9,7 +9,7 @@ import Testing
 struct KeepaliveTests {
     @Test("a silent WebSocket client is pinged, then dropped; one that answers stays")
     func webSocketPings() async throws {
-        try await TestGateway.with(configure: { $0.limits.webSocketPingInterval = .seconds(1) }) { gateway in
+        try await TestGateway.with(configure: { $0.limits.webSocketPingInterval = .seconds(2) }) { gateway in
             let silent = try await TestWebSocket.connect(port: gateway.port)
             let lively = try await TestWebSocket.connect(port: gateway.port)
             _ = try await silent.subscribe(["quiet"])
@@ -18,7 +18,7 @@ struct KeepaliveTests {
             // The lively client answers each ping with a pong, as browsers do.
             async let livelyPings: Int = {
                 var pings = 0
-                let deadline = ContinuousClock.now + .seconds(4)
+                let deadline = ContinuousClock.now + .seconds(7)
                 while ContinuousClock.now < deadline {
                     guard let frame = try? await lively.readFrame(seconds: 1) else { continue }
                     if frame.opcode == 0x9 {
@@ -30,9 +30,9 @@ struct KeepaliveTests {
                 return pings
             }()
 
-            let ping = try await silent.readFrame(seconds: 5)
+            let ping = try await silent.readFrame(seconds: 10)
             #expect(ping.opcode == 0x9)
-            let close = try await silent.readFrame(seconds: 5)
+            let close = try await silent.readFrame(seconds: 10)
             #expect(close.opcode == 0x8)
             #expect(close.closeCode == 1001)
             try await silent.connection.waitUntilClosed()

@@ -132,7 +132,10 @@ private final class PrivateNATSServer {
     func start() throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["-a", "127.0.0.1", "-p", "\(port)"]
+        // JetStream on, with a store that outlives a restart, as in production: the broker's stream is
+        // still there when the server comes back.
+        let store = FileManager.default.temporaryDirectory.appendingPathComponent("storm-nats-\(port)").path
+        process.arguments = ["-a", "127.0.0.1", "-p", "\(port)", "-js", "-sd", store]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
