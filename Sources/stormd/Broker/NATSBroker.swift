@@ -215,7 +215,7 @@ final class NATSBroker: MessageBroker {
                 if let failure {
                     throw StormError(
                         .configuration,
-                        "\(failure.message). Is JetStream enabled on the NATS server (nats-server -js)? Use --no-jetstream for core NATS without history.")
+                        "\(failure.message). Is JetStream enabled on the NATS server (nats-server -js)? Use --jetstream off for core NATS without history.")
                 }
             }
         }
@@ -254,7 +254,7 @@ final class NATSBroker: MessageBroker {
     func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
         _ = try connectedConnection(orElse: "history cannot be read")
         guard let context = readyJetStream() else {
-            throw StormError(.notFound, "history is not kept: JetStream is off (--no-jetstream)")
+            throw StormError(.notFound, "history is not kept: JetStream is off (--jetstream off)")
         }
         let subject = subject(for: channel)
         let allocator = self.allocator
