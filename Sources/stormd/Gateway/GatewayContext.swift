@@ -17,12 +17,15 @@ final class GatewayContext: Sendable {
     let auth: Authenticator
     /// Request and connection ids for logs (`storm.request_id`, `storm.connection_id`) and `X-Request-Id`.
     let connectionIDs: ConnectionIDs
+    /// Long-term history in PostgreSQL (with `--postgres`): serves what the broker no longer keeps.
+    let historyStore: (any HistoryStore)?
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
-        logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw")
+        logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil
     ) {
         self.connectionIDs = connectionIDs
+        self.historyStore = historyStore
         self.router = router
         self.publisher = publisher
         self.metrics = metrics

@@ -5,8 +5,10 @@ import StormCore
 /// `GET /api/v1/channels/{channel}/history?since=OFFSET&limit=N`: a channel's stored messages after an
 /// offset, oldest first (docs/protocol.md, "History").
 ///
-/// Recent history comes from the broker (JetStream, or the in-memory window). Work is bounded: at most
-/// `maximumLimit` messages per request; an offset above the newest one is refused rather than waited for.
+/// Recent history comes from the broker (JetStream, or the in-memory window); what the broker no longer
+/// keeps (an offset older than its retention) comes from PostgreSQL when `--postgres` is set. Work is
+/// bounded: at most `maximumLimit` messages per request; an offset above the newest one is refused rather
+/// than waited for.
 enum HistoryRoutes {
     static let defaultLimit = 100
     static let maximumLimit = 1000
@@ -27,10 +29,18 @@ enum HistoryRoutes {
         }
         let (channel, since, limit) = request
         let broker = gateway.broker
+        let store = gateway.historyStore
         let promise = eventLoop.makePromise(of: ByteBuffer.self)
         Task {
             do {
-                let history = try await broker.history(of: channel, after: since, limit: limit)
+                var history = try await broker.history(of: channel, after: since, limit: limit)
+                if since < history.lostUpTo, let store {
+                    // Older than the stream keeps: PostgreSQL has it (the consumer copied it there).
+                    let rows = try await store.history(channel: channel, after: Int64(since), limit: limit)
+                    history.messages = rows.map { StoredEnvelope(offset: UInt64($0.offset), envelope: ByteBuffer(bytes: $0.envelope)) }
+                    history.lostUpTo = 0
+                    if history.latestOffset == nil, let newest = rows.last { history.latestOffset = UInt64(newest.offset) }
+                }
                 guard since <= history.brokerLatestOffset else {
                     throw StormError(.badRequest, "offset \(since) is in the future: the newest offset is \(history.brokerLatestOffset)")
                 }

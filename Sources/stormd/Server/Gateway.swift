@@ -75,7 +75,7 @@ final class Gateway: Service, Sendable {
         let auth = Authenticator(configuration: configuration.auth, store: store, metrics: metrics, logger: logger)
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
-            connectionIDs: ConnectionIDs(instanceID: ids.instanceID))
+            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) })
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
