@@ -188,8 +188,9 @@ final class HistoryConsumer: Service, Sendable {
                 try await store(batch, epoch: current.epoch)
                 // Committed: now, and only now, acknowledge.
                 let malformed = batch.malformedCount
+                let fetched = batch.count  // read before acknowledge() frees the list
                 await onNATSThread { batch.acknowledge() }
-                metrics.acknowledged.increment(by: Int64(batch.count - malformed))
+                metrics.acknowledged.increment(by: Int64(fetched - malformed))
                 if malformed > 0 {
                     metrics.malformed.increment(by: Int64(malformed))
                     logger.warning("terminated \(malformed) messages on STORM's subjects that are not envelopes (published by something other than a gateway?)")

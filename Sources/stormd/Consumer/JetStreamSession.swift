@@ -110,6 +110,22 @@ final class JetStreamSession: @unchecked Sendable {
         }
     }
 
+    /// Deletes a durable consumer (operators resetting history ingestion; tests replaying a stream).
+    func deleteConsumer(stream: String, name: String) throws(StormError) {
+        var errorCode = jsErrCode(rawValue: 0)
+        try natsCall("js_DeleteConsumer", .brokerUnavailable, "delete the consumer '\(name)' of stream '\(stream)'") {
+            js_DeleteConsumer(context, stream, name, nil, &errorCode)
+        }
+    }
+
+    /// Deletes a stream and every message in it.
+    func deleteStream(_ name: String) throws(StormError) {
+        var errorCode = jsErrCode(rawValue: 0)
+        try natsCall("js_DeleteStream", .brokerUnavailable, "delete the stream '\(name)'") {
+            js_DeleteStream(context, name, nil, &errorCode)
+        }
+    }
+
     /// Closes the connection and frees the context; idempotent.
     func close() {
         guard !closed else { return }

@@ -1,0 +1,222 @@
+import Foundation
+import Logging
+import StormCore
+import Testing
+
+@testable import stormd
+
+/// Where the integration tests find PostgreSQL. `./scripts/test` starts one (initdb in a temp dir) and
+/// sets these; in CI a missing server fails the suites instead of skipping them.
+enum PostgresTestEnvironment {
+    static var url: String? { nonEmpty("STORM_TEST_POSTGRES_URL") }
+    /// A `pg_ctl` wrapper that already knows the data directory and log file (see scripts/test).
+    static var pgCtl: String? { nonEmpty("STORM_TEST_PG_CTL") }
+    static var dataDirectory: String? { nonEmpty("STORM_TEST_PG_DATA") }
+
+    static var isCI: Bool {
+        guard let value = nonEmpty("CI")?.lowercased() else { return false }
+        return value != "false" && value != "0"
+    }
+
+    /// Run when there is a server, and in CI even without one, so that it fails loudly there.
+    static var shouldRun: Bool { url != nil || isCI }
+
+    static func requireURL() throws -> String {
+        guard let url else { throw Missing(variable: "STORM_TEST_POSTGRES_URL") }
+        return url
+    }
+
+    struct Missing: Error, CustomStringConvertible {
+        var variable: String
+        var description: String { "\(variable) is not set: run ./scripts/test, which starts PostgreSQL" }
+    }
+
+    private static func nonEmpty(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    static func logger(_ label: String) -> Logger {
+        var logger = Logger(label: "storm.test.\(label)")
+        logger.logLevel = ProcessInfo.processInfo.environment["STORM_TEST_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+        return logger
+    }
+
+    /// A new, empty database on the test server, so tests neither see nor disturb each other's rows.
+    /// Returns its URL (the server URL with the database name replaced).
+    static func freshDatabase() async throws -> String {
+        let url = try requireURL()
+        let name = "storm_t\(UInt32.random(in: 0...UInt32.max))"
+        let admin = PostgresClient(conninfo: url, size: 1, logger: logger("admin"))
+        defer { Task { await admin.shutdown() } }
+        try await admin.withConnection { connection throws(StormError) in
+            try connection.execute("CREATE DATABASE \(name)", doing: "create a test database")
+        }
+        guard let slash = url.lastIndex(of: "/") else { throw Missing(variable: "STORM_TEST_POSTGRES_URL (no /DATABASE)") }
+        return String(url[..<slash]) + "/" + name
+    }
+
+    /// Counts rows (and distinct ids) of `messages`.
+    static func counts(_ client: PostgresClient) async throws -> (rows: Int, distinctIDs: Int) {
+        let result = try await client.withConnection { connection throws(StormError) in
+            try connection.query("SELECT count(*), count(DISTINCT (channel, id)) FROM messages", doing: "count rows")
+        }
+        return (Int(result.int64(0, 0) ?? -1), Int(result.int64(0, 1) ?? -1))
+    }
+}
+
+/// A history row with a real envelope; offsets double as timestamps' microseconds.
+func testHistoryRow(_ channel: String, _ offset: Int64, id: String? = nil) throws -> HistoryRow {
+    let envelope = Envelope(
+        channel: try ChannelName(validating: channel), id: id ?? "\(channel)-\(offset)",
+        timestampMicros: 1_764_403_915_123_456 + UInt64(offset), payload: Array("{\"n\":\(offset)}".utf8))
+    return HistoryRow(
+        channel: channel, offset: offset, id: envelope.id, timestampMicros: envelope.timestampMicros, encoding: envelope.encoding.rawValue,
+        envelope: envelope.encoded())
+}
+
+@Suite("PostgreSQL store (real server)", .enabled(if: PostgresTestEnvironment.shouldRun, "needs STORM_TEST_POSTGRES_URL: run ./scripts/test"))
+struct PostgresTests {
+    @Test("migrations apply once, then report the schema up to date")
+    func migrationsAreIdempotent() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("migrate"))
+        defer { Task { await client.shutdown() } }
+        let logger = PostgresTestEnvironment.logger("migrate")
+        #expect(try await Migrations.currentVersion(using: client) == 0)
+        let first = try await Migrations.apply(using: client, logger: logger)
+        #expect(first == Migrations.all.map(\.version))
+        let second = try await Migrations.apply(using: client, logger: logger)
+        #expect(second.isEmpty)
+        // Concurrent appliers (workers starting together) serialise on the advisory lock.
+        async let a = Migrations.apply(using: client, logger: logger)
+        async let b = Migrations.apply(using: client, logger: logger)
+        let (concurrentA, concurrentB) = try await (a, b)
+        #expect(concurrentA.isEmpty && concurrentB.isEmpty)
+        #expect(try await Migrations.currentVersion(using: client) == Migrations.all.map(\.version).max())
+        let tables = try await client.withConnection { connection throws(StormError) in
+            try connection.query(
+                "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'", doing: "list tables")
+        }
+        #expect(tables.text(0, 0) == "channels,messages,schema_migrations,users")
+    }
+
+    @Test("inserting is idempotent on (channel, offset) and (channel, id)")
+    func insertIsIdempotent() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("insert"))
+        defer { Task { await client.shutdown() } }
+        try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("insert"))
+        let rows = try (1...100).map { try testHistoryRow("chat.a", Int64($0)) }
+        let first = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "1", on: connection) }
+        let again = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "1", on: connection) }
+        // The same message id at another offset (a publish retried outside the duplicate window).
+        let duplicate = try testHistoryRow("chat.a", 500, id: "chat.a-7")
+        let sameID = try await client.withConnection { connection throws(StormError) in
+            try insertMessages([duplicate], epoch: "1", on: connection)
+        }
+        #expect(first == 100)
+        #expect(again == 0)
+        #expect(sameID == 0)
+        let counts = try await PostgresTestEnvironment.counts(client)
+        #expect(counts.rows == 100 && counts.distinctIDs == 100)
+    }
+
+    @Test("HistoryStore returns ascending offsets after the given one, capped, with exact envelope bytes")
+    func historyReads() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("history"))
+        defer { Task { await client.shutdown() } }
+        try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("history"))
+        // Offsets are stream sequences: sparse per channel, interleaved between channels.
+        let rows = try (1...300).map { try testHistoryRow($0 % 3 == 0 ? "chat.b" : "chat.a", Int64($0)) }
+        _ = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "42", on: connection) }
+        let store = PostgresHistoryStore(client: client, maxLimit: 50)
+        let channel = try ChannelName(validating: "chat.a")
+
+        let page = try await store.history(channel: channel, after: 10, limit: 5)
+        #expect(page.map(\.offset) == [11, 13, 14, 16, 17])
+        #expect(page.allSatisfy { $0.epoch == "42" && $0.channel == channel })
+        #expect(page.first?.envelope == rows[10].envelope)
+
+        let capped = try await store.history(channel: channel, after: 0, limit: 1_000_000)
+        #expect(capped.count == 50)
+        #expect(capped.map(\.offset) == capped.map(\.offset).sorted())
+
+        #expect(try await store.history(channel: channel, after: 300, limit: 10).isEmpty)
+        #expect(try await store.history(channel: channel, after: 10, limit: 0).isEmpty)
+        await #expect(throws: StormError.self) { try await store.history(channel: channel, after: -1, limit: 10) }
+        #expect(try await store.latestOffset(channel: channel) == 299)
+        #expect(try await store.latestOffset(channel: ChannelName(validating: "chat.none")) == nil)
+    }
+
+    @Test("retention keeps each channel's newest N and nothing older than its age; channels rows override")
+    func retention() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("prune"))
+        defer { Task { await client.shutdown() } }
+        try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("prune"))
+        var rows = try (1...30).map { try testHistoryRow("big.a", Int64($0)) }
+        rows += try (31...35).map { try testHistoryRow("small.a", Int64($0)) }
+        rows += try (36...60).map { try testHistoryRow("custom.a", Int64($0)) }
+        let fixtures = rows
+        _ = try await client.withConnection { connection throws(StormError) in try insertMessages(fixtures, epoch: "1", on: connection) }
+        try await client.withConnection { connection throws(StormError) in
+            // The fixture timestamps are from 2025: make small.a recent so only the count rule can apply.
+            try connection.query("UPDATE messages SET ts = now() WHERE channel <> 'big.a'", doing: "age fixtures")
+            try connection.query(
+                #"INSERT INTO channels (pattern, options) VALUES ('custom.>', '{"history_size": 3}')"#, doing: "configure a channel")
+        }
+        let retention = HistoryRetention(
+            postgres: client, maxAge: .hours(24 * 365 * 100), maxCount: 10, metrics: nil, logger: PostgresTestEnvironment.logger("prune"))
+        let removed = try await retention.prune()
+        #expect(removed.byCount == 20 + 22)
+        let store = PostgresHistoryStore(client: client)
+        #expect(try await store.history(channel: ChannelName(validating: "big.a"), after: 0, limit: 100).map(\.offset) == Array(21...30))
+        #expect(try await store.history(channel: ChannelName(validating: "small.a"), after: 0, limit: 100).count == 5)
+        #expect(try await store.history(channel: ChannelName(validating: "custom.a"), after: 0, limit: 100).map(\.offset) == [58, 59, 60])
+
+        // By age: big.a's 2025 rows are older than a day.
+        let byAge = HistoryRetention(postgres: client, maxAge: .hours(24), maxCount: 10, metrics: nil, logger: PostgresTestEnvironment.logger("prune"))
+        #expect(try await byAge.prune().byAge == 10)
+        #expect(try await PostgresTestEnvironment.counts(client).rows == 8)
+    }
+
+    @Test("errors name the call and the server's words, never the password")
+    func errors() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("errors"))
+        defer { Task { await client.shutdown() } }
+        do {
+            _ = try await client.withConnection { connection throws(StormError) in
+                try connection.query("SELECT * FROM no_such_table", doing: "read a missing table")
+            }
+            Issue.record("a missing table must fail")
+        } catch {
+            #expect(error.code == .internalError)
+            #expect(error.message.contains("no_such_table") && error.message.contains("42P01") && error.message.contains("[PQexecParams]"))
+        }
+        // The connection survives a failed statement.
+        let one = try await client.withConnection { connection throws(StormError) in try connection.query("SELECT 1", doing: "select") }
+        #expect(one.text(0, 0) == "1")
+
+        let refused = PostgresClient(conninfo: "postgresql://storm:hunter2@127.0.0.1:1/storm", logger: PostgresTestEnvironment.logger("errors"))
+        defer { Task { await refused.shutdown() } }
+        do {
+            _ = try await refused.withConnection { connection throws(StormError) in try connection.query("SELECT 1", doing: "select") }
+            Issue.record("port 1 must refuse")
+        } catch {
+            #expect(error.code == .connection)
+            #expect(!error.message.contains("hunter2"))
+            #expect(error.message.contains("[PQconnectdbParams]"))
+        }
+    }
+
+    @Test("connection strings are redacted in URIs and keyword form")
+    func redaction() {
+        #expect(redactedPostgresConnectionString("postgresql://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db")
+        #expect(redactedPostgresConnectionString("postgres://u@h/db?password=secret&sslmode=require") == "postgres://u@h/db?password=***&sslmode=require")
+        #expect(redactedPostgresConnectionString("host=h password='se cret' dbname=db") == "host=h password=*** dbname=db")
+        #expect(redactedPostgresConnectionString("host=h user=u") == "host=h user=u")
+    }
+}
