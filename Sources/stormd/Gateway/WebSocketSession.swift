@@ -508,5 +508,9 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         promise.futureResult.assumeIsolated().whenComplete { [context] _ in
             context.close(promise: nil)
         }
+        // A peer that stopped reading never lets the close frame out: cut the connection anyway.
+        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) { [context] in
+            context.close(promise: nil)
+        }
     }
 }

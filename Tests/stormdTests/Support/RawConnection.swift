@@ -20,7 +20,9 @@ final class RawConnection: @unchecked Sendable {
     private var buffer = ByteBuffer()
     private var closed = false
 
-    static let group = MultiThreadedEventLoopGroup.singleton
+    /// Test clients get loops of their own, so nothing else in the test process (servers, brokers,
+    /// other suites running in parallel) can delay what they observe.
+    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
 
     private init(channel: any Channel) {
         self.channel = channel
