@@ -130,6 +130,7 @@ struct Serve: AsyncParsableCommand {
         fflush(nil)
         // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
         let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger, tracer: tracing?.tracer)
+        gateway.context.consumer.withLockedValue { $0 = storage.consumer }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)] + storage.services.map { .init(service: $0) }
         // Started with the gateway, stopped after it, so the last spans are flushed.
         if let exporter = tracing?.service { services.insert(.init(service: exporter), at: 0) }

@@ -322,3 +322,30 @@ enum AuthPostgres {
         return String(server[..<slash]) + "/" + name
     }
 }
+
+@Suite("Channel rules switch presence")
+struct ChannelRulePresenceTests {
+    @Test("a channel rule with presence on records subscribers even without --presence-channels; presence off hides them")
+    func presenceFromRules() async throws {
+        try await TestGateway.with { gateway in
+            let store = gateway.context.auth.store
+            _ = try await store.createChannel(pattern: "club.*", options: ChannelPolicy(presence: true))
+            _ = try await store.createChannel(pattern: "quiet", options: ChannelPolicy(presence: false))
+            try await gateway.context.auth.refresh()
+            let ws = try await TestWebSocket.connect(port: gateway.port)
+            #expect(try await ws.subscribe(["club.chess", "quiet"]).type == "reply")
+            let connection = try await RawConnection.connect(port: gateway.port)
+            var clients = ""
+            for _ in 0..<100 {
+                clients = try await connection.request("GET", "/api/v1/channels/club.chess/presence-stats").text
+                if clients.contains("\"clients\":1") { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(clients.contains("\"clients\":1"), "presence-stats said \(clients)")
+            #expect(try await connection.request("GET", "/api/v1/channels/quiet/presence").status == 404)
+            #expect(try await connection.request("GET", "/api/v1/channels/other/presence").status == 404)
+            await connection.close()
+            await ws.close()
+        }
+    }
+}

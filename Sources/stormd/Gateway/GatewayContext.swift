@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import StormCore
 
@@ -19,6 +20,8 @@ final class GatewayContext: Sendable {
     let connectionIDs: ConnectionIDs
     /// Long-term history in PostgreSQL (with `--postgres`): serves what the broker no longer keeps.
     let historyStore: (any HistoryStore)?
+    /// The history consumer running beside the gateway (`--role all`), for `/readyz`.
+    let consumer = NIOLockedValueBox<HistoryConsumer?>(nil)
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,

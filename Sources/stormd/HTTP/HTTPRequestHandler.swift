@@ -154,7 +154,18 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         } else if !gateway.broker.isConnected {
             respond(context: context, head: head, error: StormError(.brokerUnavailable, "broker \(gateway.broker.endpointDescription) is not connected"))
         } else {
-            let body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription)),\"presence\":\"\(gateway.presence.health)\"}\n"
+            // The gateway serves whatever its helpers' state: presence and the history consumer are
+            // reported (a degraded one needs attention) without taking the gateway out of rotation.
+            var body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription)),\"presence\":\"\(gateway.presence.health)\""
+            if let consumer = gateway.consumer.withLockedValue({ $0 }) {
+                switch consumer.health {
+                case .ready: body += ",\"consumer\":\"ready\""
+                case .starting: body += ",\"consumer\":\"starting\""
+                case .stopped: body += ",\"consumer\":\"stopped\""
+                case .degraded(let why): body += ",\"consumer\":\"degraded\",\"consumer_error\":\(JSONWriter.quoted(why))"
+                }
+            }
+            body += "}\n"
             respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: body))
         }
     }

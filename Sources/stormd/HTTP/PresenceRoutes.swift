@@ -47,7 +47,7 @@ enum PresenceRoutes {
             } catch {
                 return eventLoop.makeFailedFuture(error)
             }
-            guard tracker.configuration.channels.matches(channel) else {
+            guard tracker.recordsPresence(channel) else {
                 return eventLoop.makeFailedFuture(
                     StormError(.notFound, "presence is not enabled for channel '\(channel)': add it (or a pattern like '\(channel.rawValue.split(separator: ".").first ?? "").*') to --presence-channels"))
             }

@@ -223,15 +223,30 @@ final class PresenceTracker: Sendable {
         return client
     }
 
+    /// A channel rule's `presence` option (`stormctl channel create … --presence on|off`), consulted
+    /// before `--presence-channels`: `nil` when no rule says.
+    private let channelOverride = NIOLockedValueBox<(@Sendable (ChannelName) -> Bool?)?>(nil)
+
+    /// Lets channel rules switch presence on or off per channel (set once by the gateway).
+    func setChannelOverride(_ override: @escaping @Sendable (ChannelName) -> Bool?) {
+        channelOverride.withLockedValue { $0 = override }
+    }
+
+    /// Whether presence is recorded for `channel`: its channel rule decides, else `--presence-channels`.
+    func recordsPresence(_ channel: ChannelName) -> Bool {
+        if let override = channelOverride.withLockedValue({ $0 }), let decided = override(channel) { return decided }
+        return configuration.channels.matches(channel)
+    }
+
     /// Whether `channel` is tracked at all (presence recorded, or join/leave events sent).
     func tracks(_ channel: ChannelName) -> Bool {
-        configuration.channels.matches(channel) || configuration.events.matches(channel)
+        recordsPresence(channel) || configuration.events.matches(channel)
     }
 
     /// Records that `client` receives `channel` (after the subscription was confirmed).
     func join(_ client: String, channel: ChannelName) {
         guard tracks(channel) else { return }
-        let recorded = configuration.channels.matches(channel)
+        let recorded = recordsPresence(channel)
         let result = local.withLockedValue { local -> (signal: Bool, user: String?) in
             guard var state = local.clients[client], !state.channels.contains(channel) else { return (false, nil) }
             state.channels.insert(channel)

@@ -73,6 +73,7 @@ final class Gateway: Service, Sendable {
         }
         self.authPostgres = authPostgres
         let auth = Authenticator(configuration: configuration.auth, store: store, metrics: metrics, logger: logger)
+        presence.setChannelOverride { [weak auth] channel in auth?.rule(for: channel)?.options.presence }
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) })

@@ -22,7 +22,7 @@ struct ChannelPolicy: Codable, Sendable, Equatable {
     var publish: [String]?
     /// Who may subscribe, same form. Default `["*"]`.
     var subscribe: [String]?
-    /// Presence on or off for these channels (informational here; `--presence-channels` decides).
+    /// Presence on or off for these channels; overrides `--presence-channels` for them.
     var presence: Bool?
     /// History kept, by count and by age (a PostgreSQL interval such as `"1 day"`), for the retention.
     var historySize: Int?
