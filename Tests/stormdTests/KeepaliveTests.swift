@@ -35,7 +35,13 @@ struct KeepaliveTests {
             let close = try await silent.readFrame(seconds: 10)
             #expect(close.opcode == 0x8)
             #expect(close.closeCode == 1001)
-            try await silent.connection.waitUntilClosed()
+            // The gateway forgot the silent connection: only the lively one is left.
+            var open: Double? = 2
+            for _ in 0..<200 where open != 1 {
+                try await Task.sleep(for: .milliseconds(50))
+                open = try await gateway.metric("storm_connections{transport=\"websocket\"}")
+            }
+            #expect(open == 1, "the silent connection is still open on the gateway")
             #expect(try await livelyPings >= 1)
             #expect(!lively.connection.isClosed)
             await lively.close()
