@@ -746,20 +746,7 @@ private func natsDeliveryCallback(
     _ connection: OpaquePointer?, _ subscription: OpaquePointer?, _ message: OpaquePointer?,
     _ closure: UnsafeMutableRawPointer?
 ) {
-    guard let message else { return }
-    guard let closure else {
-        natsMsg_Destroy(message)
-        return
-    }
-    let box = Unmanaged<NATSDeliveryBox>.fromOpaque(closure).takeUnretainedValue()
-    guard !box.cancelled.load(ordering: .acquiring) else {
-        natsMsg_Destroy(message)
-        return
-    }
-    let buffer = copyData(of: message, allocator: box.allocator)
-    let trace = box.readsTrace ? traceHeaders(of: message) : nil
-    natsMsg_Destroy(message)
-    box.deliver(buffer, 0, trace)
+    deliver(message, to: closure, readingOffset: false)
 }
 
 /// Like `natsDeliveryCallback`, for JetStream consumers: the offset is the message's stream sequence.
@@ -767,6 +754,12 @@ func natsDeliveryWithOffsetCallback(
     _ connection: OpaquePointer?, _ subscription: OpaquePointer?, _ message: OpaquePointer?,
     _ closure: UnsafeMutableRawPointer?
 ) {
+    deliver(message, to: closure, readingOffset: true)
+}
+
+/// The one delivery path of both callbacks: checks the box, copies the data (and the offset and trace
+/// headers when wanted), frees the message, then hands the copy over.
+private func deliver(_ message: OpaquePointer?, to closure: UnsafeMutableRawPointer?, readingOffset: Bool) {
     guard let message else { return }
     guard let closure else {
         natsMsg_Destroy(message)
@@ -778,10 +771,12 @@ func natsDeliveryWithOffsetCallback(
         return
     }
     var offset: UInt64 = 0
-    var meta: UnsafeMutablePointer<jsMsgMetaData>?
-    if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
-        offset = meta.pointee.Sequence.Stream
-        jsMsgMetaData_Destroy(meta)
+    if readingOffset {
+        var meta: UnsafeMutablePointer<jsMsgMetaData>?
+        if natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta {
+            offset = meta.pointee.Sequence.Stream
+            jsMsgMetaData_Destroy(meta)
+        }
     }
     let buffer = copyData(of: message, allocator: box.allocator)
     let trace = box.readsTrace ? traceHeaders(of: message) : nil
