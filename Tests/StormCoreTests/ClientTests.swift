@@ -189,9 +189,17 @@ struct EnvelopeClientTests {
         frame.withUnsafeBytes { bytes in
             #expect(EnvelopeProbe.kind(bytes) == .message)
             #expect(EnvelopeProbe.timestampMicros(bytes) == 1_764_403_915_123_456)
-            #expect(EnvelopeProbe.integerField("seq", in: bytes) == 42)
-            #expect(EnvelopeProbe.integerField("p", in: bytes) == 3)
-            #expect(EnvelopeProbe.integerField("missing", in: bytes) == nil)
+            #expect(
+                EnvelopeProbe.benchFields(bytes)
+                    == EnvelopeProbe.BenchFields(timestampMicros: 1_764_403_915_123_456, publisher: 3, sequence: 42))
+        }
+        // The gateway splices the offset in after the type; the bench's fields must still be found.
+        Array(#"{"type":"message","offset":7,"channel":"c","id":"i","ts":2,"data":{"p":0,"seq":1}}"#.utf8).withUnsafeBytes {
+            #expect(EnvelopeProbe.benchFields($0) == EnvelopeProbe.BenchFields(timestampMicros: 2_000, publisher: 0, sequence: 1))
+        }
+        // Not the bench's payload: no fields rather than wrong ones.
+        for other in [#"{"type":"message","ts":2,"data":{"seq":1,"p":0}}"#, #"{"type":"message","ts":2,"data":"x"}"#, #"{"type":"message","data":{"p":0,"seq":1}}"#] {
+            Array(other.utf8).withUnsafeBytes { #expect(EnvelopeProbe.benchFields($0) == nil) }
         }
         Array(#"{"type":"message","ts":17.5,"data":1}"#.utf8).withUnsafeBytes {
             #expect(EnvelopeProbe.timestampMicros($0) == 17_500)

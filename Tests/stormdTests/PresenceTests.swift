@@ -103,7 +103,7 @@ private final class FakeSession: FanoutSubscriber, @unchecked Sendable {
     // @unchecked: `closed` is locked; nothing else mutates.
     let transport = GatewayMetrics.Transport.webSocket
     let closed = NIOLockedValueBox(false)
-    func enqueue(_ delivery: Delivery) -> EnqueueOutcome { .skipped }
+    func enqueue(_ run: DeliveryRun) -> EnqueueOutcome { .skipped }
     func flush() {}
     func tick(now: NIODeadline) {}
     func closeForShutdown() { closed.withLockedValue { $0 = true } }

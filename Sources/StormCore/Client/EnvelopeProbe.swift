@@ -1,4 +1,4 @@
-/// Reads the two figures the bench needs from a delivered envelope without parsing it: the gateway's
+/// Reads the figures the bench needs from a delivered envelope without parsing it: the gateway's
 /// `ts` and the publisher's sequence fields inside `data`.
 ///
 /// Why a scan: the bench handles every delivery of every subscriber on two shared cores; building a
@@ -24,15 +24,35 @@ public enum EnvelopeProbe {
 
     /// `ts` in microseconds since the epoch (`1764403915123.456` → `1764403915123456`).
     public static func timestampMicros(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
-        guard var index = find(#""ts":"#, in: bytes, from: 0) else { return nil }
-        var millis: UInt64 = 0
-        var digits = 0
-        while index < bytes.count, let digit = digit(bytes[index]) {
-            millis = millis &* 10 &+ digit
-            index += 1
-            digits += 1
-        }
-        guard digits > 0 else { return nil }
+        guard let start = find(#""ts":"#, in: bytes, from: 0) else { return nil }
+        return timestamp(in: bytes, at: start)?.micros
+    }
+
+    /// What the bench reads from each of its messages: the gateway's `ts` and the publisher's number and
+    /// sequence, which `stormctl bench` puts first in `data` (`{"p":3,"seq":42,…}`).
+    public struct BenchFields: Equatable, Sendable {
+        public var timestampMicros: UInt64
+        public var publisher: UInt64
+        public var sequence: UInt64
+    }
+
+    /// Reads `BenchFields` in one forward pass over a `message` envelope (`ts` precedes `data`); `nil` when
+    /// the envelope does not have that shape.
+    public static func benchFields(_ bytes: UnsafeRawBufferPointer) -> BenchFields? {
+        guard let tsStart = find(#""ts":"#, in: bytes, from: 0),
+            let (micros, afterTimestamp) = timestamp(in: bytes, at: tsStart),
+            let publisherStart = find(#""data":{"p":"#, in: bytes, from: afterTimestamp),
+            let (publisher, afterPublisher) = integer(in: bytes, at: publisherStart),
+            hasPrefix(#","seq":"#, in: bytes, at: afterPublisher),
+            let (sequence, _) = integer(in: bytes, at: afterPublisher + 7)
+        else { return nil }
+        return BenchFields(timestampMicros: micros, publisher: publisher, sequence: sequence)
+    }
+
+    /// Milliseconds with up to three decimals at `index`, as microseconds, and the index after them.
+    private static func timestamp(in bytes: UnsafeRawBufferPointer, at start: Int) -> (micros: UInt64, end: Int)? {
+        guard let (millis, afterMillis) = integer(in: bytes, at: start) else { return nil }
+        var index = afterMillis
         var micros: UInt64 = 0
         var fractionDigits = 0
         if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
@@ -49,22 +69,18 @@ public enum EnvelopeProbe {
             micros *= 10
             fractionDigits += 1
         }
-        return millis &* 1000 &+ micros
+        return (millis &* 1000 &+ micros, index)
     }
 
-    /// The non-negative integer after `"name":`, searched from the start of `data`.
-    public static func integerField(_ name: String, in bytes: UnsafeRawBufferPointer) -> UInt64? {
-        let dataStart = find(#""data":"#, in: bytes, from: 0) ?? 0
-        let key = "\"" + name + "\":"
-        guard var index = find(key, in: bytes, from: dataStart) else { return nil }
+    /// The non-negative integer at `index` and the index after it.
+    private static func integer(in bytes: UnsafeRawBufferPointer, at start: Int) -> (value: UInt64, end: Int)? {
+        var index = start
         var value: UInt64 = 0
-        var digits = 0
-        while index < bytes.count, let digit = digit(bytes[index]) {
+        while index < bytes.count, index - start < 19, let digit = digit(bytes[index]) {
             value = value &* 10 &+ digit
             index += 1
-            digits += 1
         }
-        return digits > 0 ? value : nil
+        return index > start ? (value, index) : nil
     }
 
     @inline(__always)
@@ -81,22 +97,22 @@ public enum EnvelopeProbe {
     }
 
     /// The index just past the first occurrence of `pattern` at or after `from`.
-    static func find(_ pattern: String, in bytes: UnsafeRawBufferPointer, from: Int) -> Int? {
-        var pattern = pattern
-        return pattern.withUTF8 { needle -> Int? in
-            guard let first = needle.first, needle.count <= bytes.count else { return nil }
-            var index = from
-            let last = bytes.count - needle.count
-            while index <= last {
-                if bytes[index] == first {
-                    var offset = 1
-                    while offset < needle.count, bytes[index + offset] == needle[offset] { offset += 1 }
-                    if offset == needle.count { return index + needle.count }
-                }
-                index += 1
+    static func find(_ pattern: StaticString, in bytes: UnsafeRawBufferPointer, from: Int) -> Int? {
+        let count = pattern.utf8CodeUnitCount
+        guard count > 0, from >= 0 else { return nil }
+        let needle = pattern.utf8Start
+        let first = needle[0]
+        var index = from
+        let last = bytes.count - count
+        while index <= last {
+            if bytes[index] == first {
+                var offset = 1
+                while offset < count, bytes[index + offset] == needle[offset] { offset += 1 }
+                if offset == count { return index + count }
             }
-            return nil
+            index += 1
         }
+        return nil
     }
 }
 

@@ -67,20 +67,12 @@ public final class StormWebSocketClient: Sendable {
     ) throws -> (any Channel, EventLoopFuture<Void>) {
         let upgraded = channel.eventLoop.makePromise(of: Void.self)
         let refusal = UpgradeRefusalHandler(upgraded: upgraded)
-        let frames = WebSocketFrameHandler(delegate: delegate)
-        let handlers = NIOLoopBound((refusal, frames), eventLoop: channel.eventLoop)
-        let upgrader = NIOWebSocketClientUpgrader(maxFrameSize: maximumFrameSize, automaticErrorHandling: true) {
-            channel, _ in
-            channel.eventLoop.makeCompletedFuture {
-                let (refusal, frames) = handlers.value
-                channel.pipeline.syncOperations.removeHandler(refusal, promise: nil)
-                try channel.pipeline.syncOperations.addHandler(
-                    NIOWebSocketFrameAggregator(
-                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: 256,
-                        maxAccumulatedFrameSize: maximumFrameSize))
-                try channel.pipeline.syncOperations.addHandler(frames)
-                upgraded.succeed()
-            }
+        let handlers = NIOLoopBound((refusal, delegate), eventLoop: channel.eventLoop)
+        let upgrader = StormWebSocketUpgrader { channel in
+            let (refusal, delegate) = handlers.value
+            channel.pipeline.syncOperations.removeHandler(refusal, promise: nil)
+            try channel.pipeline.syncOperations.addHandler(ServerFrameReader(delegate: delegate, maximumFrameSize: maximumFrameSize))
+            upgraded.succeed()
         }
         try channel.pipeline.syncOperations.addHTTPClientHandlers(
             withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
@@ -165,94 +157,5 @@ final class UpgradeRefusalHandler: ChannelInboundHandler, RemovableChannelHandle
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         upgraded.fail(error)
         context.close(promise: nil)
-    }
-}
-
-/// Delivers text frames to the delegate and keeps the connection healthy (pongs, close handshake).
-final class WebSocketFrameHandler: ChannelDuplexHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
-
-    private let delegate: any StormStreamDelegate
-    private var closeError: StormError?
-    private var sentClose = false
-    private var closingOnPurpose = false
-    private var reported = false
-
-    init(delegate: any StormStreamDelegate) {
-        self.delegate = delegate
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = Self.unwrapInboundIn(data)
-        switch frame.opcode {
-        case .text:
-            delegate.streamDidReceive(text: frame.unmaskedData)
-        case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
-            context.writeAndFlush(Self.wrapOutboundOut(pong), promise: nil)
-        case .connectionClose:
-            var payload = frame.unmaskedData
-            let code = payload.readInteger(as: UInt16.self)
-            let reason = payload.readString(length: payload.readableBytes) ?? ""
-            if let code, code != 1000 {
-                closeError = StormError(webSocketCloseCode: code, reason: reason)
-            } else if !sentClose {
-                closeError = StormError(.connection, "the server closed the connection\(reason.isEmpty ? "" : ": \(reason)")")
-            }
-            if !sentClose {
-                sentClose = true
-                var echo = context.channel.allocator.buffer(capacity: 2)
-                echo.writeInteger(code ?? 1000)
-                let reply = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: echo)
-                // Closed through the context, not the channel: a close from outside would read as our own hang-up.
-                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                context.writeAndFlush(Self.wrapOutboundOut(reply)).whenComplete { _ in bound.value.close(promise: nil) }
-            } else {
-                context.close(promise: nil)
-            }
-        case .binary:
-            closeError = StormError(.protocolViolation, "the server sent a binary frame; the protocol only uses text frames")
-            context.close(promise: nil)
-        default:
-            break
-        }
-    }
-
-    /// Notes a close frame we send ourselves, so the server's echo counts as a clean end.
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        if Self.unwrapOutboundIn(data).opcode == .connectionClose {
-            sentClose = true
-        }
-        context.write(data, promise: promise)
-    }
-
-    /// Only closes asked for from outside the pipeline pass here: the owner hanging up is a clean end.
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        closingOnPurpose = true
-        context.close(mode: mode, promise: promise)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        if closingOnPurpose {
-            report(nil)
-        } else {
-            report(closeError ?? (sentClose ? nil : StormError(.connection, "connection lost")))
-        }
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if closeError == nil {
-            closeError = (error as? StormError) ?? StormError(.connection, "connection failed: \(error)")
-        }
-        context.close(promise: nil)
-    }
-
-    private func report(_ error: StormError?) {
-        guard !reported else { return }
-        reported = true
-        delegate.streamDidClose(error: error)
     }
 }

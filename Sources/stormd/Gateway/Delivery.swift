@@ -55,6 +55,41 @@ struct Delivery: Sendable {
     }
 }
 
+/// The deliveries of one channel in one drain of a loop, in order, each transport's frames concatenated
+/// so that a subscriber gets all of them with one write.
+///
+/// Why: with a few messages per flush, queueing each frame on each connection (a pipeline write, a
+/// pending-write entry and a retain per frame) cost the gateway more than the frames' bytes. The
+/// concatenation is made once per loop, and only for a transport that has a subscriber there.
+final class DeliveryRun {
+    let channel: ChannelName
+    let deliveries: [Delivery]
+    private let allocator: ByteBufferAllocator
+
+    init(channel: ChannelName, deliveries: [Delivery], allocator: ByteBufferAllocator) {
+        self.channel = channel
+        self.deliveries = deliveries
+        self.allocator = allocator
+    }
+
+    var count: Int { deliveries.count }
+
+    /// Every delivery's WebSocket frame, back to back.
+    private(set) lazy var webSocketFrames: ByteBuffer = concatenated(\.webSocketFrame)
+
+    /// Every delivery's SSE chunk, back to back.
+    private(set) lazy var sseChunks: ByteBuffer = concatenated(\.sseChunk)
+
+    private func concatenated(_ frame: KeyPath<Delivery, ByteBuffer>) -> ByteBuffer {
+        if deliveries.count == 1 { return deliveries[0][keyPath: frame] }
+        var size = 0
+        for delivery in deliveries { size += delivery[keyPath: frame].readableBytes }
+        var out = allocator.buffer(capacity: size)
+        for delivery in deliveries { out.writeImmutableBuffer(delivery[keyPath: frame]) }
+        return out
+    }
+}
+
 /// The two envelope fields the gateway needs without parsing the whole JSON: the message id (SSE `id:`)
 /// and the publish timestamp. Envelopes are written by `Envelope.encoded()`, whose field order is fixed.
 struct EnvelopeFields {

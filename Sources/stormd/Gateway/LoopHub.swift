@@ -6,9 +6,9 @@ import StormCore
 protocol FanoutSubscriber: AnyObject {
     var transport: GatewayMetrics.Transport { get }
 
-    /// Queues one delivery without flushing; the hub flushes every session that answered
-    /// `.queuedFirst` once the batch is written.
-    func enqueue(_ delivery: Delivery) -> EnqueueOutcome
+    /// Queues a channel's deliveries of one drain without flushing; the hub flushes every session that
+    /// answered `.queued(flushDue: true, …)` once the batch is written.
+    func enqueue(_ run: DeliveryRun) -> EnqueueOutcome
 
     /// Writes what `enqueue` queued: one `writev` for everything since the last flush.
     func flush()
@@ -21,11 +21,10 @@ protocol FanoutSubscriber: AnyObject {
 }
 
 enum EnqueueOutcome {
-    /// Queued, and the first write since the last flush: the hub must flush this session.
-    case queuedFirst
-    /// Queued behind writes that a flush is already due for.
-    case queued
-    /// Not queued, and nothing owed: the session is not streaming yet.
+    /// `messages` queued (some of a run may be held back by recovery). `flushDue`: the first write since
+    /// the last flush, so the hub must flush this session.
+    case queued(flushDue: Bool, messages: Int)
+    /// Not queued, and nothing owed: the session is not streaming yet, or recovery holds the messages.
     case skipped
     /// Not queued: the connection is closed, or was just disconnected as too slow. The hub forgets it.
     case closed
@@ -36,7 +35,7 @@ enum EnqueueOutcome {
 /// An event loop owns its connections, so the subscriber table needs no lock: only the inbox, which
 /// broker threads fill, is locked. Messages are handed over in batches: the first message into an empty
 /// inbox schedules one drain `flushDelay` later, and every message arriving meanwhile rides along. The
-/// drain writes each message to every subscriber of its channel and then flushes each touched connection
+/// drain writes each channel's messages to each of its subscribers in one write and then flushes each touched connection
 /// once, which is what turns one `send()` per message per subscriber into one per connection per batch.
 final class LoopHub: @unchecked Sendable {
     // @unchecked: `subscribers`, `sessions`, `dirty` and `ticker` are only touched on `eventLoop`
@@ -152,27 +151,27 @@ final class LoopHub: @unchecked Sendable {
         let started = NIODeadline.now()
         let nowMicros = unixMicrosNow()
         var gone: [(ChannelName, ObjectIdentifier)] = []
-        for delivery in batch {
-            guard let targets = subscribers[delivery.channel] else {
-                delivery.trace?.loopFinished(subscribers: 0)
+        for run in runs(of: batch) {
+            guard let targets = subscribers[run.channel] else {
+                for delivery in run.deliveries { delivery.trace?.loopFinished(subscribers: 0) }
                 continue
             }
-            metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
+            for delivery in run.deliveries {
+                metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
+            }
             for (key, session) in targets {
-                switch session.enqueue(delivery) {
-                case .queuedFirst:
-                    dirty.append(session)
-                    fallthrough
-                case .queued:
-                    if session.transport == .sse { deliveredSSE += 1 } else { deliveredWebSocket += 1 }
+                switch session.enqueue(run) {
+                case .queued(let flushDue, let messages):
+                    if flushDue { dirty.append(session) }
+                    if session.transport == .sse { deliveredSSE += Int64(messages) } else { deliveredWebSocket += Int64(messages) }
                 case .skipped:
                     break
                 case .closed:
                     dropped += 1
-                    gone.append((delivery.channel, key))
+                    gone.append((run.channel, key))
                 }
             }
-            delivery.trace?.loopFinished(subscribers: targets.count)
+            for delivery in run.deliveries { delivery.trace?.loopFinished(subscribers: targets.count) }
         }
         for (channel, key) in gone {
             subscribers[channel]?[key] = nil
@@ -187,6 +186,25 @@ final class LoopHub: @unchecked Sendable {
         if deliveredWebSocket > 0 { metrics.deliveredWebSocket.increment(by: deliveredWebSocket) }
         if deliveredSSE > 0 { metrics.deliveredSSE.increment(by: deliveredSSE) }
         if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }
+    }
+}
+
+extension LoopHub {
+    /// The batch split by channel, each channel's deliveries in arrival order. Only the order within a
+    /// channel is promised to clients (each is its own broker subject), so a channel's messages may be
+    /// written ahead of another's that arrived between them.
+    fileprivate func runs(of batch: [Delivery]) -> [DeliveryRun] {
+        let allocator = ByteBufferAllocator()
+        guard batch.count > 1 else {
+            return batch.map { DeliveryRun(channel: $0.channel, deliveries: [$0], allocator: allocator) }
+        }
+        var order: [ChannelName] = []
+        var byChannel: [ChannelName: [Delivery]] = [:]
+        for delivery in batch {
+            if byChannel[delivery.channel] == nil { order.append(delivery.channel) }
+            byChannel[delivery.channel, default: []].append(delivery)
+        }
+        return order.map { DeliveryRun(channel: $0, deliveries: byChannel[$0] ?? [], allocator: allocator) }
     }
 }
 

@@ -173,11 +173,12 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     // MARK: Fan-out
 
-    func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
+    func enqueue(_ run: DeliveryRun) -> EnqueueOutcome {
         guard let context, let writer else { return .closed }
-        switch recovery.admit(delivery) {
-        case .deliver: break
-        case .hold, .skip: return .skipped
+        var admitted: [Delivery]? = nil
+        if !recovery.isIdle {
+            admitted = run.deliveries.filter { recovery.admit($0) == .deliver }
+            if admitted?.isEmpty == true { return .skipped }
         }
         switch state {
         case .starting: return .skipped  // the head is not out yet; nothing published before it is owed
@@ -191,10 +192,14 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
             context.close(promise: nil)
             return .closed
         }
-        writer.write(NIOAny(delivery.sseChunk), promise: nil)
-        if flushPending { return .queued }
+        if let admitted {
+            for delivery in admitted { writer.write(NIOAny(delivery.sseChunk), promise: nil) }
+        } else {
+            writer.write(NIOAny(run.sseChunks), promise: nil)
+        }
+        let flushDue = !flushPending
         flushPending = true
-        return .queuedFirst
+        return .queued(flushDue: flushDue, messages: admitted?.count ?? run.count)
     }
 
     func flush() {

@@ -106,20 +106,25 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     // MARK: Fan-out
 
-    func enqueue(_ delivery: Delivery) -> EnqueueOutcome {
+    func enqueue(_ run: DeliveryRun) -> EnqueueOutcome {
         guard !closing, let context, let writer else { return .closed }
-        switch recovery.admit(delivery) {
-        case .deliver: break
-        case .hold, .skip: return .skipped
+        var admitted: [Delivery]? = nil
+        if !recovery.isIdle {
+            admitted = run.deliveries.filter { recovery.admit($0) == .deliver }
+            if admitted?.isEmpty == true { return .skipped }
         }
         guard writable else {
             disconnectSlowClient(context: context)
             return .closed
         }
-        writer.write(NIOAny(delivery.webSocketFrame), promise: nil)
-        if flushPending { return .queued }
+        if let admitted {
+            for delivery in admitted { writer.write(NIOAny(delivery.webSocketFrame), promise: nil) }
+        } else {
+            writer.write(NIOAny(run.webSocketFrames), promise: nil)
+        }
+        let flushDue = !flushPending
         flushPending = true
-        return .queuedFirst
+        return .queued(flushDue: flushDue, messages: admitted?.count ?? run.count)
     }
 
     func flush() {
