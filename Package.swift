@@ -85,7 +85,14 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "StormCoreTests", dependencies: ["StormCore"]),
+        .testTarget(
+            name: "StormCoreTests",
+            dependencies: [
+                "StormCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]),
         .testTarget(name: "stormtopTests", dependencies: ["stormtop", "StormCore"]),
         .testTarget(
             name: "stormdTests",

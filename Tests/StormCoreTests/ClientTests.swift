@@ -1,5 +1,7 @@
 import Foundation
 import NIOCore
+import NIOEmbedded
+import NIOWebSocket
 import Testing
 
 @testable import StormCore
@@ -247,5 +249,85 @@ struct ClientPlumbingTests {
         #expect(StormError(webSocketCloseCode: 4008, reason: "").code == .slowClient)
         #expect(StormError(webSocketCloseCode: 1009, reason: "x").code == .messageTooLarge)
         #expect(StormError(webSocketCloseCode: 1006, reason: "").code == .connection)
+    }
+}
+
+@Suite("WebSocket client frame reader")
+struct ServerFrameReaderTests {
+    /// Records what the reader hands on.
+    final class Recorder: StormStreamDelegate {
+        var texts: [String] = []
+        var closed: [StormError?] = []
+        func streamDidReceive(text: ByteBuffer) { texts.append(String(buffer: text)) }
+        func streamDidClose(error: StormError?) { closed.append(error) }
+    }
+
+    static func frame(_ opcode: UInt8, _ payload: [UInt8], fin: Bool = true) -> [UInt8] {
+        var bytes: [UInt8] = [(fin ? 0x80 : 0) | opcode]
+        if payload.count < 126 {
+            bytes.append(UInt8(payload.count))
+        } else if payload.count <= 0xFFFF {
+            bytes += [126, UInt8(payload.count >> 8), UInt8(payload.count & 0xFF)]
+        } else {
+            bytes.append(127)
+            for shift in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8((payload.count >> shift) & 0xFF)) }
+        }
+        return bytes + payload
+    }
+
+    static func reader(maximumFrameSize: Int = 1 << 18) throws -> (EmbeddedChannel, Recorder) {
+        let recorder = Recorder()
+        let channel = EmbeddedChannel(handler: ServerFrameReader(delegate: recorder, maximumFrameSize: maximumFrameSize))
+        return (channel, recorder)
+    }
+
+    @Test func framesSplitAnywhereArriveWhole() throws {
+        let long = String(repeating: "x", count: 300)
+        let stream = Self.frame(0x1, Array("one".utf8)) + Self.frame(0x1, Array(long.utf8))
+            + Self.frame(0x1, Array("fr".utf8), fin: false) + Self.frame(0x9, Array("p".utf8))
+            + Self.frame(0x0, Array("ag".utf8)) + Self.frame(0x1, [])
+        for split in 0...stream.count {
+            let (channel, recorder) = try Self.reader()
+            try channel.writeInbound(ByteBuffer(bytes: stream[..<split]))
+            try channel.writeInbound(ByteBuffer(bytes: stream[split...]))
+            #expect(recorder.texts == ["one", long, "frag", ""], "split at \(split)")
+            // The ping in the middle of the fragmented message was answered with a masked pong.
+            let pong = try channel.readOutbound(as: WebSocketFrame.self)
+            #expect(pong?.opcode == .pong)
+            #expect(pong.map { String(buffer: $0.data) } == "p")  // masked by the encoder, later
+            #expect(recorder.closed.isEmpty)
+        }
+    }
+
+    @Test func protocolErrorsCloseWithAReason() throws {
+        let masked: [UInt8] = [0x81, 0x81, 1, 2, 3, 4, 0x61]
+        let reserved = [0xC1 as UInt8] + Self.frame(0x1, Array("a".utf8)).dropFirst()
+        let binary = Self.frame(0x2, [1])
+        let fragmentedPing = Self.frame(0x9, [], fin: false)
+        for (bytes, words) in [(masked, "masked"), (reserved, "reserved"), (binary, "binary"), (fragmentedPing, "control")] {
+            let (channel, recorder) = try Self.reader()
+            try channel.writeInbound(ByteBuffer(bytes: bytes))
+            #expect(!channel.isActive)
+            #expect(recorder.closed.count == 1)
+            #expect(recorder.closed.first??.message.contains(words) == true, "\(recorder.closed)")
+        }
+    }
+
+    @Test func framesOverTheLimitAreRefusedBeforeTheyArrive() throws {
+        let (channel, recorder) = try Self.reader(maximumFrameSize: 100)
+        // Only the header of a 200-byte frame: refused without waiting for (or keeping) its payload.
+        try channel.writeInbound(ByteBuffer(bytes: [0x81, 126, 0, 200]))
+        #expect(!channel.isActive)
+        #expect(recorder.closed.first??.message.contains("200-byte") == true)
+    }
+
+    @Test func theServersCloseIsEchoedAndReported() throws {
+        let (channel, recorder) = try Self.reader()
+        try channel.writeInbound(ByteBuffer(bytes: Self.frame(0x8, [0x03, 0xE9] + Array("bye".utf8))))
+        let echo = try channel.readOutbound(as: WebSocketFrame.self)
+        #expect(echo?.opcode == .connectionClose)
+        #expect(!channel.isActive)
+        #expect(recorder.closed.count == 1)
+        #expect(recorder.closed.first??.message.contains("bye") == true)
     }
 }
