@@ -225,16 +225,24 @@ final class PresenceTracker: Sendable {
 
     /// A channel rule's `presence` option (`stormctl channel create … --presence on|off`), consulted
     /// before `--presence-channels`: `nil` when no rule says.
-    private let channelOverride = NIOLockedValueBox<(@Sendable (ChannelName) -> Bool?)?>(nil)
+    ///
+    /// Boxed in a struct on purpose: a bare function type inside the generic lock box is re-abstracted on
+    /// every `withLockedValue` and written back one thunk deeper, so each join made the next one slower
+    /// (the 100,000-connection ramp spent two thirds of its CPU unwinding thunks).
+    private let channelOverride = NIOLockedValueBox<ChannelOverride?>(nil)
+
+    private struct ChannelOverride: Sendable {
+        let decide: @Sendable (ChannelName) -> Bool?
+    }
 
     /// Lets channel rules switch presence on or off per channel (set once by the gateway).
     func setChannelOverride(_ override: @escaping @Sendable (ChannelName) -> Bool?) {
-        channelOverride.withLockedValue { $0 = override }
+        channelOverride.withLockedValue { $0 = ChannelOverride(decide: override) }
     }
 
     /// Whether presence is recorded for `channel`: its channel rule decides, else `--presence-channels`.
     func recordsPresence(_ channel: ChannelName) -> Bool {
-        if let override = channelOverride.withLockedValue({ $0 }), let decided = override(channel) { return decided }
+        if let override = channelOverride.withLockedValue({ $0 }), let decided = override.decide(channel) { return decided }
         return configuration.channels.matches(channel)
     }
 
