@@ -300,16 +300,22 @@ struct RequestTarget {
     let path: String
     let query: [(name: String, value: String)]
 
+    /// Splits on bytes, not `Character`s: a `String.split` walks grapheme clusters, and on the publish
+    /// path that was a tenth of the gateway's time per request.
     init(_ uri: String) {
-        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        path = String(parts.first ?? "")
+        let bytes = uri.utf8
+        guard let mark = bytes.firstIndex(of: UInt8(ascii: "?")) else {
+            path = uri
+            query = []
+            return
+        }
+        path = String(uri[..<mark])
         var query: [(String, String)] = []
-        if parts.count > 1 {
-            for pair in parts[1].split(separator: "&") {
-                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let name = Self.percentDecode(kv[0])
-                let value = kv.count > 1 ? Self.percentDecode(kv[1]) : ""
-                query.append((name, value))
+        for pair in bytes[bytes.index(after: mark)...].split(separator: UInt8(ascii: "&")) {
+            if let equals = pair.firstIndex(of: UInt8(ascii: "=")) {
+                query.append((Self.percentDecode(pair[..<equals]), Self.percentDecode(pair[pair.index(after: equals)...])))
+            } else {
+                query.append((Self.percentDecode(pair), ""))
             }
         }
         self.query = query
@@ -321,20 +327,31 @@ struct RequestTarget {
 
     /// Decodes `%XX` and `+`; a malformed escape is kept literally (channel validation then refuses it).
     static func percentDecode(_ text: Substring) -> String {
+        percentDecode(text.utf8)
+    }
+
+    static func percentDecode<Bytes: Collection<UInt8>>(_ text: Bytes) -> String {
+        guard text.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else {
+            return String(decoding: text, as: UTF8.self)
+        }
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.utf8.count)
-        var iterator = Array(text.utf8)[...]
-        while let byte = iterator.popFirst() {
+        bytes.reserveCapacity(text.count)
+        var index = text.startIndex
+        while index != text.endIndex {
+            let byte = text[index]
+            let next = text.index(after: index)
             if byte == UInt8(ascii: "+") {
                 bytes.append(UInt8(ascii: " "))
-            } else if byte == UInt8(ascii: "%"), iterator.count >= 2,
-                let high = hexValue(iterator[iterator.startIndex]), let low = hexValue(iterator[iterator.startIndex + 1])
+            } else if byte == UInt8(ascii: "%"), next != text.endIndex, text.index(after: next) != text.endIndex,
+                let high = hexValue(text[next]), let low = hexValue(text[text.index(after: next)])
             {
                 bytes.append(high << 4 | low)
-                iterator = iterator.dropFirst(2)
+                index = text.index(next, offsetBy: 2)
+                continue
             } else {
                 bytes.append(byte)
             }
+            index = next
         }
         return String(decoding: bytes, as: UTF8.self)
     }
