@@ -29,43 +29,63 @@ public final class StormWebSocketClient: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         delegate makeDelegate: @escaping StormStreamDelegateFactory
     ) async throws(StormError) -> StormWebSocketClient {
-        let bootstrap = try ClientBootstraps.make(group: group, options: options)
-        let address = try endpoint.socketAddress()
-        let connected: (any Channel, EventLoopFuture<Void>)
         do {
-            connected = try await bootstrap.connect(to: address) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try configurePipeline(channel: channel, delegate: makeDelegate(channel.eventLoop))
-                }
-            }
+            return try await connecting(to: endpoint, path: path, options: options, on: group.next(), delegate: makeDelegate).get()
+        } catch let error as StormError {
+            throw error
         } catch {
             throw StormError.connectionFailure(error, endpoint: endpoint)
         }
-        let (channel, upgraded) = connected
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: endpoint.hostHeader)
-        endpoint.addAuthorization(to: &headers)
-        headers.add(name: "Content-Length", value: "0")
-        let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
-        channel.write(HTTPClientRequestPart.head(head), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-        let timeout = channel.eventLoop.scheduleTask(in: options.connectTimeout) {
-            channel.close(promise: nil)
-        }
-        defer { timeout.cancel() }
+    }
+
+    /// `connect` as a future, on `eventLoop`, failing with a `StormError`. The bench opens thousands of
+    /// connections a second: chaining futures on the connection's loop spares each one the hops between
+    /// the event loop and Swift tasks that awaiting costs (a fifth of the bench's CPU while ramping).
+    public static func connecting(
+        to endpoint: StormEndpoint, path: String = "/ws", options: StormConnectOptions = .init(),
+        on eventLoop: any EventLoop, delegate makeDelegate: @escaping StormStreamDelegateFactory
+    ) -> EventLoopFuture<StormWebSocketClient> {
+        let bootstrap: ClientBootstrap
+        let address: SocketAddress
         do {
-            try await upgraded.get()
+            bootstrap = try ClientBootstraps.make(group: eventLoop, options: options)
+            address = try endpoint.socketAddress()
         } catch {
-            channel.close(promise: nil)
-            throw StormError.lostConnection(error, endpoint: endpoint)
+            return eventLoop.makeFailedFuture(error)
         }
-        return StormWebSocketClient(channel: channel, endpoint: endpoint)
+        let upgraded = eventLoop.makePromise(of: Void.self)
+        return bootstrap.channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try configurePipeline(channel: channel, delegate: makeDelegate(channel.eventLoop), upgraded: upgraded)
+            }
+        }
+        .connect(to: address)
+        .flatMapError { error in
+            upgraded.fail(error)
+            return eventLoop.makeFailedFuture(StormError.connectionFailure(error, endpoint: endpoint))
+        }
+        .flatMap { channel in
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: endpoint.hostHeader)
+            endpoint.addAuthorization(to: &headers)
+            headers.add(name: "Content-Length", value: "0")
+            let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: path, headers: headers)
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            let timeout = eventLoop.scheduleTask(in: options.connectTimeout) { channel.close(promise: nil) }
+            return upgraded.futureResult
+                .always { _ in timeout.cancel() }
+                .map { StormWebSocketClient(channel: channel, endpoint: endpoint) }
+                .flatMapError { error in
+                    channel.close(promise: nil)
+                    return eventLoop.makeFailedFuture(StormError.lostConnection(error, endpoint: endpoint))
+                }
+        }
     }
 
     private static func configurePipeline(
-        channel: any Channel, delegate: any StormStreamDelegate
-    ) throws -> (any Channel, EventLoopFuture<Void>) {
-        let upgraded = channel.eventLoop.makePromise(of: Void.self)
+        channel: any Channel, delegate: any StormStreamDelegate, upgraded: EventLoopPromise<Void>
+    ) throws {
         let refusal = UpgradeRefusalHandler(upgraded: upgraded)
         let handlers = NIOLoopBound((refusal, delegate), eventLoop: channel.eventLoop)
         let upgrader = StormWebSocketUpgrader { channel in
@@ -81,7 +101,6 @@ public final class StormWebSocketClient: Sendable {
         channel.closeFuture.whenComplete { _ in
             upgraded.fail(StormError(.connection, "the connection closed before the WebSocket upgrade completed"))
         }
-        return (channel, upgraded.futureResult)
     }
 
     /// Sends one text frame (masked, as RFC 6455 requires of clients).

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import StormCore
@@ -200,85 +201,96 @@ struct SubscriberFleet {
         return "127.0.0.\(1 + (firstIndex + index) % sourceAddresses)"
     }
 
+    /// What the connect phase gathered; completed on whichever loop a connection finished on.
+    private struct Gathered {
+        var connections: [BenchConnection] = []
+        var outcome = ConnectOutcome()
+        var inFlight = 0
+
+        mutating func record(_ result: Result<BenchConnection, any Error>) {
+            inFlight -= 1
+            switch result {
+            case .success(let connection):
+                connections.append(connection)
+                outcome.subscribed += 1
+            case .failure(let error):
+                outcome.failed += 1
+                if outcome.firstFailure == nil { outcome.firstFailure = (error as? StormError)?.message ?? "\(error)" }
+            }
+        }
+    }
+
+    /// Opens the connections on schedule; each one is a chain of futures on its own event loop (connect,
+    /// upgrade, subscribe, reply), and this task only paces them and waits for the last.
     func connectAll() async -> ([BenchConnection], ConnectOutcome) {
         let schedule = RateSchedule(rate: connectRate, total: count)
         let clock = ContinuousClock()
         let start = clock.now
-        var connections: [BenchConnection] = []
-        connections.reserveCapacity(count)
-        var outcome = ConnectOutcome()
-        await withTaskGroup(of: Result<BenchConnection, StormError>.self) { tasks in
-            var inFlight = 0
-            func collect(_ result: Result<BenchConnection, StormError>?) {
-                inFlight -= 1
-                switch result {
-                case .success(let connection)?:
-                    connections.append(connection)
-                    outcome.subscribed += 1
-                case .failure(let error)?:
-                    outcome.failed += 1
-                    if outcome.firstFailure == nil { outcome.firstFailure = error.message }
-                case nil:
-                    break
-                }
+        let gathered = NIOLockedValueBox(Gathered())
+        gathered.withLockedValue { $0.connections.reserveCapacity(count) }
+        for index in 0..<count {
+            let due = start + .nanoseconds(schedule.dueOffsetNanoseconds(ofMessage: index))
+            if due > clock.now { try? await Task.sleep(until: due, clock: clock) }
+            while gathered.withLockedValue({ $0.inFlight }) >= Self.maximumConnectsInFlight {
+                try? await Task.sleep(for: .milliseconds(1))
             }
-            for index in 0..<count {
-                let due = start + .nanoseconds(schedule.dueOffsetNanoseconds(ofMessage: index))
-                if due > clock.now { try? await Task.sleep(until: due, clock: clock) }
-                while inFlight >= Self.maximumConnectsInFlight { collect(await tasks.next()) }
-                let options = StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))
-                inFlight += 1
-                tasks.addTask { await connectOne(options: options) }
+            gathered.withLockedValue { $0.inFlight += 1 }
+            connectOne(options: StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))).whenComplete { result in
+                gathered.withLockedValue { $0.record(result) }
             }
-            while inFlight > 0 { collect(await tasks.next()) }
+        }
+        // Every connection ends within its connect timeout (the futures fail then); poll until the last.
+        while gathered.withLockedValue({ $0.inFlight }) > 0 {
+            try? await Task.sleep(for: .milliseconds(5))
         }
         let elapsed = start.duration(to: clock.now)
+        var (connections, outcome) = gathered.withLockedValue { ($0.connections, $0.outcome) }
         outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         return (connections, outcome)
     }
 
-    private func connectOne(options: StormConnectOptions) async -> Result<BenchConnection, StormError> {
+    private func connectOne(options: StormConnectOptions) -> EventLoopFuture<BenchConnection> {
         let registry = self.registry
         let publishers = self.publishers
-        do {
-            switch transport {
-            case .ws:
-                let subscribed = group.any().makePromise(of: Void.self)
-                let client: StormWebSocketClient
-                do {
-                    client = try await StormWebSocketClient.connect(to: endpoint, options: options, group: group) {
-                        loop in
-                        BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: subscribed)
-                    }
-                } catch {
-                    subscribed.fail(error)
-                    throw error
-                }
-                client.sendWithoutWaiting(text: #"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#)
-                let timeout = subscribed.futureResult.eventLoop.scheduleTask(in: options.connectTimeout) {
+        let loop = group.next()
+        switch transport {
+        case .ws:
+            let subscribed = loop.makePromise(of: Void.self)
+            let request = #"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#
+            return StormWebSocketClient.connecting(to: endpoint, options: options, on: loop) { loop in
+                BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: subscribed)
+            }
+            .flatMapError { error in
+                subscribed.fail(error)
+                return loop.makeFailedFuture(error)
+            }
+            .flatMap { client in
+                client.sendWithoutWaiting(text: request)
+                let timeout = loop.scheduleTask(in: options.connectTimeout) {
                     subscribed.fail(StormError(.connection, "no reply to subscribe within the connect timeout"))
                 }
-                do {
-                    try await subscribed.futureResult.get()
-                    timeout.cancel()
-                } catch {
-                    timeout.cancel()
-                    client.closeImmediately()
-                    throw error
-                }
-                return .success(.webSocket(client))
-            case .sse:
+                return subscribed.futureResult
+                    .always { _ in timeout.cancel() }
+                    .map { BenchConnection.webSocket(client) }
+                    .flatMapError { error in
+                        client.closeImmediately()
+                        return loop.makeFailedFuture(error)
+                    }
+            }
+        case .sse:
+            let connected = loop.makePromise(of: BenchConnection.self)
+            let endpoint = self.endpoint
+            let channel = self.channel
+            let group = self.group
+            connected.completeWithTask {
                 let client = try await StormSSEClient.connect(
                     to: endpoint, channels: [channel], options: options, group: group
                 ) { loop in
                     BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: nil)
                 }
-                return .success(.serverSentEvents(client))
+                return .serverSentEvents(client)
             }
-        } catch let error as StormError {
-            return .failure(error)
-        } catch {
-            return .failure(StormError(.connection, "\(error)"))
+            return connected.futureResult
         }
     }
 }
