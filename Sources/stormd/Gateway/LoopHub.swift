@@ -38,7 +38,7 @@ enum EnqueueOutcome {
 /// drain writes each channel's messages to each of its subscribers in one write and then flushes each touched connection
 /// once, which is what turns one `send()` per message per subscriber into one per connection per batch.
 final class LoopHub: @unchecked Sendable {
-    // @unchecked: `subscribers`, `sessions`, `dirty` and `ticker` are only touched on `eventLoop`
+    // @unchecked: `channels`, `sessions`, `dirty` and `ticker` are only touched on `eventLoop`
     // (asserted in debug builds); `inbox` is behind its lock.
     let eventLoop: any EventLoop
     let index: Int
@@ -46,7 +46,7 @@ final class LoopHub: @unchecked Sendable {
     private let maxFlushDelay: TimeAmount
     private let metrics: GatewayMetrics
 
-    private var subscribers: [ChannelName: [ObjectIdentifier: any FanoutSubscriber]] = [:]
+    private var channels: [ChannelName: ChannelFanout] = [:]
     private var sessions: [ObjectIdentifier: any FanoutSubscriber] = [:]
     private var dirty: [any FanoutSubscriber] = []
     private var ticker: RepeatedTask?
@@ -92,13 +92,16 @@ final class LoopHub: @unchecked Sendable {
 
     func add(_ session: any FanoutSubscriber, to channel: ChannelName) {
         eventLoop.preconditionInEventLoop()
-        subscribers[channel, default: [:]][ObjectIdentifier(session)] = session
+        let fanout = channels[channel] ?? ChannelFanout(channel: channel)
+        channels[channel] = fanout
+        fanout.add(session)
     }
 
     func remove(_ session: any FanoutSubscriber, from channel: ChannelName) {
         eventLoop.preconditionInEventLoop()
-        subscribers[channel]?[ObjectIdentifier(session)] = nil
-        if subscribers[channel]?.isEmpty == true { subscribers[channel] = nil }
+        guard let fanout = channels[channel] else { return }
+        fanout.remove(session)
+        if fanout.isEmpty { channels[channel] = nil }
     }
 
     /// Closes every session of this loop for shutdown and stops the tick.
@@ -140,71 +143,84 @@ final class LoopHub: @unchecked Sendable {
         return min(maxFlushDelay, max(flushDelay, rest))
     }
 
+    /// How many subscribers a pass writes before it looks for newly arrived messages.
+    static let chunk = 256
+
+    /// One pass over every channel with messages to write. Between chunks of subscribers it takes what
+    /// arrived meanwhile, so later subscribers of the pass get those messages too (see `ChannelFanout`);
+    /// the ones it already passed get them in the next pass, which starts right after.
     private func drain() {
-        let batch = inbox.withLockedValue { inbox -> [Delivery] in
-            inbox.drainScheduled = false
-            return inbox.deliveries.swapAndClear()
-        }
-        var deliveredWebSocket: Int64 = 0
-        var deliveredSSE: Int64 = 0
-        var dropped: Int64 = 0
         let started = NIODeadline.now()
-        let nowMicros = unixMicrosNow()
-        var gone: [(ChannelName, ObjectIdentifier)] = []
-        for run in runs(of: batch) {
-            guard let targets = subscribers[run.channel] else {
-                for delivery in run.deliveries { delivery.trace?.loopFinished(subscribers: 0) }
-                continue
-            }
-            for delivery in run.deliveries {
-                metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
-            }
-            for (key, session) in targets {
-                switch session.enqueue(run) {
-                case .queued(let flushDue, let messages):
-                    if flushDue { dirty.append(session) }
-                    if session.transport == .sse { deliveredSSE += Int64(messages) } else { deliveredWebSocket += Int64(messages) }
-                case .skipped:
-                    break
-                case .closed:
-                    dropped += 1
-                    gone.append((run.channel, key))
+        var tally = DrainTally()
+        take(inbox.withLockedValue { $0.deliveries.swapAndClear() }, into: &tally)
+        for fanout in Array(channels.values) where fanout.hasUnwritten {
+            var slot = 0
+            while slot < fanout.slots {
+                let end = min(slot + Self.chunk, fanout.slots)
+                while slot < end {
+                    if let (session, outcome) = fanout.serve(slot: slot) {
+                        switch outcome {
+                        case .queued(let flushDue, let messages):
+                            if flushDue { dirty.append(session) }
+                            if session.transport == .sse { tally.sse += Int64(messages) } else { tally.webSocket += Int64(messages) }
+                        case .skipped:
+                            break
+                        case .closed:
+                            tally.dropped += 1
+                        }
+                    }
+                    slot += 1
                 }
+                flushDirty()
+                let arrived = inbox.withLockedValue { $0.deliveries.swapAndClear() }
+                if !arrived.isEmpty { take(arrived, into: &tally) }
             }
-            for delivery in run.deliveries { delivery.trace?.loopFinished(subscribers: targets.count) }
-        }
-        for (channel, key) in gone {
-            subscribers[channel]?[key] = nil
-            if subscribers[channel]?.isEmpty == true { subscribers[channel] = nil }
-        }
-        if !dirty.isEmpty {
-            for session in dirty { session.flush() }
-            dirty.removeAll(keepingCapacity: dirty.count < 65_536)
+            fanout.endPass()
+            if fanout.isEmpty { channels[fanout.channel] = nil }
         }
         let finished = NIODeadline.now()
-        inbox.withLockedValue { $0.quietUntil = finished + (finished - started) }
-        if deliveredWebSocket > 0 { metrics.deliveredWebSocket.increment(by: deliveredWebSocket) }
-        if deliveredSSE > 0 { metrics.deliveredSSE.increment(by: deliveredSSE) }
-        if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }
+        let next = inbox.withLockedValue { inbox -> TimeAmount? in
+            inbox.quietUntil = finished + (finished - started)
+            // Messages that arrived late in the pass are owed to the subscribers it had already passed.
+            guard inbox.deliveries.isEmpty, !channels.values.contains(where: \.hasUnwritten) else { return flushDelay }
+            inbox.drainScheduled = false
+            return nil
+        }
+        if let next { eventLoop.scheduleTask(in: next) { self.drain() } }
+        tally.report(to: metrics)
     }
-}
 
-extension LoopHub {
-    /// The batch split by channel, each channel's deliveries in arrival order. Only the order within a
-    /// channel is promised to clients (each is its own broker subject), so a channel's messages may be
-    /// written ahead of another's that arrived between them.
-    fileprivate func runs(of batch: [Delivery]) -> [DeliveryRun] {
-        let allocator = ByteBufferAllocator()
-        guard batch.count > 1 else {
-            return batch.map { DeliveryRun(channel: $0.channel, deliveries: [$0], allocator: allocator) }
+    /// Appends arrived deliveries to their channels' logs.
+    private func take(_ deliveries: [Delivery], into tally: inout DrainTally) {
+        let nowMicros = unixMicrosNow()
+        for delivery in deliveries {
+            guard let fanout = channels[delivery.channel] else {
+                delivery.trace?.loopFinished(subscribers: 0)
+                continue
+            }
+            metrics.fanoutLatency.record(Double(nowMicros &- min(nowMicros, delivery.publishedAtMicros)) / 1_000_000)
+            fanout.append(delivery)
+            delivery.trace?.loopFinished(subscribers: fanout.subscriberCount)
         }
-        var order: [ChannelName] = []
-        var byChannel: [ChannelName: [Delivery]] = [:]
-        for delivery in batch {
-            if byChannel[delivery.channel] == nil { order.append(delivery.channel) }
-            byChannel[delivery.channel, default: []].append(delivery)
+    }
+
+    private func flushDirty() {
+        guard !dirty.isEmpty else { return }
+        for session in dirty { session.flush() }
+        dirty.removeAll(keepingCapacity: dirty.count < 65_536)
+    }
+
+    /// What a drain wrote, added to the metrics once at its end.
+    private struct DrainTally {
+        var webSocket: Int64 = 0
+        var sse: Int64 = 0
+        var dropped: Int64 = 0
+
+        func report(to metrics: GatewayMetrics) {
+            if webSocket > 0 { metrics.deliveredWebSocket.increment(by: webSocket) }
+            if sse > 0 { metrics.deliveredSSE.increment(by: sse) }
+            if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }
         }
-        return order.map { DeliveryRun(channel: $0, deliveries: byChannel[$0] ?? [], allocator: allocator) }
     }
 }
 
