@@ -34,9 +34,11 @@ enum EnqueueOutcome {
 ///
 /// An event loop owns its connections, so the subscriber table needs no lock: only the inbox, which
 /// broker threads fill, is locked. Messages are handed over in batches: the first message into an empty
-/// inbox schedules one drain `flushDelay` later, and every message arriving meanwhile rides along. The
-/// drain writes each channel's messages to each of its subscribers in one write and then flushes each touched connection
-/// once, which is what turns one `send()` per message per subscriber into one per connection per batch.
+/// inbox schedules one drain `flushDelay` later, and every message arriving meanwhile rides along. A
+/// drain is a pass over each channel's subscribers (`ChannelFanout`): each is written, in one write,
+/// everything it has not had yet, which is what turns one `send()` per message per subscriber into one
+/// per connection per pass. Messages arriving during the pass are taken between chunks of subscribers,
+/// so the rest of the pass carries them too.
 final class LoopHub: @unchecked Sendable {
     // @unchecked: `channels`, `sessions`, `dirty` and `ticker` are only touched on `eventLoop`
     // (asserted in debug builds); `inbox` is behind its lock.
