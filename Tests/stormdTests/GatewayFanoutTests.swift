@@ -89,6 +89,10 @@ struct GatewayFanoutTests {
             }
             #expect(try await gateway.metric("storm_messages_delivered_total{transport=\"websocket\"}") == Double(3 * count))
             #expect(try await gateway.metric("storm_messages_delivered_total{transport=\"sse\"}") == Double(count))
+            // Batched: never more writes than deliveries, and at least one per connection.
+            let writes = try await gateway.metric("storm_fanout_writes_total") ?? 0
+            #expect(writes >= 4 && writes <= Double(4 * count))
+            #expect(try await gateway.metric("storm_fanout_pass_seconds_count") ?? 0 >= 1)
             await publisher.close()
         }
     }
@@ -204,7 +208,8 @@ struct GatewayFanoutTests {
             for name in [
                 "storm_connections{transport=\"websocket\"}", "storm_messages_published_total", "storm_messages_delivered_total",
                 "storm_messages_dropped_total", "storm_slow_client_disconnects_total", "storm_publish_duration_seconds_bucket",
-                "storm_fanout_latency_seconds_bucket", "storm_broker_connected 1",
+                "storm_fanout_latency_seconds_bucket", "storm_fanout_pass_seconds_bucket", "storm_fanout_writes_total",
+                "storm_broker_connected 1",
             ] {
                 #expect(metrics.text.contains(name), "missing \(name) in /metrics")
             }

@@ -156,6 +156,7 @@ final class LoopHub: @unchecked Sendable {
         var tally = DrainTally()
         take(inbox.withLockedValue { $0.deliveries.swapAndClear() }, into: &tally)
         for fanout in Array(channels.values) where fanout.hasUnwritten {
+            let passStarted = NIODeadline.now()
             var slot = 0
             while slot < fanout.slots {
                 let end = min(slot + Self.chunk, fanout.slots)
@@ -163,6 +164,7 @@ final class LoopHub: @unchecked Sendable {
                     if let (session, outcome) = fanout.serve(slot: slot) {
                         switch outcome {
                         case .queued(let flushDue, let messages):
+                            tally.writes += 1
                             if flushDue { dirty.append(session) }
                             if session.transport == .sse { tally.sse += Int64(messages) } else { tally.webSocket += Int64(messages) }
                         case .skipped:
@@ -178,6 +180,7 @@ final class LoopHub: @unchecked Sendable {
                 if !arrived.isEmpty { take(arrived, into: &tally) }
             }
             fanout.endPass()
+            metrics.fanoutPass.record(Double((NIODeadline.now() - passStarted).nanoseconds) / 1e9)
             if fanout.isEmpty { channels[fanout.channel] = nil }
         }
         let finished = NIODeadline.now()
@@ -217,8 +220,10 @@ final class LoopHub: @unchecked Sendable {
         var webSocket: Int64 = 0
         var sse: Int64 = 0
         var dropped: Int64 = 0
+        var writes: Int64 = 0
 
         func report(to metrics: GatewayMetrics) {
+            if writes > 0 { metrics.fanoutWrites.increment(by: writes) }
             if webSocket > 0 { metrics.deliveredWebSocket.increment(by: webSocket) }
             if sse > 0 { metrics.deliveredSSE.increment(by: sse) }
             if dropped > 0 { metrics.droppedSlowClient.increment(by: dropped) }

@@ -29,6 +29,8 @@ final class GatewayMetrics: Sendable {
     let brokerMessagesReceived: Prometheus.Counter
     let publishDuration: ValueHistogram
     let fanoutLatency: ValueHistogram
+    let fanoutPass: ValueHistogram
+    let fanoutWrites: Prometheus.Counter
     let brokerConnected: Gauge
     let brokerSubscriptions: Gauge
     let redisConnected: Gauge
@@ -66,6 +68,12 @@ final class GatewayMetrics: Sendable {
         brokerMessagesReceived = r.makeCounter(name: "storm_broker_messages_received_total", help: "Messages received from the broker for local subscribers.")
         publishDuration = r.makeValueHistogram(name: "storm_publish_duration_seconds", buckets: Self.latencyBuckets, help: "Time from receiving a publish to the broker accepting it.")
         fanoutLatency = r.makeValueHistogram(name: "storm_fanout_latency_seconds", buckets: Self.latencyBuckets, help: "Time from a message's publish timestamp to its write to local subscribers.")
+        fanoutPass = r.makeValueHistogram(
+            name: "storm_fanout_pass_seconds", buckets: Self.latencyBuckets,
+            help: "Time an event loop takes to write a channel's new messages to all its subscribers there; a message waits up to about one pass for its connection's turn.")
+        fanoutWrites = r.makeCounter(
+            name: "storm_fanout_writes_total",
+            help: "Writes to client connections, each carrying every message the connection was owed (delivered messages per write is the batching).")
         brokerConnected = r.makeGauge(name: "storm_broker_connected", help: "1 when the broker connection is up.")
         brokerSubscriptions = r.makeGauge(name: "storm_broker_subscriptions", help: "Channels this gateway holds a broker subscription for.")
         redisConnected = r.makeGauge(name: "storm_redis_connected", help: "1 while the presence store in Redis is writable; 0 when it is down (presence degraded) or not configured (--redis).")
