@@ -303,7 +303,7 @@ extension GatewayConfiguration {
         ws-ping-interval = \(limits.webSocketPingInterval.nanoseconds / 1_000_000)ms
         sse-heartbeat = \(limits.sseHeartbeatInterval.nanoseconds / 1_000_000)ms
         flush-interval = \(limits.flushDelay.nanoseconds / 1_000_000)ms
-        max-flush-interval = \(limits.maxFlushDelay.nanoseconds / 1_000_000)ms
+        max-flush-interval = \(limits.effectiveMaxFlushDelay.nanoseconds / 1_000_000)ms
         event-loops = \(eventLoops)
         backlog = \(backlog)
         drain-timeout = \(drainSeconds)

@@ -76,8 +76,8 @@ struct GatewayConfiguration: Sendable {
         if let value = sources.value(.sseHeartbeat) { limits.sseHeartbeatInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.flushInterval) { limits.flushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.milliseconds(100)) }
         if let value = sources.value(.maxFlushInterval) { limits.maxFlushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.seconds(1)) }
-        guard limits.maxFlushDelay >= limits.flushDelay else {
-            throw StormError(.configuration, "max-flush-interval (\(limits.maxFlushDelay.nanoseconds / 1_000_000) ms) is below flush-interval (\(limits.flushDelay.nanoseconds / 1_000_000) ms)")
+        if let maxFlushDelay = limits.maxFlushDelay, maxFlushDelay < limits.flushDelay {
+            throw StormError(.configuration, "max-flush-interval (\(maxFlushDelay.nanoseconds / 1_000_000) ms) is below flush-interval (\(limits.flushDelay.nanoseconds / 1_000_000) ms)")
         }
         if let value = sources.value(.webUI) { limits.webUI = try Self.parseSwitch(value) }
         if let value = sources.value(.jetStream) { jetStream = try Self.parseSwitch(value) }

@@ -134,12 +134,10 @@ final class LoopHub: @unchecked Sendable {
         }
     }
 
-    /// How long a batch collects before it is written: `flushDelay`, stretched so that the loop rests at
-    /// least as long as the last drain took, up to `maxFlushDelay`. Under light load (messages further
-    /// apart than a drain costs) that is just the configured delay. When writing a batch gets expensive
-    /// (many subscribers, high rates), the loop spends at most about half its time writing and batches
-    /// grow instead, so each `writev` carries more messages and the cost per delivery falls exactly when it
-    /// matters; latency rises gracefully, bounded by `maxFlushDelay`.
+    /// How long a batch collects before its pass starts: `flushDelay`, stretched (only if
+    /// `--max-flush-interval` allows it) so that the loop rests about as long as its last pass took.
+    /// Passes batch by themselves under load, since each carries what arrived during the one before, so
+    /// the stretching is off by default: it buys fewer, larger writes with latency.
     private func batchDelay(quietUntil: NIODeadline) -> TimeAmount {
         let rest = quietUntil - .now()
         return min(maxFlushDelay, max(flushDelay, rest))

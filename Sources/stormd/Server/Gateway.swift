@@ -50,7 +50,7 @@ final class Gateway: Service, Sendable {
         let metrics = GatewayMetrics(instanceID: ids.instanceID)
         var hubs: [LoopHub] = []
         for (index, loop) in self.group.makeIterator().enumerated() {
-            hubs.append(LoopHub(eventLoop: loop, index: index, flushDelay: configuration.limits.flushDelay, maxFlushDelay: configuration.limits.maxFlushDelay, metrics: metrics))
+            hubs.append(LoopHub(eventLoop: loop, index: index, flushDelay: configuration.limits.flushDelay, maxFlushDelay: configuration.limits.effectiveMaxFlushDelay, metrics: metrics))
         }
         self.hubs = hubs
         let state = GatewayState()
