@@ -275,22 +275,17 @@ final class AckTable: Sendable {
     /// Registers a publish that fails at `deadline` unless acknowledged; the first call starts the sweep on
     /// `eventLoop`.
     func insert(_ key: UInt, _ promise: EventLoopPromise<PublishReceipt>, deadline: NIODeadline, sweepingOn eventLoop: any EventLoop) {
-        let startSweeping = table.withLockedValue { table -> Bool in
+        table.withLockedValue { table in
             table.nextTicket &+= 1
             table.entries[key] = Entry(ticket: table.nextTicket, promise: promise)
             table.expiries.append(Expiry(key: key, ticket: table.nextTicket, deadline: deadline))
-            return table.sweeper == nil
+            // Scheduling only takes the loop's own lock, and the sweep takes this one on the loop later.
+            if table.sweeper == nil {
+                table.sweeper = eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) {
+                    [weak self] _ in self?.expire(now: .now())
+                }
+            }
         }
-        guard startSweeping else { return }
-        let task = eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) { [weak self] _ in
-            self?.expire(now: .now())
-        }
-        let duplicate = table.withLockedValue { table -> Bool in
-            guard table.sweeper == nil else { return true }
-            table.sweeper = task
-            return false
-        }
-        if duplicate { task.cancel() }
     }
 
     /// Fails the publishes whose deadline passed, and forgets the acknowledged ones at the front.

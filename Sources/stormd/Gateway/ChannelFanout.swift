@@ -35,8 +35,9 @@ final class ChannelFanout {
 
     var subscriberCount: Int { positions.count }
     var isEmpty: Bool { positions.isEmpty }
-    /// Some subscriber has not been written every message of the log.
-    var hasUnwritten: Bool { log.count > 0 && minimumWritten() < logEnd }
+    /// Some subscriber may be owed messages: `endPass` trims the log to what is still owed, so a
+    /// non-empty log means work (at worst one pass that finds a departed laggard's share and trims it).
+    var hasUnwritten: Bool { !log.isEmpty }
     var slots: Int { subscribers.count }
 
     /// A new subscriber gets what arrives from now on.

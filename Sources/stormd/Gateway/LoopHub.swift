@@ -152,30 +152,18 @@ final class LoopHub: @unchecked Sendable {
     private func drain() {
         let started = NIODeadline.now()
         var tally = DrainTally()
-        take(inbox.withLockedValue { $0.deliveries.swapAndClear() }, into: &tally)
+        take(inbox.withLockedValue { $0.deliveries.swapAndClear() })
         for fanout in Array(channels.values) where fanout.hasUnwritten {
             let passStarted = NIODeadline.now()
             var slot = 0
             while slot < fanout.slots {
                 let end = min(slot + Self.chunk, fanout.slots)
                 while slot < end {
-                    if let (session, outcome) = fanout.serve(slot: slot) {
-                        switch outcome {
-                        case .queued(let flushDue, let messages):
-                            tally.writes += 1
-                            if flushDue { dirty.append(session) }
-                            if session.transport == .sse { tally.sse += Int64(messages) } else { tally.webSocket += Int64(messages) }
-                        case .skipped:
-                            break
-                        case .closed:
-                            tally.dropped += 1
-                        }
-                    }
+                    if let (session, outcome) = fanout.serve(slot: slot) { note(outcome, of: session, in: &tally) }
                     slot += 1
                 }
                 flushDirty()
-                let arrived = inbox.withLockedValue { $0.deliveries.swapAndClear() }
-                if !arrived.isEmpty { take(arrived, into: &tally) }
+                take(inbox.withLockedValue { $0.deliveries.swapAndClear() })
             }
             fanout.endPass()
             metrics.fanoutPass.record(Double((NIODeadline.now() - passStarted).nanoseconds) / 1e9)
@@ -193,8 +181,22 @@ final class LoopHub: @unchecked Sendable {
         tally.report(to: metrics)
     }
 
+    /// Counts what writing a subscriber did, and remembers it for the flush when it is the first write.
+    private func note(_ outcome: EnqueueOutcome, of session: any FanoutSubscriber, in tally: inout DrainTally) {
+        switch outcome {
+        case .queued(let flushDue, let messages):
+            tally.writes += 1
+            if flushDue { dirty.append(session) }
+            if session.transport == .sse { tally.sse += Int64(messages) } else { tally.webSocket += Int64(messages) }
+        case .skipped:
+            break
+        case .closed:
+            tally.dropped += 1
+        }
+    }
+
     /// Appends arrived deliveries to their channels' logs.
-    private func take(_ deliveries: [Delivery], into tally: inout DrainTally) {
+    private func take(_ deliveries: [Delivery]) {
         let nowMicros = unixMicrosNow()
         for delivery in deliveries {
             guard let fanout = channels[delivery.channel] else {

@@ -52,6 +52,13 @@ struct RecoveryGate {
         return .deliver
     }
 
+    /// The deliveries of `run` to write now: `nil` for all of them (no recovery under way, the common
+    /// case, which then writes the run's shared concatenation), otherwise those admitted, possibly none.
+    mutating func admit(_ run: DeliveryRun) -> [Delivery]? {
+        if isIdle { return nil }
+        return run.deliveries.filter { admit($0) == .deliver }
+    }
+
     /// Ends the recovery of a channel: returns what to write, in order (history, then the held live
     /// messages newer than it), and from now on lets live deliveries through, skipping duplicates.
     mutating func finish(_ recovered: RecoveredChannel, resumeFrom: UInt64) -> [Delivery] {

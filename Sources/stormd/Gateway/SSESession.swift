@@ -196,11 +196,8 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     func enqueue(_ run: DeliveryRun) -> EnqueueOutcome {
         guard let context, let writer else { return .closed }
-        var admitted: [Delivery]? = nil
-        if !recovery.isIdle {
-            admitted = run.deliveries.filter { recovery.admit($0) == .deliver }
-            if admitted?.isEmpty == true { return .skipped }
-        }
+        let admitted = recovery.admit(run)
+        if admitted?.isEmpty == true { return .skipped }
         switch state {
         case .starting: return .skipped  // the head is not out yet; nothing published before it is owed
         case .closed: return .closed

@@ -108,11 +108,8 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     func enqueue(_ run: DeliveryRun) -> EnqueueOutcome {
         guard !closing, let context, let writer else { return .closed }
-        var admitted: [Delivery]? = nil
-        if !recovery.isIdle {
-            admitted = run.deliveries.filter { recovery.admit($0) == .deliver }
-            if admitted?.isEmpty == true { return .skipped }
-        }
+        let admitted = recovery.admit(run)
+        if admitted?.isEmpty == true { return .skipped }
         guard writable else {
             disconnectSlowClient(context: context)
             return .closed
