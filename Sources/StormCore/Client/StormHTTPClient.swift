@@ -17,14 +17,14 @@ public struct StormHTTPResponse: Sendable {
 
 /// A small HTTP/1.1 keep-alive client for the gateway's API (`POST /publish`, `/readyz`, `/metrics`).
 ///
-/// One TCP connection, reused across requests and reopened when the server closed it. Requests may be
-/// issued concurrently: they are pipelined on the connection and answered in order, which is what lets
-/// the bench keep a steady publish rate over a handful of connections.
+/// One TCP connection (`StormHTTPConnection`), reused across requests and reopened when the server
+/// closed it. Requests may be issued concurrently: they are pipelined on the connection and answered in
+/// order, which is what lets the bench keep a steady publish rate over a handful of connections.
 public actor StormHTTPClient {
     public let endpoint: StormEndpoint
     private let options: StormConnectOptions
     private let group: any EventLoopGroup
-    private var connection: EventLoopFuture<any Channel>?
+    private var connection: EventLoopFuture<StormHTTPConnection>?
     /// Longest accepted answer body: the API's answers are small, so anything bigger is a wrong server.
     public static let maximumResponseBody = 16 << 20
 
@@ -47,37 +47,15 @@ public actor StormHTTPClient {
         headers extraHeaders: HTTPHeaders = [:], timeout: TimeAmount = .seconds(30),
         throwingOnErrorStatus: Bool = true
     ) async throws(StormError) -> StormHTTPResponse {
-        let channel = try await openConnection()
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: endpoint.hostHeader)
-        endpoint.addAuthorization(to: &headers)
-        headers.add(name: "User-Agent", value: "stormctl/\(StormVersion.current)")
-        if let body {
-            headers.add(name: "Content-Length", value: String(body.count))
-            if !extraHeaders.contains(name: "Content-Type") {
-                headers.add(name: "Content-Type", value: "application/octet-stream")
-            }
-        } else if method == .POST || method == .PUT {
-            headers.add(name: "Content-Length", value: "0")
-        }
-        headers.add(contentsOf: extraHeaders)
-        let head = HTTPRequestHead(
-            version: .http1_1, method: method, uri: makeRequestURI(path: path, query: query), headers: headers)
-        let promise = channel.eventLoop.makePromise(of: StormHTTPResponse.self)
-        let exchange = HTTPExchange(head: head, body: body.map { ByteBuffer(bytes: $0) }, response: promise)
-        let timeoutTask = channel.eventLoop.scheduleTask(in: timeout) { [endpoint] in
-            promise.fail(StormError(.connection, "\(endpoint) did not answer \(method) \(path) within \(timeout.nanoseconds / 1_000_000_000) s"))
-            channel.close(promise: nil)
-        }
-        channel.writeAndFlush(exchange).whenFailure { promise.fail($0) }
+        let connection = try await openConnection()
         let response: StormHTTPResponse
         do {
-            response = try await promise.futureResult.get()
+            response = try await connection.send(
+                method: method, path: path, query: query, body: body, headers: extraHeaders, timeout: timeout
+            ).get()
         } catch {
-            timeoutTask.cancel()
             throw StormError.lostConnection(error, endpoint: endpoint)
         }
-        timeoutTask.cancel()
         if throwingOnErrorStatus, response.status >= 400 {
             throw StormError(httpStatus: response.status, body: response.body)
         }
@@ -93,16 +71,16 @@ public actor StormHTTPClient {
     public func close() async {
         guard let connection else { return }
         self.connection = nil
-        if let channel = try? await connection.get() {
-            try? await channel.close()
+        if let open = try? await connection.get() {
+            try? await open.close().get()
         }
     }
 
-    private func openConnection() async throws(StormError) -> any Channel {
+    private func openConnection() async throws(StormError) -> StormHTTPConnection {
         if let connection {
             do {
-                let channel = try await connection.get()
-                if channel.isActive { return channel }
+                let open = try await connection.get()
+                if open.isActive { return open }
             } catch {
                 // A failed attempt is not cached: try again below.
             }
@@ -111,22 +89,101 @@ public actor StormHTTPClient {
                 return try await openConnection()
             }
         }
-        let bootstrap = try ClientBootstraps.make(group: group, options: options)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(HTTPExchangeHandler())
-                }
-            }
-        let address = try endpoint.socketAddress()
-        let attempt = bootstrap.connect(to: address)
+        let attempt = StormHTTPConnection.connect(to: endpoint, options: options, on: group.next())
         self.connection = attempt
         do {
             return try await attempt.get()
         } catch {
             if self.connection === attempt { self.connection = nil }
-            throw StormError.connectionFailure(error, endpoint: endpoint)
+            throw (error as? StormError) ?? StormError.connectionFailure(error, endpoint: endpoint)
         }
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection to the gateway, driven by futures on its event loop.
+///
+/// `StormHTTPClient` wraps it for async callers. The bench drives it directly from its event loop: a
+/// publisher that sends, waits for the answer and schedules its next message all on the connection's
+/// loop costs no thread hop per request (through the actor, each publish took four: about a tenth of
+/// the machine at 20,000 publishes/s).
+public final class StormHTTPConnection: Sendable {
+    public let endpoint: StormEndpoint
+    private let channel: any Channel
+
+    private init(endpoint: StormEndpoint, channel: any Channel) {
+        self.endpoint = endpoint
+        self.channel = channel
+    }
+
+    /// Opens a connection on `eventLoop`; fails with a `StormError` an operator can act on.
+    public static func connect(
+        to endpoint: StormEndpoint, options: StormConnectOptions = .init(), on eventLoop: any EventLoop
+    ) -> EventLoopFuture<StormHTTPConnection> {
+        let bootstrap: ClientBootstrap
+        let address: SocketAddress
+        do {
+            bootstrap = try ClientBootstraps.make(group: eventLoop, options: options)
+            address = try endpoint.socketAddress()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return bootstrap.channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                try channel.pipeline.syncOperations.addHandler(HTTPExchangeHandler())
+            }
+        }
+        .connect(to: address)
+        .flatMapErrorThrowing { error in throw StormError.connectionFailure(error, endpoint: endpoint) }
+        .map { StormHTTPConnection(endpoint: endpoint, channel: $0) }
+    }
+
+    public var eventLoop: any EventLoop { channel.eventLoop }
+    public var isActive: Bool { channel.isActive }
+
+    /// Sends one request; the answer, whole, arrives on the connection's loop. Past `timeout` the
+    /// request fails and the connection is closed (a later answer could not be told apart). Failures
+    /// are `StormError`s.
+    public func send(
+        method: HTTPMethod = .GET, path: String, query: [(String, String)] = [], body: [UInt8]? = nil,
+        headers extraHeaders: HTTPHeaders = [:], timeout: TimeAmount = .seconds(30)
+    ) -> EventLoopFuture<StormHTTPResponse> {
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: endpoint.hostHeader)
+        endpoint.addAuthorization(to: &headers)
+        headers.add(name: "User-Agent", value: "stormctl/\(StormVersion.current)")
+        if let body {
+            headers.add(name: "Content-Length", value: String(body.count))
+            if !extraHeaders.contains(name: "Content-Type") {
+                headers.add(name: "Content-Type", value: "application/octet-stream")
+            }
+        } else if method == .POST || method == .PUT {
+            headers.add(name: "Content-Length", value: "0")
+        }
+        headers.add(contentsOf: extraHeaders)
+        let head = HTTPRequestHead(
+            version: .http1_1, method: method, uri: makeRequestURI(path: path, query: query), headers: headers)
+        let channel = self.channel
+        let promise = channel.eventLoop.makePromise(of: StormHTTPResponse.self)
+        let exchange = HTTPExchange(head: head, body: body.map { ByteBuffer(bytes: $0) }, response: promise)
+        let timeoutTask = channel.eventLoop.scheduleTask(in: timeout) { [endpoint] in
+            promise.fail(StormError(.connection, "\(endpoint) did not answer \(method) \(path) within \(timeout.nanoseconds / 1_000_000_000) s"))
+            channel.close(promise: nil)
+        }
+        channel.writeAndFlush(exchange).whenFailure { promise.fail($0) }
+        let endpoint = self.endpoint
+        return promise.futureResult
+            .always { _ in timeoutTask.cancel() }
+            .flatMapErrorThrowing { error in throw StormError.lostConnection(error, endpoint: endpoint) }
+    }
+
+    /// `POST /publish?subject=CHANNEL`.
+    public func publish(channel: ChannelName, payload: [UInt8]) -> EventLoopFuture<StormHTTPResponse> {
+        send(method: .POST, path: "/publish", query: [("subject", channel.rawValue)], body: payload)
+    }
+
+    public func close() -> EventLoopFuture<Void> {
+        channel.close()
     }
 }
 
