@@ -3,17 +3,17 @@ import NIOHTTP1
 import NIOWebSocket
 
 /// One frame a WebSocket server sent: opcode and payload, a slice of the bytes read.
-struct ServerFrame {
-    var fin: Bool
-    var opcode: UInt8
-    var payload: ByteBuffer
+public struct ServerFrame {
+    public var fin: Bool
+    public var opcode: UInt8
+    public var payload: ByteBuffer
 
-    static let continuation: UInt8 = 0x0
-    static let text: UInt8 = 0x1
-    static let binary: UInt8 = 0x2
-    static let close: UInt8 = 0x8
-    static let ping: UInt8 = 0x9
-    static let pong: UInt8 = 0xA
+    public static let continuation: UInt8 = 0x0
+    public static let text: UInt8 = 0x1
+    public static let binary: UInt8 = 0x2
+    public static let close: UInt8 = 0x8
+    public static let ping: UInt8 = 0x9
+    public static let pong: UInt8 = 0xA
 }
 
 /// Splits the bytes a WebSocket server sends into frames (RFC 6455 section 5.2), in place.
@@ -23,18 +23,32 @@ struct ServerFrame {
 /// through the pipeline (an existential box, a dynamic cast and a context hop per frame, twice with the
 /// aggregator) than on reading it. Server frames are the easy direction: never masked, so a frame is a
 /// 2-to-10-byte header and a payload that can be handed on as a slice of the read buffer.
-struct ServerFrameParser {
-    let maximumFrameSize: Int
+public struct ServerFrameParser: Sendable {
+    public let maximumFrameSize: Int
 
-    enum Failure: Error, Equatable {
+    public init(maximumFrameSize: Int) {
+        self.maximumFrameSize = maximumFrameSize
+    }
+
+    public enum Failure: Error, Equatable {
         case masked
         case reservedBits
         case tooLarge(UInt64)
         case badControlFrame
+
+        /// What the server did wrong, for the operator.
+        public var message: String {
+            switch self {
+            case .masked: "the server sent a masked frame (RFC 6455 forbids it)"
+            case .reservedBits: "the server set reserved bits without a negotiated extension"
+            case .tooLarge(let size): "the server sent a \(size)-byte frame, more than this client accepts"
+            case .badControlFrame: "the server sent a fragmented or oversized control frame"
+            }
+        }
     }
 
     /// The next complete frame at the start of `bytes`, consuming it; `nil` when more bytes are needed.
-    func next(_ bytes: inout ByteBuffer) throws(Failure) -> ServerFrame? {
+    public func next(_ bytes: inout ByteBuffer) throws(Failure) -> ServerFrame? {
         guard let first = bytes.getInteger(at: bytes.readerIndex, as: UInt8.self),
             let second = bytes.getInteger(at: bytes.readerIndex + 1, as: UInt8.self)
         else { return nil }
@@ -102,7 +116,7 @@ final class ServerFrameReader: ChannelDuplexHandler {
                 handle(frame, context: context)
             }
         } catch {
-            return fail(context: context, StormError(.protocolViolation, Self.describe(error)))
+            return fail(context: context, StormError(.protocolViolation, error.message))
         }
         if !failed, bytes.readableBytes > 0 { carried = ByteBuffer(bytes.readableBytesView) }
     }
@@ -164,14 +178,6 @@ final class ServerFrameReader: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
-    private static func describe(_ failure: ServerFrameParser.Failure) -> String {
-        switch failure {
-        case .masked: "the server sent a masked frame (RFC 6455 forbids it)"
-        case .reservedBits: "the server set reserved bits without a negotiated extension"
-        case .tooLarge(let size): "the server sent a \(size)-byte frame, more than this client accepts"
-        case .badControlFrame: "the server sent a fragmented or oversized control frame"
-        }
-    }
 
     /// Notes a close frame we send ourselves, so the server's echo counts as a clean end.
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {

@@ -91,7 +91,7 @@ public struct StormConnectOptions: Sendable {
 extension StormEndpoint {
     /// Resolves the endpoint once; connecting by address avoids a resolver round trip per connection
     /// when the bench opens thousands of them.
-    func socketAddress() throws(StormError) -> SocketAddress {
+    public func socketAddress() throws(StormError) -> SocketAddress {
         do {
             if host == "localhost" {
                 return try SocketAddress(ipAddress: "127.0.0.1", port: port)

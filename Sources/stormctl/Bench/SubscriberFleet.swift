@@ -63,6 +63,8 @@ extension LatencyHistogram: Codable {
 struct TallyRegistry: Sendable {
     private let tallies: [ObjectIdentifier: NIOLoopBound<LoopTally>]
     private let loops: [any EventLoop]
+    /// Raw WebSocket subscribers (Linux), which count on their own threads.
+    private let rawSources = NIOLockedValueBox<[RawSubscriberSource]>([])
 
     static func make(for group: MultiThreadedEventLoopGroup) async throws -> TallyRegistry {
         var tallies: [ObjectIdentifier: NIOLoopBound<LoopTally>] = [:]
@@ -79,9 +81,14 @@ struct TallyRegistry: Sendable {
         tallies[ObjectIdentifier(loop)]?.value
     }
 
+    func attach(_ source: RawSubscriberSource) {
+        rawSources.withLockedValue { $0.append(source) }
+    }
+
     /// The sum over all loops, read on each loop.
     func snapshot() async -> SubscriberFigures {
         var total = SubscriberFigures()
+        for source in rawSources.withLockedValue({ $0 }) { total.merge(source.figures()) }
         for loop in loops {
             guard let bound = tallies[ObjectIdentifier(loop)] else { continue }
             if let figures = try? await loop.submit({ bound.value.figures }).get() {
@@ -163,13 +170,22 @@ final class BenchSubscriber: StormStreamDelegate {
 enum BenchConnection: Sendable {
     case webSocket(StormWebSocketClient)
     case serverSentEvents(StormSSEClient)
+    /// All the raw WebSocket subscribers of this process.
+    case raw(RawSubscriberSource)
 
     func close() {
         switch self {
         case .webSocket(let client): client.closeImmediately()
         case .serverSentEvents(let client): client.closeImmediately()
+        case .raw(let source): source.stop()
         }
     }
+}
+
+/// What the bench needs of its raw subscribers: their figures, and a way to end them.
+protocol RawSubscriberSource: Sendable {
+    func figures() -> SubscriberFigures
+    func stop()
 }
 
 /// How the connect phase went.
@@ -207,6 +223,16 @@ struct SubscriberFleet: Sendable {
         var outcome = ConnectOutcome()
         var inFlight = 0
 
+        mutating func record(raw failure: StormError?) {
+            inFlight -= 1
+            if let failure {
+                outcome.failed += 1
+                if outcome.firstFailure == nil { outcome.firstFailure = failure.message }
+            } else {
+                outcome.subscribed += 1
+            }
+        }
+
         mutating func record(_ result: Result<BenchConnection, any Error>) {
             inFlight -= 1
             switch result {
@@ -228,6 +254,9 @@ struct SubscriberFleet: Sendable {
     /// and the pacing costs a few hundred wakeups a second instead of one timer per connection (at 6,000
     /// connections/s the per-connection sleeps and hops took a fifth of the bench's CPU).
     func connectAll() async -> ([BenchConnection], ConnectOutcome) {
+        #if os(Linux)
+        if transport == .ws { return await connectAllRaw() }
+        #endif
         let schedule = RateSchedule(rate: connectRate, total: count)
         let clock = ContinuousClock()
         let start = clock.now
@@ -272,6 +301,55 @@ struct SubscriberFleet: Sendable {
     }
 
     static let pacingTick = Duration.milliseconds(5)
+
+    #if os(Linux)
+    /// `connectAll` for WebSocket subscribers on Linux: the same pacing, handing each tick's connects to
+    /// the raw subscriber threads (see `RawSubscriberLoops` for why they are not NIO channels).
+    private func connectAllRaw() async -> ([BenchConnection], ConnectOutcome) {
+        let schedule = RateSchedule(rate: connectRate, total: count)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let gathered = NIOLockedValueBox(Gathered())
+        let loops: RawSubscriberLoops
+        do {
+            loops = try RawSubscriberLoops(
+                threads: System.coreCount, endpoint: endpoint, channel: channel, publishers: publishers,
+                connectTimeout: StormConnectOptions().connectTimeout
+            ) { failure in
+                gathered.withLockedValue { $0.record(raw: failure) }
+            }
+        } catch {
+            return ([], ConnectOutcome(subscribed: 0, failed: count, firstFailure: error.message, seconds: 0))
+        }
+        registry.attach(loops)
+        var next = 0
+        while next < count {
+            let elapsed = start.duration(to: clock.now)
+            let elapsedNanoseconds = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
+            let room = Self.maximumConnectsInFlight - gathered.withLockedValue { $0.inFlight }
+            var due = next
+            while due < count, due - next < room, schedule.dueOffsetNanoseconds(ofMessage: due) <= elapsedNanoseconds {
+                due += 1
+            }
+            if due > next {
+                gathered.withLockedValue { $0.inFlight += due - next }
+                for position in 0..<loops.count {
+                    let share = stride(from: next + position, to: due, by: loops.count).map { sourceAddress(forSubscriber: $0) }
+                    if !share.isEmpty { loops.connect(loop: position, sourceAddresses: share) }
+                }
+                next = due
+            }
+            if next < count { try? await Task.sleep(for: Self.pacingTick) }
+        }
+        while gathered.withLockedValue({ $0.inFlight }) > 0 {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        let elapsed = start.duration(to: clock.now)
+        var outcome = gathered.withLockedValue { $0.outcome }
+        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return ([.raw(loops)], outcome)
+    }
+    #endif
 
     private func connectOne(options: StormConnectOptions, on loop: any EventLoop) -> EventLoopFuture<BenchConnection> {
         let registry = self.registry
