@@ -207,6 +207,8 @@ struct SubscriberFleet: Sendable {
     let sourceAddresses: Int
     let connectRate: Double
     let publishers: Int
+    /// How long raw WebSocket subscribers rest between polls while traffic flows.
+    let pollInterval: TimeAmount
     let group: MultiThreadedEventLoopGroup
     let registry: TallyRegistry
 
@@ -314,7 +316,7 @@ struct SubscriberFleet: Sendable {
         do {
             loops = try RawSubscriberLoops(
                 threads: System.coreCount, endpoint: endpoint, channel: channel, publishers: publishers,
-                connectTimeout: StormConnectOptions().connectTimeout
+                connectTimeout: StormConnectOptions().connectTimeout, pollInterval: pollInterval
             ) { failure in
                 gathered.withLockedValue { $0.record(raw: failure) }
             }

@@ -67,6 +67,11 @@ extension Stormctl {
         @Option(name: .long, help: "Subscriber processes (each holds subscribers/M).")
         var processes = 1
 
+        @Option(
+            name: .customLong("poll-interval"),
+            help: "WebSocket subscribers: milliseconds to rest between polls of their sockets while messages flow (0: wake for each readable socket).")
+        var pollInterval: Double = 0.5
+
         @Flag(name: .customLong("subscriber-only"), help: .hidden)
         var subscriberOnly = false
 
@@ -86,6 +91,7 @@ extension Stormctl {
             }
             if !(connectRate > 0) { throw ValidationError("--connect-rate must be positive") }
             if processes < 1 || processes > 64 { throw ValidationError("--processes must be 1…64") }
+            if !(0...100).contains(pollInterval) { throw ValidationError("--poll-interval must be 0…100 ms") }
         }
 
         /// One source address per 5,000 subscribers by default, far below the ~28,000 ephemeral ports of
@@ -134,7 +140,7 @@ extension Stormctl {
             SubscriberFleet(
                 endpoint: endpoint, channel: channel, transport: transport, count: count, firstIndex: firstIndex,
                 sourceAddresses: effectiveSourceAddresses, connectRate: connectRate, publishers: publishers,
-                group: group, registry: registry)
+                pollInterval: .nanoseconds(Int64(pollInterval * 1e6)), group: group, registry: registry)
         }
 
         private func runParent(
@@ -234,7 +240,7 @@ extension Stormctl {
                 "bench", "--subscriber-only", "--server", endpoint.description, "--channel", channel.rawValue,
                 "--transport", transport.rawValue, "--subscribers", String(count), "--first-index", String(first),
                 "--source-addresses", String(effectiveSourceAddresses), "--publishers", String(publishers),
-                "--connect-rate", String(connectRate / Double(processes)),
+                "--connect-rate", String(connectRate / Double(processes)), "--poll-interval", String(pollInterval),
             ]
         }
 
