@@ -1,6 +1,5 @@
 #if os(Linux)
 import CStormLinux
-import Crypto
 import Foundation
 import Glibc
 import NIOConcurrencyHelpers
@@ -87,6 +86,8 @@ final class RawSubscriberLoops: RawSubscriberSource {
 /// What every connection of a run shares: where to connect and what to send.
 private struct RawSubscriberPlan: Sendable {
     let address: SocketAddress
+    /// `http://host:port`, for messages.
+    let server: String
     let hostHeader: String
     let authorization: String?
     let subscribeFrame: [UInt8]
@@ -99,6 +100,7 @@ private struct RawSubscriberPlan: Sendable {
         endpoint: StormEndpoint, channel: ChannelName, publishers: Int, connectTimeout: TimeAmount, pollInterval: TimeAmount
     ) throws(StormError) {
         self.address = try endpoint.socketAddress()
+        self.server = endpoint.description
         self.hostHeader = endpoint.hostHeader
         self.authorization = endpoint.token.map { "Bearer \($0)" }
         self.subscribeFrame = ClientFrame.masked(
@@ -114,65 +116,6 @@ private struct RawSubscriberPlan: Sendable {
         if let authorization { request += "Authorization: \(authorization)\r\n" }
         request += "\r\n"
         return Array(request.utf8)
-    }
-}
-
-/// Client frames are masked (RFC 6455 section 5.3).
-enum ClientFrame {
-    static func masked(opcode: UInt8, payload: [UInt8]) -> [UInt8] {
-        var frame: [UInt8] = [0x80 | opcode]
-        frame.reserveCapacity(payload.count + 14)
-        if payload.count < 126 {
-            frame.append(0x80 | UInt8(payload.count))
-        } else if payload.count <= 0xFFFF {
-            frame.append(0x80 | 126)
-            frame.append(UInt8(payload.count >> 8))
-            frame.append(UInt8(payload.count & 0xFF))
-        } else {
-            frame.append(0x80 | 127)
-            for shift in stride(from: 56, through: 0, by: -8) { frame.append(UInt8((UInt64(payload.count) >> UInt64(shift)) & 0xFF)) }
-        }
-        let mask = (0..<4).map { _ in UInt8.random(in: 0...255) }
-        frame.append(contentsOf: mask)
-        for (index, byte) in payload.enumerated() { frame.append(byte ^ mask[index & 3]) }
-        return frame
-    }
-}
-
-/// Checks a server's opening handshake answer against the key the client sent (RFC 6455 section 4.1).
-enum HandshakeCheck {
-    static let guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-    static func accept(forKey key: String) -> String {
-        Data(Insecure.SHA1.hash(data: Array((key + guid).utf8))).base64EncodedString()
-    }
-
-    /// nil when the answer completes the handshake, else what is wrong with it.
-    static func problem(with head: String, key: String) -> String? {
-        var lines = head.split(separator: "\r\n", omittingEmptySubsequences: false)[...]
-        guard let status = lines.popFirst() else { return "the gateway sent an empty answer" }
-        guard status.hasPrefix("HTTP/1.1 101") else {
-            return "the gateway answered \"\(status.prefix(80))\" instead of 101 Switching Protocols"
-        }
-        var upgrade = false
-        var connection = false
-        var accepted = false
-        let expected = accept(forKey: key)
-        for line in lines {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            let name = line[..<colon].lowercased()
-            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-            switch name {
-            case "upgrade": upgrade = value.lowercased() == "websocket"
-            case "connection": connection = value.lowercased().split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == "upgrade" }
-            case "sec-websocket-accept": accepted = value == expected
-            default: break
-            }
-        }
-        if !upgrade { return "the gateway's 101 answer has no \"Upgrade: websocket\"" }
-        if !connection { return "the gateway's 101 answer has no \"Connection: Upgrade\"" }
-        if !accepted { return "the gateway's Sec-WebSocket-Accept does not match the key sent" }
-        return nil
     }
 }
 
@@ -335,7 +278,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
         guard connected == 0 || errno == EINPROGRESS else {
             let code = errno
             close(fd)
-            return report(Self.systemError("connect to \(plan.address)", code))
+            return report(Self.systemError("cannot connect to \(plan.server)", code))
         }
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
         let subscriber = RawSubscriber(
@@ -355,7 +298,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
             var failure: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(subscriber.fd, SOL_SOCKET, SO_ERROR, &failure, &length)
-            if failure != 0 { return end(slot, because: Self.systemError("connect to \(plan.address)", failure)) }
+            if failure != 0 { return end(slot, because: Self.systemError("cannot connect to \(plan.server)", failure)) }
             guard send(plan.handshakeRequest(key: subscriber.key), on: subscriber) else {
                 return end(slot, because: StormError(.connection, "could not send the WebSocket handshake"))
             }
