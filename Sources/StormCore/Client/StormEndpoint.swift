@@ -109,6 +109,25 @@ extension StormEndpoint {
 private let ipBindAddressNoPort = SocketOptionName(24)
 
 enum ClientBootstraps {
+    /// Connects a channel to `endpoint` on `eventLoop`, set up by `initializer`; fails with a
+    /// `StormError` an operator can act on.
+    static func connect(
+        to endpoint: StormEndpoint, options: StormConnectOptions, on eventLoop: any EventLoop,
+        initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>
+    ) -> EventLoopFuture<any Channel> {
+        let bootstrap: ClientBootstrap
+        let address: SocketAddress
+        do {
+            bootstrap = try make(group: eventLoop, options: options)
+            address = try endpoint.socketAddress()
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return bootstrap.channelInitializer(initializer).connect(to: address).flatMapErrorThrowing { error in
+            throw StormError.connectionFailure(error, endpoint: endpoint)
+        }
+    }
+
     static func make(group: EventLoopGroup, options: StormConnectOptions) throws(StormError) -> ClientBootstrap {
         var bootstrap = ClientBootstrap(group: group)
             .connectTimeout(options.connectTimeout)

@@ -119,22 +119,12 @@ public final class StormHTTPConnection: Sendable {
     public static func connect(
         to endpoint: StormEndpoint, options: StormConnectOptions = .init(), on eventLoop: any EventLoop
     ) -> EventLoopFuture<StormHTTPConnection> {
-        let bootstrap: ClientBootstrap
-        let address: SocketAddress
-        do {
-            bootstrap = try ClientBootstraps.make(group: eventLoop, options: options)
-            address = try endpoint.socketAddress()
-        } catch {
-            return eventLoop.makeFailedFuture(error)
-        }
-        return bootstrap.channelInitializer { channel in
+        ClientBootstraps.connect(to: endpoint, options: options, on: eventLoop) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try channel.pipeline.syncOperations.addHTTPClientHandlers()
                 try channel.pipeline.syncOperations.addHandler(HTTPExchangeHandler())
             }
         }
-        .connect(to: address)
-        .flatMapErrorThrowing { error in throw StormError.connectionFailure(error, endpoint: endpoint) }
         .map { StormHTTPConnection(endpoint: endpoint, channel: $0) }
     }
 

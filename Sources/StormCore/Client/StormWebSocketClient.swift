@@ -45,24 +45,15 @@ public final class StormWebSocketClient: Sendable {
         to endpoint: StormEndpoint, path: String = "/ws", options: StormConnectOptions = .init(),
         on eventLoop: any EventLoop, delegate makeDelegate: @escaping StormStreamDelegateFactory
     ) -> EventLoopFuture<StormWebSocketClient> {
-        let bootstrap: ClientBootstrap
-        let address: SocketAddress
-        do {
-            bootstrap = try ClientBootstraps.make(group: eventLoop, options: options)
-            address = try endpoint.socketAddress()
-        } catch {
-            return eventLoop.makeFailedFuture(error)
-        }
         let upgraded = eventLoop.makePromise(of: Void.self)
-        return bootstrap.channelInitializer { channel in
+        return ClientBootstraps.connect(to: endpoint, options: options, on: eventLoop) { channel in
             channel.eventLoop.makeCompletedFuture {
                 try configurePipeline(channel: channel, delegate: makeDelegate(channel.eventLoop), upgraded: upgraded)
             }
         }
-        .connect(to: address)
         .flatMapError { error in
             upgraded.fail(error)
-            return eventLoop.makeFailedFuture(StormError.connectionFailure(error, endpoint: endpoint))
+            return eventLoop.makeFailedFuture(error)
         }
         .flatMap { channel in
             var headers = HTTPHeaders()

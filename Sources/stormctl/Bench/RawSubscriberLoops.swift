@@ -61,7 +61,8 @@ final class RawSubscriberLoops: RawSubscriberSource {
 
     var count: Int { loops.count }
 
-    /// Opens a connection from `sourceAddress` on loop `loop`; its outcome goes to `report`.
+    /// Opens one connection per entry on loop `loop`, each bound to its source address (nil: any); each
+    /// outcome goes to `report`.
     func connect(loop: Int, sourceAddresses: [String?]) {
         loops[loop % loops.count].connect(sourceAddresses)
     }

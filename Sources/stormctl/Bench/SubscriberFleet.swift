@@ -259,15 +259,40 @@ struct SubscriberFleet: Sendable {
         #if os(Linux)
         if transport == .ws { return await connectAllRaw() }
         #endif
-        let schedule = RateSchedule(rate: connectRate, total: count)
-        let clock = ContinuousClock()
-        let start = clock.now
         let loops = Array(group.makeIterator())
         let gathered = NIOLockedValueBox(Gathered())
         gathered.withLockedValue { $0.connections.reserveCapacity(count) }
+        let seconds = await paced(gathered) { due in
+            for (position, loop) in loops.enumerated() {
+                let share = Array(stride(from: due.lowerBound + position, to: due.upperBound, by: loops.count))
+                guard !share.isEmpty else { continue }
+                loop.execute {
+                    for index in share {
+                        let options = StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))
+                        connectOne(options: options, on: loop).whenComplete { result in
+                            gathered.withLockedValue { $0.record(result) }
+                        }
+                    }
+                }
+            }
+        }
+        var (connections, outcome) = gathered.withLockedValue { ($0.connections, $0.outcome) }
+        outcome.seconds = seconds
+        return (connections, outcome)
+    }
+
+    static let pacingTick = Duration.milliseconds(5)
+
+    /// Hands `start` the subscribers that fell due, every `pacingTick`, keeping at most
+    /// `maximumConnectsInFlight` unfinished; returns the seconds until the last one finished (every
+    /// connection ends within its connect timeout, succeeded or failed).
+    private func paced(_ gathered: NIOLockedValueBox<Gathered>, start: (Range<Int>) -> Void) async -> Double {
+        let schedule = RateSchedule(rate: connectRate, total: count)
+        let clock = ContinuousClock()
+        let began = clock.now
         var next = 0
         while next < count {
-            let elapsed = start.duration(to: clock.now)
+            let elapsed = began.duration(to: clock.now)
             let elapsedNanoseconds = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
             let room = Self.maximumConnectsInFlight - gathered.withLockedValue { $0.inFlight }
             var due = next
@@ -276,41 +301,22 @@ struct SubscriberFleet: Sendable {
             }
             if due > next {
                 gathered.withLockedValue { $0.inFlight += due - next }
-                for (position, loop) in loops.enumerated() {
-                    let share = Array(stride(from: next + position, to: due, by: loops.count))
-                    guard !share.isEmpty else { continue }
-                    loop.execute {
-                        for index in share {
-                            let options = StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))
-                            connectOne(options: options, on: loop).whenComplete { result in
-                                gathered.withLockedValue { $0.record(result) }
-                            }
-                        }
-                    }
-                }
+                start(next..<due)
                 next = due
             }
             if next < count { try? await Task.sleep(for: Self.pacingTick) }
         }
-        // Every connection ends within its connect timeout (the futures fail then); poll until the last.
         while gathered.withLockedValue({ $0.inFlight }) > 0 {
             try? await Task.sleep(for: .milliseconds(5))
         }
-        let elapsed = start.duration(to: clock.now)
-        var (connections, outcome) = gathered.withLockedValue { ($0.connections, $0.outcome) }
-        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        return (connections, outcome)
+        let elapsed = began.duration(to: clock.now)
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
     }
-
-    static let pacingTick = Duration.milliseconds(5)
 
     #if os(Linux)
     /// `connectAll` for WebSocket subscribers on Linux: the same pacing, handing each tick's connects to
     /// the raw subscriber threads (see `RawSubscriberLoops` for why they are not NIO channels).
     private func connectAllRaw() async -> ([BenchConnection], ConnectOutcome) {
-        let schedule = RateSchedule(rate: connectRate, total: count)
-        let clock = ContinuousClock()
-        let start = clock.now
         let gathered = NIOLockedValueBox(Gathered())
         let loops: RawSubscriberLoops
         do {
@@ -324,31 +330,14 @@ struct SubscriberFleet: Sendable {
             return ([], ConnectOutcome(subscribed: 0, failed: count, firstFailure: error.message, seconds: 0))
         }
         registry.attach(loops)
-        var next = 0
-        while next < count {
-            let elapsed = start.duration(to: clock.now)
-            let elapsedNanoseconds = elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000
-            let room = Self.maximumConnectsInFlight - gathered.withLockedValue { $0.inFlight }
-            var due = next
-            while due < count, due - next < room, schedule.dueOffsetNanoseconds(ofMessage: due) <= elapsedNanoseconds {
-                due += 1
+        let seconds = await paced(gathered) { due in
+            for position in 0..<loops.count {
+                let share = stride(from: due.lowerBound + position, to: due.upperBound, by: loops.count).map { sourceAddress(forSubscriber: $0) }
+                if !share.isEmpty { loops.connect(loop: position, sourceAddresses: share) }
             }
-            if due > next {
-                gathered.withLockedValue { $0.inFlight += due - next }
-                for position in 0..<loops.count {
-                    let share = stride(from: next + position, to: due, by: loops.count).map { sourceAddress(forSubscriber: $0) }
-                    if !share.isEmpty { loops.connect(loop: position, sourceAddresses: share) }
-                }
-                next = due
-            }
-            if next < count { try? await Task.sleep(for: Self.pacingTick) }
         }
-        while gathered.withLockedValue({ $0.inFlight }) > 0 {
-            try? await Task.sleep(for: .milliseconds(5))
-        }
-        let elapsed = start.duration(to: clock.now)
         var outcome = gathered.withLockedValue { $0.outcome }
-        outcome.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        outcome.seconds = seconds
         return ([.raw(loops)], outcome)
     }
     #endif
