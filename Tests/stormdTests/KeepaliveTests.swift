@@ -7,9 +7,11 @@ import Testing
 /// Idle connections: WebSocket pings find dead peers, SSE heartbeats keep proxies from timing out.
 @Suite("Keepalive")
 struct KeepaliveTests {
-    @Test("a silent WebSocket client is pinged, then dropped; one that answers stays")
-    func webSocketPings() async throws {
-        try await TestGateway.with(configure: { $0.limits.webSocketPingInterval = .seconds(2) }) { gateway in
+    /// Also at 1 s, the once-a-second tick's own period: a tick that came late used to find twice the
+    /// interval of silence before it had pinged, and closed clients that answered every ping.
+    @Test("a silent WebSocket client is pinged, then dropped; one that answers stays", arguments: [1, 2])
+    func webSocketPings(intervalSeconds: Int64) async throws {
+        try await TestGateway.with(configure: { $0.limits.webSocketPingInterval = .seconds(intervalSeconds) }) { gateway in
             let silent = try await TestWebSocket.connect(port: gateway.port)
             let lively = try await TestWebSocket.connect(port: gateway.port)
             _ = try await silent.subscribe(["quiet"])
@@ -18,7 +20,7 @@ struct KeepaliveTests {
             // The lively client answers each ping with a pong, as browsers do.
             async let livelyPings: Int = {
                 var pings = 0
-                let deadline = ContinuousClock.now + .seconds(7)
+                let deadline = ContinuousClock.now + .seconds(max(7, 6 * intervalSeconds))
                 while ContinuousClock.now < deadline {
                     guard let frame = try? await lively.readFrame(seconds: 1) else { continue }
                     if frame.opcode == 0x9 {

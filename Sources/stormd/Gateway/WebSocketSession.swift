@@ -142,7 +142,10 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             }
         }
         let interval = gateway.limits.webSocketPingInterval
-        if now - lastInbound > interval * 2 {
+        // Dropped only once a ping went unanswered: the tick runs once a second, so with a short
+        // interval (1 s) a late tick could otherwise see twice the interval of silence before it ever
+        // pinged, and close a client that answers every ping.
+        if now - lastInbound > interval * 2, pingSentAt != nil {
             close(code: 1001, reason: "no traffic for \(interval.nanoseconds * 2 / 1_000_000_000) s")
         } else if now - lastInbound > interval, pingSentAt == nil {
             pingSentAt = now
