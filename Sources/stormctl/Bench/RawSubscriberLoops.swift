@@ -91,7 +91,8 @@ private struct RawSubscriberPlan: Sendable {
     let server: String
     let hostHeader: String
     let authorization: String?
-    let subscribeFrame: [UInt8]
+    /// The subscribe request; masked afresh for each connection (RFC 6455 section 5.3).
+    let subscribeRequest: [UInt8]
     let publishers: Int
     let connectTimeoutMicros: UInt64
     let pollInterval: TimeAmount
@@ -104,8 +105,7 @@ private struct RawSubscriberPlan: Sendable {
         self.server = endpoint.description
         self.hostHeader = endpoint.hostHeader
         self.authorization = endpoint.token.map { "Bearer \($0)" }
-        self.subscribeFrame = ClientFrame.masked(
-            opcode: ServerFrame.text, payload: Array(#"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#.utf8))
+        self.subscribeRequest = Array(#"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#.utf8)
         self.publishers = max(1, publishers)
         self.connectTimeoutMicros = UInt64(max(0, connectTimeout.nanoseconds / 1_000))
         self.pollInterval = pollInterval
@@ -373,7 +373,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
             self.end(slot, because: StormError(.connection, problem))
             return false
         }
-        guard send(plan.subscribeFrame, on: subscriber) else {
+        guard send(ClientFrame.masked(opcode: ServerFrame.text, payload: plan.subscribeRequest), on: subscriber) else {
             self.end(slot, because: StormError(.connection, "could not send the subscribe request"))
             return false
         }
