@@ -27,7 +27,7 @@ import StormCore
 /// `epoll_wait` until the next socket is readable: a sleeping reader must be woken for each write the
 /// gateway makes, and on one host that wakeup is paid inside the gateway's `send()`. Resting half a
 /// millisecond lets one poll collect every socket that became readable meanwhile (W2: p95 96-104 ms →
-/// 84-90 ms, bench CPU 86 → 76-79 %); the rest is added to the measured latency, never taken from it.
+/// 82-94 ms, bench CPU 84-87 → 75-80 %); the rest is added to the measured latency, never taken from it.
 final class RawSubscriberLoops: RawSubscriberSource {
     private let loops: [RawSubscriberLoop]
     private let threads: [ConditionLock<Bool>]
@@ -236,6 +236,10 @@ private final class RawSubscriberLoop: @unchecked Sendable {
         for slot in subscribers.indices where subscribers[slot] != nil { end(slot, because: nil) }
         let snapshot = figures
         published.withLockedValue { $0 = snapshot }
+    }
+
+    /// The descriptors outlive the thread, so that a late `stop()` never writes to a reused number.
+    deinit {
         close(epoll)
         close(wakeup)
     }
