@@ -65,9 +65,12 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
     /// The value of the `Host` header.
     public var hostHeader: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
+    /// The `Authorization` header's value when there is a token.
+    public var authorization: String? { token.map { "Bearer \($0)" } }
+
     /// Adds `Authorization: Bearer …` when there is a token.
     public func addAuthorization(to headers: inout HTTPHeaders) {
-        if let token, !headers.contains(name: "Authorization") { headers.add(name: "Authorization", value: "Bearer \(token)") }
+        if let authorization, !headers.contains(name: "Authorization") { headers.add(name: "Authorization", value: authorization) }
     }
 
     public var description: String { "http://\(hostHeader)" }
@@ -161,23 +164,28 @@ extension StormError {
     static func connectionFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError {
         if let storm = error as? StormError { return storm }
         let reason: String
-        switch errnoCode(of: error) {
-        case ECONNREFUSED?: reason = "connection refused"
-        case ETIMEDOUT?: reason = "connection timed out"
-        case EADDRNOTAVAIL?: reason = "no local address or port available (too many connections from one source address?)"
-        case EMFILE?, ENFILE?: reason = "too many open files (raise the fd limit or use more processes)"
-        case ECONNRESET?: reason = "connection reset by peer"
-        case EHOSTUNREACH?, ENETUNREACH?: reason = "host unreachable"
-        case let code?: reason = String(cString: strerror(code))
-        case nil:
-            if case ChannelError.connectTimeout = error {
-                reason = "connection timed out"
-            } else {
-                reason = "\(error)"
-            }
+        if let code = errnoCode(of: error) {
+            reason = socketFailureReason(code)
+        } else if case ChannelError.connectTimeout = error {
+            reason = "connection timed out"
+        } else {
+            reason = "\(error)"
         }
         return StormError(
             .connection, "cannot connect to \(endpoint): \(reason) — is stormd running? (set --server or STORM_URL)")
+    }
+
+    /// What a socket call's `errno` means for an operator, with the usual fix where there is one.
+    public static func socketFailureReason(_ code: CInt) -> String {
+        switch code {
+        case ECONNREFUSED: "connection refused"
+        case ETIMEDOUT: "connection timed out"
+        case EADDRNOTAVAIL: "no local address or port available (too many connections from one source address?)"
+        case EMFILE, ENFILE: "too many open files (raise the fd limit or use more processes)"
+        case ECONNRESET: "connection reset by peer"
+        case EHOSTUNREACH, ENETUNREACH: "host unreachable"
+        default: String(cString: strerror(code))
+        }
     }
 
     static func errnoCode(of error: any Error) -> CInt? {

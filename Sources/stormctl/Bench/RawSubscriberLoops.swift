@@ -104,8 +104,8 @@ private struct RawSubscriberPlan: Sendable {
         self.address = try endpoint.socketAddress()
         self.server = endpoint.description
         self.hostHeader = endpoint.hostHeader
-        self.authorization = endpoint.token.map { "Bearer \($0)" }
-        self.subscribeRequest = Array(#"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#.utf8)
+        self.authorization = endpoint.authorization
+        self.subscribeRequest = Array(SubscriberFleet.subscribeRequest(to: channel).utf8)
         self.publishers = max(1, publishers)
         self.connectTimeoutMicros = UInt64(max(0, connectTimeout.nanoseconds / 1_000))
         self.pollInterval = pollInterval
@@ -425,18 +425,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
     private func message(_ payload: ByteBuffer, slot: Int, _ subscriber: RawSubscriber, now: UInt64) {
         payload.withUnsafeReadableBytes { bytes in
             if let fields = EnvelopeProbe.benchFields(bytes) {
-                figures.delivered += 1
-                figures.latency.record(now > fields.timestampMicros ? now - fields.timestampMicros : 0)
-                figures.lastDeliveryMicros = now
-                if fields.publisher < UInt64(subscriber.lastSequence.count) {
-                    let publisher = Int(fields.publisher)
-                    if fields.sequence <= subscriber.lastSequence[publisher] {
-                        figures.outOfOrder += 1
-                    } else {
-                        subscriber.lastSequence[publisher] = fields.sequence
-                    }
-                }
-                return
+                return figures.count(fields, at: now, lastSequence: &subscriber.lastSequence)
             }
             switch EnvelopeProbe.kind(bytes) {
             case .reply where subscriber.state == .subscribing:
@@ -487,16 +476,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
     }
 
     private static func systemError(_ call: String, _ code: Int32) -> StormError {
-        let reason: String
-        switch code {
-        case ECONNREFUSED: reason = "connection refused"
-        case ETIMEDOUT: reason = "connection timed out"
-        case EADDRNOTAVAIL: reason = "no local address or port available (too many connections from one source address?)"
-        case EMFILE, ENFILE: reason = "too many open files (raise the fd limit or use more processes)"
-        case ECONNRESET: reason = "connection reset by peer"
-        default: reason = String(cString: strerror(code))
-        }
-        return StormError(.connection, "\(call): \(reason)")
+        StormError(.connection, "\(call): \(StormError.socketFailureReason(code))")
     }
 }
 #endif

@@ -23,6 +23,21 @@ struct SubscriberFigures: Sendable, Codable {
     /// Wall-clock time of the latest delivery (µs since the epoch), to compute delivered/s.
     var lastDeliveryMicros: UInt64 = 0
 
+    /// Counts one bench delivery that arrived at `now`: its latency, and whether it came in its
+    /// publisher's order (`lastSequence`: the subscriber's last sequence number seen per publisher).
+    mutating func count(_ fields: EnvelopeProbe.BenchFields, at now: UInt64, lastSequence: inout [UInt64]) {
+        delivered += 1
+        latency.record(now > fields.timestampMicros ? now - fields.timestampMicros : 0)
+        lastDeliveryMicros = now
+        guard fields.publisher < UInt64(lastSequence.count) else { return }
+        let publisher = Int(fields.publisher)
+        if fields.sequence <= lastSequence[publisher] {
+            outOfOrder += 1
+        } else {
+            lastSequence[publisher] = fields.sequence
+        }
+    }
+
     mutating func merge(_ other: SubscriberFigures) {
         latency.merge(other.latency)
         delivered += other.delivered
@@ -126,19 +141,7 @@ final class BenchSubscriber: StormStreamDelegate {
         guard let tally else { return }
         // Nearly every frame is a bench message: read it in one pass, and only classify what is not.
         if let fields = EnvelopeProbe.benchFields(bytes) {
-            let now = unixMicrosNow()
-            tally.figures.delivered += 1
-            tally.figures.latency.record(now > fields.timestampMicros ? now - fields.timestampMicros : 0)
-            tally.figures.lastDeliveryMicros = now
-            if fields.publisher < UInt64(lastSequence.count) {
-                let publisher = Int(fields.publisher)
-                if fields.sequence <= lastSequence[publisher] {
-                    tally.figures.outOfOrder += 1
-                } else {
-                    lastSequence[publisher] = fields.sequence
-                }
-            }
-            return
+            return tally.figures.count(fields, at: unixMicrosNow(), lastSequence: &lastSequence)
         }
         switch EnvelopeProbe.kind(bytes) {
         case .message:
@@ -225,6 +228,7 @@ struct SubscriberFleet: Sendable {
         var outcome = ConnectOutcome()
         var inFlight = 0
 
+        /// One connection finished opening: subscribed (`failure` nil) or not.
         mutating func record(raw failure: StormError?) {
             inFlight -= 1
             if let failure {
@@ -236,14 +240,12 @@ struct SubscriberFleet: Sendable {
         }
 
         mutating func record(_ result: Result<BenchConnection, any Error>) {
-            inFlight -= 1
             switch result {
             case .success(let connection):
                 connections.append(connection)
-                outcome.subscribed += 1
+                record(raw: nil)
             case .failure(let error):
-                outcome.failed += 1
-                if outcome.firstFailure == nil { outcome.firstFailure = (error as? StormError)?.message ?? "\(error)" }
+                record(raw: (error as? StormError) ?? StormError(.connection, "\(error)"))
             }
         }
     }
@@ -282,6 +284,11 @@ struct SubscriberFleet: Sendable {
     }
 
     static let pacingTick = Duration.milliseconds(5)
+
+    /// What every bench subscriber sends once connected.
+    static func subscribeRequest(to channel: ChannelName) -> String {
+        #"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#
+    }
 
     /// Hands `start` the subscribers that fell due, every `pacingTick`, keeping at most
     /// `maximumConnectsInFlight` unfinished; returns the seconds until the last one finished (every
@@ -348,7 +355,7 @@ struct SubscriberFleet: Sendable {
         switch transport {
         case .ws:
             let subscribed = loop.makePromise(of: Void.self)
-            let request = #"{"id":1,"op":"subscribe","channel":"\#(channel.rawValue)"}"#
+            let request = Self.subscribeRequest(to: channel)
             return StormWebSocketClient.connecting(to: endpoint, options: options, on: loop) { loop in
                 BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: subscribed)
             }
