@@ -29,6 +29,11 @@ public struct TokenClaims: Codable, Sendable, Equatable {
         }
     }
 
+    /// The NumericDates a token may carry: 1970 to the end of year 9999. RFC 7519 allows fractions
+    /// (jwt-kit writes them), so those are read; anything outside this range (1e300, -1e300, which JSON
+    /// numbers can be) is refused before any integer conversion, which would otherwise trap.
+    public static let numericDateRange: ClosedRange<Double> = 0...253_402_300_799
+
     public var subject: String?
     public var expires: Double?
     public var notBefore: Double?
@@ -78,14 +83,21 @@ public struct TokenClaims: Codable, Sendable, Equatable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encodeIfPresent(subject, forKey: .subject)
-        try container.encodeIfPresent(expires.map { Int64($0.rounded(.down)) }, forKey: .expires)
-        try container.encodeIfPresent(notBefore.map { Int64($0.rounded(.down)) }, forKey: .notBefore)
-        try container.encodeIfPresent(issuedAt.map { Int64($0.rounded(.down)) }, forKey: .issuedAt)
+        try container.encodeIfPresent(expires.map(Self.wholeSeconds), forKey: .expires)
+        try container.encodeIfPresent(notBefore.map(Self.wholeSeconds), forKey: .notBefore)
+        try container.encodeIfPresent(issuedAt.map(Self.wholeSeconds), forKey: .issuedAt)
         if let audience {
             if audience.count == 1 { try container.encode(audience[0], forKey: .audience) } else { try container.encode(audience, forKey: .audience) }
         }
         try container.encodeIfPresent(issuer, forKey: .issuer)
         try container.encodeIfPresent(storm, forKey: .storm)
+    }
+
+    /// A NumericDate as whole seconds, clamped into `numericDateRange` (never a trapping conversion:
+    /// claims decoded from a token can hold any JSON number, NaN excepted).
+    public static func wholeSeconds(_ value: Double) -> Int64 {
+        guard value.isFinite else { return value > 0 ? Int64(numericDateRange.upperBound) : 0 }
+        return Int64(min(max(value, numericDateRange.lowerBound), numericDateRange.upperBound).rounded(.down))
     }
 
     /// The claims as pretty JSON, for `stormctl token check`.

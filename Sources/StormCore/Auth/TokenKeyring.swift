@@ -259,6 +259,15 @@ public struct TokenKeyring: Sendable {
         guard let expires = claims.expires else {
             throw TokenRejection(.missingClaim, "token refused: it has no 'exp' claim; STORM requires tokens to expire")
         }
+        // Before any arithmetic or integer conversion: a signed token may still carry exp = 1e300 or -1e300.
+        for (name, value) in [("exp", claims.expires), ("nbf", claims.notBefore), ("iat", claims.issuedAt)] {
+            if let value, !TokenClaims.numericDateRange.contains(value) {
+                throw TokenRejection(
+                    .malformed,
+                    "token refused: its '\(name)' claim is not a time STORM accepts (a NumericDate: seconds since 1970, from 0 to \(Int64(TokenClaims.numericDateRange.upperBound)), the end of year 9999)"
+                )
+            }
+        }
         guard expires > now else {
             throw TokenRejection(.expired, "token expired \(Int(now - expires)) s ago: get a new one")
         }

@@ -3,6 +3,10 @@
 /// Channels map one to one onto NATS subjects, so a name that slipped a wildcard (`*`, `>`), a space
 /// or an empty token through would subscribe to, or publish on, subjects the caller never named. Every
 /// entry point (HTTP, SSE, WebSocket, CLI) builds a `ChannelName` first and handles the error.
+///
+/// Names that start with `_` are reserved and never valid: STORM's own traffic (the control plane) must
+/// not be nameable by a client on any path, so the rule sits here, where every path passes, rather than
+/// in each route's permission check.
 public struct ChannelName: Hashable, Sendable, CustomStringConvertible, Comparable {
     /// Longest accepted name, in bytes.
     public static let maximumLength = 255
@@ -16,6 +20,9 @@ public struct ChannelName: Hashable, Sendable, CustomStringConvertible, Comparab
         }
         guard bytes.count <= Self.maximumLength else {
             throw StormError(.invalidChannel, "channel '\(raw.prefix(40))…' is \(bytes.count) bytes long; the limit is \(Self.maximumLength)")
+        }
+        guard bytes[0] != UInt8(ascii: "_") else {
+            throw StormError(.invalidChannel, "channel '\(Self.printable(raw))' is reserved: names that start with '_' belong to STORM itself, whatever a token allows")
         }
         var previousWasDot = true  // a leading dot is an empty token
         for byte in bytes {

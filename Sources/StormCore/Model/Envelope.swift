@@ -125,9 +125,9 @@ public struct Envelope: Sendable, Equatable {
         }
         self.init(
             channel: try ChannelName(validating: channelString), id: id,
-            timestampMicros: UInt64(max(0, (ts * 1000).rounded())), payload: payload, encoding: encoding)
-        if let rawOffset = members["offset"], let number = JSONScanner.number(rawOffset), number >= 0 {
-            self.offset = UInt64(number)
+            timestampMicros: UInt64(clamping: (ts * 1000).rounded()), payload: payload, encoding: encoding)
+        if let rawOffset = members["offset"], let number = JSONScanner.wholeNumber(rawOffset) {
+            self.offset = number
         }
     }
 }

@@ -217,6 +217,13 @@ public struct JSONScanner {
         return Double(text)
     }
 
+    /// Reads a raw JSON number as a whole number from 0 to 2^53 (what a Double holds exactly), or nil:
+    /// never a trapping conversion, whatever the input says (1e300, -1, 0.5).
+    public static func wholeNumber(_ raw: [UInt8]) -> UInt64? {
+        guard let value = number(raw) else { return nil }
+        return UInt64(wholeNumber: value)
+    }
+
     struct Cursor {
         let bytes: UnsafeRawBufferPointer
         var index = 0
@@ -448,5 +455,24 @@ public struct JSONScanner {
             }
             return String(out)
         }
+    }
+}
+
+extension UInt64 {
+    /// `value` as a whole number from 0 to 2^53, or nil when it is not one: the conversion for numbers
+    /// that come from outside, where `UInt64(_:)` would trap on 1e300, -1 or NaN.
+    public init?(wholeNumber value: Double) {
+        guard value >= 0, value <= 9_007_199_254_740_992, value == value.rounded(.towardZero) else { return nil }
+        self.init(value)
+    }
+
+    /// `value` rounded down and clamped into 0...2^53 (NaN is 0): for figures from outside where a
+    /// wrong value must not stop the reader (timestamps of records another process wrote).
+    public init(clamping value: Double) {
+        guard value.isFinite else {
+            self = value > 0 ? 9_007_199_254_740_992 : 0
+            return
+        }
+        self.init(Swift.min(Swift.max(value, 0), 9_007_199_254_740_992).rounded(.down))
     }
 }

@@ -42,8 +42,8 @@ extension Stormctl {
                 }
                 let members = try PresenceAPI.object(body)
                 if stats {
-                    let clients = members["clients"].flatMap(JSONScanner.number).map { Int($0) } ?? 0
-                    let users = members["users"].flatMap(JSONScanner.number).map { Int($0) } ?? 0
+                    let clients = members["clients"].flatMap(JSONScanner.wholeNumber).map { Int($0) } ?? 0
+                    let users = members["users"].flatMap(JSONScanner.wholeNumber).map { Int($0) } ?? 0
                     StandardOutput.write("\(channelName): \(clients) client\(clients == 1 ? "" : "s"), \(users) user\(users == 1 ? "" : "s")\n")
                     return
                 }

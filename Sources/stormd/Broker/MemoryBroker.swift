@@ -23,8 +23,24 @@ final class MemoryBroker: MessageBroker {
         func cancel() { broker?.remove(self) }
     }
 
+    private final class ControlSubscription: BrokerSubscription {
+        let gateway: String
+        let deliver: @Sendable ([UInt8]) -> Void
+        weak let broker: MemoryBroker?
+
+        init(gateway: String, deliver: @escaping @Sendable ([UInt8]) -> Void, broker: MemoryBroker) {
+            self.gateway = gateway
+            self.deliver = deliver
+            self.broker = broker
+        }
+
+        func cancel() { broker?.remove(self) }
+    }
+
     private struct State {
         var subscriptions: [ChannelName: [ObjectIdentifier: Subscription]] = [:]
+        /// Control handlers by gateway id: a table of their own, apart from every channel and its window.
+        var control: [String: [ObjectIdentifier: ControlSubscription]] = [:]
         /// Recent messages per channel, oldest first, at most `historyWindow`.
         var windows: [ChannelName: [StoredEnvelope]] = [:]
         /// Per channel, the newest offset pushed out of its window.
@@ -104,10 +120,32 @@ final class MemoryBroker: MessageBroker {
         return subscription
     }
 
+    func sendControl(_ message: [UInt8], to gateway: String) async throws(StormError) {
+        let handlers: [ControlSubscription]? = state.withLockedValue { state in
+            state.stopped ? nil : Array((state.control[gateway] ?? [:]).values)
+        }
+        guard let handlers else { throw StormError(.brokerUnavailable, "the in-memory broker is stopped") }
+        for handler in handlers { handler.deliver(message) }
+    }
+
+    func subscribeControl(gateway: String, deliver: @escaping @Sendable ([UInt8]) -> Void) async throws(StormError) -> any BrokerSubscription {
+        let subscription = ControlSubscription(gateway: gateway, deliver: deliver, broker: self)
+        state.withLockedValue { $0.control[gateway, default: [:]][ObjectIdentifier(subscription)] = subscription }
+        return subscription
+    }
+
     func shutdown() async {
         state.withLockedValue {
             $0.stopped = true
             $0.subscriptions.removeAll()
+            $0.control.removeAll()
+        }
+    }
+
+    private func remove(_ subscription: ControlSubscription) {
+        state.withLockedValue { state in
+            state.control[subscription.gateway]?[ObjectIdentifier(subscription)] = nil
+            if state.control[subscription.gateway]?.isEmpty == true { state.control[subscription.gateway] = nil }
         }
     }
 

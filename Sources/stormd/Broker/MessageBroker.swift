@@ -84,6 +84,15 @@ protocol MessageBroker: AnyObject, Sendable {
     /// tracer: reading the headers costs a little per message, which the plain subscription skips.
     func subscribeTraced(to channel: ChannelName, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription
 
+    /// Sends a control request (a disconnect) to one gateway: at most once, never stored, and on a path
+    /// that no channel name reaches, so no client can send, read or replay one (docs/architecture.md,
+    /// "Control plane"). Delivered to the gateway's `subscribeControl` handler if it listens now.
+    func sendControl(_ message: [UInt8], to gateway: String) async throws(StormError)
+
+    /// Receives the control requests sent to `gateway` (this process's gateway id). Same threading rules
+    /// as `BrokerDelivery`.
+    func subscribeControl(gateway: String, deliver: @escaping @Sendable ([UInt8]) -> Void) async throws(StormError) -> any BrokerSubscription
+
     /// Stops: flushes what is pending (NATS drains), then disconnects. Idempotent.
     func shutdown() async
 }

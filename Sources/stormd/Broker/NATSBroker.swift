@@ -417,11 +417,14 @@ final class NATSBroker: MessageBroker {
     /// Hands the envelope to nats.c, which copies it into its outbound buffer (its flusher thread writes
     /// it out): cheap and non-blocking in normal operation, so it runs on the caller's event loop.
     private func publishNow(_ envelope: ByteBuffer, on channel: ChannelName, trace: TraceHeaders?) throws(StormError) {
+        try publishNow(envelope, subject: subject(for: channel), trace: trace)
+    }
+
+    private func publishNow(_ envelope: ByteBuffer, subject: String, trace: TraceHeaders?) throws(StormError) {
         let connection = try connectedConnection(orElse: "nothing was published")
         guard envelope.readableBytes <= Int(Int32.max) else {
             throw StormError(.messageTooLarge, "envelope of \(envelope.readableBytes) bytes is too large for NATS")
         }
-        let subject = subject(for: channel)
         if let trace {
             // With trace context: a message with headers (natsConnection_PublishMsg copies it).
             let message = try makeNATSMessage(envelope, subject: subject, trace: trace)
@@ -447,12 +450,35 @@ final class NATSBroker: MessageBroker {
     }
 
     private func subscribe(to channel: ChannelName, readingTrace: Bool, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
+        try await subscribe(subject: subject(for: channel), throughStream: true, readingTrace: readingTrace, deliver: deliver)
+    }
+
+    // MARK: control plane
+
+    /// The core NATS subject of a gateway's control requests: outside `<prefix>.>`, so no channel name
+    /// maps onto it and the stream never captures it; the prefix keeps clusters that share NATS apart.
+    func controlSubject(of gateway: String) -> String {
+        "_STORM.control.\(configuration.subjectPrefix).\(gateway)"
+    }
+
+    func sendControl(_ message: [UInt8], to gateway: String) async throws(StormError) {
+        try publishNow(ByteBuffer(bytes: message), subject: controlSubject(of: gateway), trace: nil)
+    }
+
+    func subscribeControl(gateway: String, deliver: @escaping @Sendable ([UInt8]) -> Void) async throws(StormError) -> any BrokerSubscription {
+        try await subscribe(subject: controlSubject(of: gateway), throughStream: false, readingTrace: false) { message, _, _ in
+            deliver(Array(message.readableBytesView))
+        }
+    }
+
+    /// One subscription routine for channels (`throughStream`: an ordered JetStream consumer when the
+    /// stream is in use) and the control plane (always core NATS, never stored).
+    private func subscribe(subject: String, throughStream: Bool, readingTrace: Bool, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
         let connection = try connectedConnection(orElse: "the subscription was not made")
-        let subject = subject(for: channel)
         let box = NATSDeliveryBox(deliver: deliver, readsTrace: readingTrace, allocator: allocator)
         // Retained for nats.c; released by natsSubscriptionCompleteCallback.
         let boxPointer = Unmanaged.passRetained(box).toOpaque()
-        let jetStream = readyJetStream()
+        let jetStream = throughStream ? readyJetStream() : nil
 
         var subscriptionPointer: OpaquePointer?
         do {

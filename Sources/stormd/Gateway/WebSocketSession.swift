@@ -322,7 +322,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         switch gateway.auth.refresh(principal, with: token) {
         case .success(let next):
             principal = next
-            reply(id: id, result: "{\"user\":\(JSONWriter.quoted(next.user ?? "")),\"exp\":\(Int64((next.expires ?? 0).rounded(.down)))}")
+            reply(id: id, result: "{\"user\":\(JSONWriter.quoted(next.user ?? "")),\"exp\":\(TokenClaims.wholeSeconds(next.expires ?? 0))}")
         case .failure(let error):
             throw error
         }
@@ -355,19 +355,17 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     /// `"since": N` or `"since": {"offset": N, "epoch": "E"}` (docs/protocol.md, "Recovery").
     private static func resumePoint(_ members: [String: [UInt8]]) throws(StormError) -> ResumePoint? {
         guard let raw = members["since"] else { return nil }
-        if let number = JSONScanner.number(raw) {
-            guard number >= 0, number == number.rounded(), number < 1e18 else {
+        if JSONScanner.number(raw) != nil {
+            guard let offset = JSONScanner.wholeNumber(raw) else {
                 throw StormError(.badRequest, "'since' must be an offset: a whole number of 0 or more")
             }
-            return ResumePoint(offset: UInt64(number), epoch: nil)
+            return ResumePoint(offset: offset, epoch: nil)
         }
-        guard let fields = try? JSONScanner.objectMembers(raw), let rawOffset = fields["offset"],
-            let number = JSONScanner.number(rawOffset), number >= 0, number == number.rounded(), number < 1e18
-        else {
+        guard let fields = try? JSONScanner.objectMembers(raw), let offset = fields["offset"].flatMap(JSONScanner.wholeNumber) else {
             throw StormError(.badRequest, "'since' must be an offset or {\"offset\": N, \"epoch\": \"…\"}")
         }
         let epoch = fields["epoch"].flatMap { try? JSONScanner.string($0) }
-        return ResumePoint(offset: UInt64(number), epoch: epoch)
+        return ResumePoint(offset: offset, epoch: epoch)
     }
 
     /// Replays what the client missed on `fresh` channels, then lets live messages through.

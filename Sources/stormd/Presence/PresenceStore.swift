@@ -81,7 +81,7 @@ struct PresenceEntry: Sendable, Equatable {
         self.client = client
         self.user = user
         self.gateway = gateway
-        self.sinceMillis = members["since"].flatMap { JSONScanner.number($0) }.map { UInt64(max(0, $0)) } ?? 0
+        self.sinceMillis = members["since"].flatMap { JSONScanner.number($0) }.map { UInt64(clamping: $0) } ?? 0
         self.info = members["info"]
     }
 
@@ -123,8 +123,8 @@ struct GatewayRecord: Sendable, Equatable {
         httpURL = members["http"].flatMap { try? JSONScanner.string($0) } ?? ""
         metricsURL = members["metrics"].flatMap { try? JSONScanner.string($0) } ?? ""
         version = members["version"].flatMap { try? JSONScanner.string($0) } ?? ""
-        startedMillis = members["started"].flatMap { JSONScanner.number($0) }.map { UInt64(max(0, $0)) } ?? 0
-        heartbeatMillis = members["heartbeat"].flatMap { JSONScanner.number($0) }.map { UInt64(max(0, $0)) } ?? 0
+        startedMillis = members["started"].flatMap { JSONScanner.number($0) }.map { UInt64(clamping: $0) } ?? 0
+        heartbeatMillis = members["heartbeat"].flatMap { JSONScanner.number($0) }.map { UInt64(clamping: $0) } ?? 0
         presence = members["presence"].flatMap { try? JSONScanner.string($0) } ?? "ok"
     }
 

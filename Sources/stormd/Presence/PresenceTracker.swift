@@ -27,9 +27,11 @@ import StormCore
 /// routed to its gateway without a lookup; named users are routed through the store's per-user table.
 /// A connection enters presence at its first subscribe (that is where `SessionChannels` sees it).
 ///
-/// Disconnects travel through the broker: every gateway subscribes to its own control channel
-/// `_storm.gateway.<id>`, and `disconnect(client:)`/`disconnect(user:)` publish
-/// `{"disconnect":{"client":…}}` or `{"disconnect":{"user":…}}` to the gateways that hold the target.
+/// Disconnects travel through the broker's control plane, never through a channel: every gateway
+/// listens for its own control requests (`MessageBroker.subscribeControl`), and
+/// `disconnectEverywhere(client:)`/`(user:)` send `{"disconnect":{"client":…}}` or
+/// `{"disconnect":{"user":…}}` to the gateways that hold the target. A control request is not stored
+/// and no channel name reaches it, so only the admin API (which checks the admin grant) can send one.
 final class PresenceTracker: Sendable {
     let configuration: PresenceConfiguration
     let store: any PresenceStore
@@ -121,11 +123,6 @@ final class PresenceTracker: Sendable {
         return "http://\(host):\(bound?.port ?? listen.port)"
     }
 
-    /// The control channel each gateway listens on for disconnect requests.
-    static func controlChannel(of gateway: String) -> ChannelName? {
-        try? ChannelName(validating: "_storm.gateway.\(gateway)")
-    }
-
     /// The gateway that created a client id (`<gateway>-<n>`).
     static func gateway(ofClient client: String) -> String? {
         guard let dash = client.lastIndex(of: "-"), dash > client.startIndex else { return nil }
@@ -166,15 +163,13 @@ final class PresenceTracker: Sendable {
             }
         }
         lifecycle.withLockedValue { $0.eventsTask = task }
-        if let control = Self.controlChannel(of: gatewayID) {
-            do {
-                let subscription = try await broker.subscribe(to: control) { [weak self] envelope, _ in
-                    self?.handleControl(envelope)
-                }
-                lifecycle.withLockedValue { $0.control = subscription }
-            } catch {
-                logger.warning("cannot subscribe to the control channel: disconnect requests will not reach this gateway", metadata: ["error": "\(error)"])
+        do {
+            let subscription = try await broker.subscribeControl(gateway: gatewayID) { [weak self] request in
+                self?.handleControl(request)
             }
+            lifecycle.withLockedValue { $0.control = subscription }
+        } catch {
+            logger.warning("cannot listen for control requests: disconnect requests will not reach this gateway", metadata: ["error": "\(error)"])
         }
     }
 
@@ -368,17 +363,13 @@ final class PresenceTracker: Sendable {
 
     private func sendControl(_ payload: String, to gateways: [String]) async throws(StormError) {
         for gateway in gateways {
-            guard let channel = Self.controlChannel(of: gateway) else { continue }
-            let envelope = Envelope(channel: channel, id: ids.next(), timestampMicros: unixMicrosNow(), payload: Array(payload.utf8), encoding: .json)
-            try await broker.publish(ByteBuffer(bytes: envelope.encoded()), on: channel)
+            try await broker.sendControl(Array(payload.utf8), to: gateway)
         }
     }
 
-    /// A control message for this gateway (a broker thread): closes the named local connections.
-    private func handleControl(_ envelope: ByteBuffer) {
-        let bytes = Array(envelope.readableBytesView)
-        guard let members = try? JSONScanner.objectMembers(bytes), let data = members["data"],
-            let request = try? JSONScanner.objectMembers(data), let disconnect = request["disconnect"],
+    /// A control request for this gateway (a broker thread): closes the named local connections.
+    private func handleControl(_ request: [UInt8]) {
+        guard let members = try? JSONScanner.objectMembers(request), let disconnect = members["disconnect"],
             let target = try? JSONScanner.objectMembers(disconnect)
         else {
             logger.debug("ignored a control message that is not a disconnect request")

@@ -73,6 +73,9 @@ final class RedisPresenceStore: PresenceStore, @unchecked Sendable {
         func add(_ parts: [String]) { commands.append(parts.map { Array($0.utf8) }) }
         if let heartbeat = batch.heartbeat {
             add(["EXISTS", gatewayKey(heartbeat.record.id)])
+            // The record before any entry: a reader deletes the entries of a gateway whose record is
+            // missing, so an entry must never be visible before its gateway's record is.
+            add(["SET", gatewayKey(heartbeat.record.id)] + [String(decoding: heartbeat.record.json(), as: UTF8.self), "PX", ttl])
         }
         for (channel, entries) in batch.joined where !entries.isEmpty {
             let key = Array(presenceKey(channel).utf8)
@@ -108,7 +111,6 @@ final class RedisPresenceStore: PresenceStore, @unchecked Sendable {
             }
         }
         if let heartbeat = batch.heartbeat {
-            add(["SET", gatewayKey(heartbeat.record.id)] + [String(decoding: heartbeat.record.json(), as: UTF8.self), "PX", ttl])
             add(["ZADD", gatewayIndexKey, String(heartbeat.record.heartbeatMillis), heartbeat.record.id])
             for channel in heartbeat.channels { add(["PEXPIRE", presenceKey(channel), ttl]) }
             for user in heartbeat.users { add(["PEXPIRE", userKey(user), ttl]) }
@@ -151,6 +153,28 @@ final class RedisPresenceStore: PresenceStore, @unchecked Sendable {
         return try result.get()
     }
 
+    /// Deletes `fields` from the hash `key` only while `gateway`'s record is still missing, in one atomic
+    /// step on the server.
+    ///
+    /// Why a script: "read the record, then HDEL" as two round trips lets a gateway re-register in
+    /// between (Redis restarted, or its heartbeat was late), and the HDEL then deleted the entries it had
+    /// just rewritten; its record was back, so it never wrote them again and presence stayed wrong.
+    private static let deleteIfGatewayGone = """
+        if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+        return redis.call('HDEL', KEYS[1], unpack(ARGV))
+        """
+
+    private func deleteEntries(_ fields: [String], from key: String, ifGatewayGone gateway: String, on connection: RedisConnection) throws(StormError) {
+        var start = 0
+        // unpack() is bounded by Lua's C stack (about 8,000 values): chunk well below it.
+        while start < fields.count {
+            let end = min(fields.count, start + 1_000)
+            let reply = try connection.command(["EVAL", Self.deleteIfGatewayGone, "2", key, gatewayKey(gateway)] + fields[start..<end])
+            if case .error(let message) = reply { throw StormError(.connection, "Redis refused EVAL (presence clean-up of \(key)): \(message)") }
+            start = end
+        }
+    }
+
     /// The ids among `ids` whose registry record exists.
     private func liveGateways(_ ids: Set<String>, on connection: RedisConnection) throws(StormError) -> Set<String> {
         guard !ids.isEmpty else { return [] }
@@ -179,8 +203,9 @@ final class RedisPresenceStore: PresenceStore, @unchecked Sendable {
                 index += 2
             }
             let live = try liveGateways(Set(entries.map(\.gateway)), on: connection)
-            let dead = entries.filter { !live.contains($0.gateway) }.map(\.client) + unreadable
-            if !dead.isEmpty { _ = try connection.command(["HDEL", key] + dead) }
+            let dead = Dictionary(grouping: entries.filter { !live.contains($0.gateway) }, by: \.gateway)
+            for (gateway, gone) in dead { try deleteEntries(gone.map(\.client), from: key, ifGatewayGone: gateway, on: connection) }
+            if !unreadable.isEmpty { _ = try connection.command(["HDEL", key] + unreadable) }
             return entries.filter { live.contains($0.gateway) }.sorted { ($0.sinceMillis, $0.client) < ($1.sinceMillis, $1.client) }
         }
     }
@@ -211,8 +236,7 @@ final class RedisPresenceStore: PresenceStore, @unchecked Sendable {
                 index += 2
             }
             let live = try liveGateways(ids, on: connection)
-            let dead = ids.subtracting(live)
-            if !dead.isEmpty { _ = try connection.command(["HDEL", key] + Array(dead)) }
+            for gateway in ids.subtracting(live) { try deleteEntries([gateway], from: key, ifGatewayGone: gateway, on: connection) }
             return live.sorted()
         }
     }
