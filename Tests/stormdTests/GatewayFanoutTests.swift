@@ -140,11 +140,14 @@ struct GatewayFanoutTests {
         }
     }
 
-    @Test("a slow client is disconnected while a fast one gets everything")
+    @Test("a slow client is disconnected while a fast one gets everything; reading again, it finds close code 4008")
     func slowClientIsDropped() async throws {
         let count = 800
         let payload = String(repeating: "x", count: 16 * 1024)
-        try await TestGateway.with(configure: { $0.limits.clientBufferBytes = 256 * 1024 }) { gateway in
+        try await TestGateway.with(configure: {
+            $0.limits.clientBufferBytes = 256 * 1024
+            $0.limits.closeGrace = .seconds(60)  // so that the test reads the close frame, however busy the machine
+        }) { gateway in
             let fast = try await TestWebSocket.connect(port: gateway.port)
             _ = try await fast.subscribe(["firehose"])
             // The slow client subscribes, then stops reading: its kernel buffers fill, then the server's.
@@ -168,8 +171,62 @@ struct GatewayFanoutTests {
             }
             #expect(try await received == count)
             #expect(try await gateway.metric("storm_slow_client_disconnects_total{transport=\"websocket\"}") == 1)
+            // What the slow client receives when it reads again: messages in order, then 4008, then the end.
+            try await slow.connection.channel.setOption(.autoRead, value: true)
+            slow.connection.channel.read()
+            var messages = 0
+            var closeCode: UInt16?
+            for _ in 0..<(count + 10) {
+                let frame = try await slow.readFrame(seconds: 30)
+                if frame.opcode == 0x8 {
+                    closeCode = frame.closeCode
+                    break
+                }
+                if frame.opcode == 0x1, frame.text.contains("\"type\":\"message\"") {
+                    messages += 1
+                    #expect(frame.text.contains("\"n\(messages)\""), "slow client message \(messages) out of order")
+                }
+            }
+            #expect(closeCode == 4008, "the slow client read \(messages) messages and then no 4008 close frame")
+            #expect(messages < count, "the slow client was not cut short: it read all \(messages)")
+            try await slow.connection.waitUntilClosed()
             await publisher.close()
             await fast.close()
+            await slow.close()
+        }
+    }
+
+    @Test("a slow SSE client is disconnected; reading again, it finds the end of the stream")
+    func slowSSEClientGetsEndOfStream() async throws {
+        let count = 400
+        let payload = String(repeating: "y", count: 16 * 1024)
+        try await TestGateway.with(configure: {
+            $0.limits.clientBufferBytes = 256 * 1024
+            $0.limits.closeGrace = .seconds(60)
+        }) { gateway in
+            let slow = try await RawConnection.connect(port: gateway.port, receiveBuffer: 4096)
+            try await slow.send("GET /events?subject=sse-firehose HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+            #expect(try await slow.readResponseHead().status == 200)
+            try await slow.channel.setOption(.autoRead, value: false)
+            let publisher = try await RawConnection.connect(port: gateway.port)
+            var published = 0
+            while published < count, try await gateway.metric("storm_slow_client_disconnects_total{transport=\"sse\"}") != 1 {
+                published += 1
+                let response = try await publisher.request("POST", "/publish?subject=sse-firehose", body: Array("{\"n\(published)\":\"\(payload)\"}".utf8))
+                #expect(response.status == 200)
+            }
+            #expect(try await gateway.metric("storm_slow_client_disconnects_total{transport=\"sse\"}") == 1, "not disconnected after \(published) messages")
+            try await slow.channel.setOption(.autoRead, value: true)
+            slow.channel.read()
+            // Everything up to the terminating chunk (RFC 9112 section 7.1: a zero-size chunk), then the close.
+            let terminator = Array("\r\n0\r\n\r\n".utf8)
+            // The terminator is the last thing sent: look at the tail only (megabytes arrive before it).
+            let ended: Bool = try await slow.read("the end of the SSE stream", seconds: 30) { buffer in
+                buffer.readableBytesView.suffix(terminator.count).elementsEqual(terminator) ? true : nil
+            }
+            #expect(ended)
+            try await slow.waitUntilClosed()
+            await publisher.close()
             await slow.close()
         }
     }

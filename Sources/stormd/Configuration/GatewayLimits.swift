@@ -8,6 +8,10 @@ struct GatewayLimits: Sendable {
     /// Outbound bytes a connection may have pending before it is disconnected as too slow
     /// (`--client-buffer`, default 1 MiB).
     var clientBufferBytes = 1 << 20
+    /// How long a connection being closed may take to let its last bytes out (the close frame, the SSE
+    /// end of stream) before its TCP connection is cut anyway: a peer that stopped reading never lets
+    /// them out. Not a flag; tests raise it so that a slow reader can be observed reading its 4008.
+    var closeGrace: TimeAmount = .seconds(2)
     /// Subscriptions one connection may hold (`--max-channels-per-connection`, default 128).
     var maxChannelsPerConnection = 128
     /// Silence after which a WebSocket client is pinged; twice this and it is dropped (`--ws-ping-interval`).

@@ -204,10 +204,11 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         case .streaming: break
         }
         guard writable else {
+            // As for WebSocket's 4008: nothing more from the fan-out, then the end of the stream after what
+            // the socket holds, so a client that reads again reconnects with Last-Event-ID.
             gateway.metrics.slowSSEDisconnects.increment()
             logger.info("disconnecting slow SSE client", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")"])
-            state = .closed
-            context.close(promise: nil)
+            closeForShutdown()
             return .closed
         }
         if let admitted {
@@ -252,6 +253,10 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         let written = context.eventLoop.makePromise(of: Void.self)
         writer.writeAndFlush(NIOAny(SSEWire.terminator(allocator: allocator)), promise: written)
         written.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
+        // A reader that stopped never lets the end of the stream out: cut the connection anyway.
+        context.eventLoop.assumeIsolated().scheduleTask(in: gateway.limits.closeGrace) { [context] in
+            context.close(promise: nil)
+        }
     }
 
     private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }

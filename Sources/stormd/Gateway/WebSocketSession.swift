@@ -161,14 +161,17 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         close(code: 1001, reason: "gateway shutting down")
     }
 
+    /// Ends a client that let `--client-buffer` bytes pile up (docs/protocol.md, `slow_client`): it gets
+    /// nothing more from the fan-out (the hub forgets it at `.closed`), then a 4008 close frame after
+    /// what the socket already holds, and the TCP connection is cut once that frame is out or after the
+    /// close grace, whichever comes first. A client that reads again therefore learns why (4008) and
+    /// reconnects with its offset; one that never reads costs its buffer for the grace at most.
     private func disconnectSlowClient(context: ChannelHandlerContext) {
         gateway.metrics.slowWebSocketDisconnects.increment()
         logger.info(
             "disconnecting slow websocket client",
             metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.client_buffer": "\(gateway.limits.clientBufferBytes)"])
-        // The client is not reading, so a close frame would queue behind the backlog: drop the connection.
-        closing = true
-        context.close(promise: nil)
+        close(code: 4008, reason: "slow client: more than \(gateway.limits.clientBufferBytes) bytes were waiting; reconnect with your offset")
     }
 
     // MARK: Inbound frames
@@ -512,7 +515,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             context.close(promise: nil)
         }
         // A peer that stopped reading never lets the close frame out: cut the connection anyway.
-        context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) { [context] in
+        context.eventLoop.assumeIsolated().scheduleTask(in: gateway.limits.closeGrace) { [context] in
             context.close(promise: nil)
         }
     }
