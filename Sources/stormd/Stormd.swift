@@ -165,6 +165,12 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Subscriptions one connection may hold. [STORM_MAX_CHANNELS_PER_CONNECTION, default 128]", valueName: "n"))
     var maxChannelsPerConnection: String?
 
+    @Option(help: ArgumentHelp("Distinct channels this gateway serves at once; a subscribe past it is too_many_channels. [STORM_MAX_CHANNELS, default 20000]", valueName: "n"))
+    var maxChannels: String?
+
+    @Option(help: ArgumentHelp("Publishes per second one WebSocket connection may make (burst as many); past it, rate_limited. 0 is unlimited. [STORM_CLIENT_PUBLISH_RATE, default 1000]", valueName: "n"))
+    var clientPublishRate: String?
+
     @Option(help: ArgumentHelp("Silence before a WebSocket client is pinged; twice that and it is dropped. [STORM_WS_PING_INTERVAL, default 20s]", valueName: "duration"))
     var wsPingInterval: String?
 
@@ -261,7 +267,8 @@ struct StormdOptions: ParsableArguments {
     func sources() throws(StormError) -> ConfigurationSources {
         let flags: [Setting: String?] = [
             .listen: listen, .nats: nats, .natsSubjectPrefix: natsSubjectPrefix, .maxMessageSize: maxMessageSize,
-            .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .wsPingInterval: wsPingInterval,
+            .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .maxGatewayChannels: maxChannels,
+            .clientPublishRate: clientPublishRate, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
             .drainTimeout: drainTimeout, .logLevel: logLevel, .logFormat: logFormat, .otlpEndpoint: otlpEndpoint, .workers: workers, .webUI: webUi, .jetStream: jetstream,
             .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
@@ -300,6 +307,8 @@ extension GatewayConfiguration {
         max-message-size = \(limits.maxMessageSize)
         client-buffer = \(limits.clientBufferBytes)
         max-channels-per-connection = \(limits.maxChannelsPerConnection)
+        max-channels = \(limits.maxChannels)
+        client-publish-rate = \(limits.clientPublishRate)
         ws-ping-interval = \(limits.webSocketPingInterval.nanoseconds / 1_000_000)ms
         sse-heartbeat = \(limits.sseHeartbeatInterval.nanoseconds / 1_000_000)ms
         flush-interval = \(limits.flushDelay.nanoseconds / 1_000_000)ms

@@ -30,6 +30,9 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let forbidden = Code(rawValue: "forbidden")
         /// The thing to create exists already (a user id, a channel pattern). HTTP 409.
         public static let conflict = Code(rawValue: "conflict")
+        /// A connection publishes faster than `--client-publish-rate`: this publish was refused, the
+        /// connection stays open. HTTP 429; on a WebSocket an error reply.
+        public static let rateLimited = Code(rawValue: "rate_limited")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
@@ -39,6 +42,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .unauthorized: return 401
             case .forbidden: return 403
             case .conflict: return 409
+            case .rateLimited: return 429
             case .notFound: return 404
             case .methodNotAllowed: return 405
             case .brokerUnavailable, .shuttingDown, .connection: return 503

@@ -9,6 +9,8 @@ enum Setting: String, CaseIterable, Sendable {
     case maxMessageSize = "max-message-size"
     case clientBuffer = "client-buffer"
     case maxChannels = "max-channels-per-connection"
+    case maxGatewayChannels = "max-channels"
+    case clientPublishRate = "client-publish-rate"
     case wsPingInterval = "ws-ping-interval"
     case sseHeartbeat = "sse-heartbeat"
     case flushInterval = "flush-interval"

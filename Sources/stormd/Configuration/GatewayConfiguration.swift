@@ -72,6 +72,8 @@ struct GatewayConfiguration: Sendable {
         if let value = sources.value(.maxMessageSize) { limits.maxMessageSize = try Self.parseSize(value, range: 1...(64 << 20)) }
         if let value = sources.value(.clientBuffer) { limits.clientBufferBytes = try Self.parseSize(value, range: 4096...(1 << 30)) }
         if let value = sources.value(.maxChannels) { limits.maxChannelsPerConnection = try Self.parseInt(value, range: 1...100_000) }
+        if let value = sources.value(.maxGatewayChannels) { limits.maxChannels = try Self.parseInt(value, range: 1...10_000_000) }
+        if let value = sources.value(.clientPublishRate) { limits.clientPublishRate = try Self.parseInt(value, range: 0...10_000_000) }
         if let value = sources.value(.wsPingInterval) { limits.webSocketPingInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.sseHeartbeat) { limits.sseHeartbeatInterval = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(1)) }
         if let value = sources.value(.flushInterval) { limits.flushDelay = try Self.parseDuration(value, range: .zero...TimeAmount.milliseconds(100)) }

@@ -14,6 +14,13 @@ struct GatewayLimits: Sendable {
     var closeGrace: TimeAmount = .seconds(2)
     /// Subscriptions one connection may hold (`--max-channels-per-connection`, default 128).
     var maxChannelsPerConnection = 128
+    /// Distinct channels this gateway serves at once (`--max-channels`, default 20,000): each costs a
+    /// broker subscription (a JetStream consumer on NATS), so a token allowed `chat.*` must not be able
+    /// to open unbounded numbers of them with random names. A subscribe past it is `too_many_channels`.
+    var maxChannels = 20_000
+    /// Publishes one connection may make per second, with a burst of as many (`--client-publish-rate`,
+    /// default 1,000; 0 turns the limit off). A publish past it is `rate_limited`; the connection stays.
+    var clientPublishRate = 1_000
     /// Silence after which a WebSocket client is pinged; twice this and it is dropped (`--ws-ping-interval`).
     var webSocketPingInterval: TimeAmount = .seconds(20)
     /// Interval of SSE heartbeat comments (`--sse-heartbeat`).

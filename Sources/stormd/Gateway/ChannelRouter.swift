@@ -41,9 +41,12 @@ final class ChannelRouter: Sendable {
     }
 
     private let table = NIOLockedValueBox<[ChannelName: Entry]>([:])
+    /// Distinct channels served at once (`--max-channels`).
+    private let maxChannels: Int
 
-    init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger, tracing: StormTracing? = nil) {
+    init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger, tracing: StormTracing? = nil, maxChannels: Int = .max) {
         self.tracing = tracing
+        self.maxChannels = maxChannels
         self.broker = broker
         self.hubs = hubs
         var byLoop: [ObjectIdentifier: LoopHub] = [:]
@@ -64,15 +67,24 @@ final class ChannelRouter: Sendable {
     }
 
     /// Counts one more subscriber of `channel` on `hub`'s loop. The future succeeds on that loop once the
-    /// broker delivers the channel's messages, and fails with the broker's error when it cannot.
+    /// broker delivers the channel's messages, and fails with the broker's error when it cannot, or with
+    /// `too_many_channels` (not counted) when the channel is new and the gateway serves `maxChannels`.
     func retain(_ channel: ChannelName, on hub: LoopHub) -> EventLoopFuture<Void> {
         let promise = hub.eventLoop.makePromise(of: Void.self)
+        let maxChannels = self.maxChannels
         let startSubscription: Entry? = table.withLockedValue { table in
             let entry: Entry
             var created = false
             if let existing = table[channel] {
                 entry = existing
             } else {
+                guard table.count < maxChannels else {
+                    promise.fail(
+                        StormError(
+                            .tooManyChannels,
+                            "this gateway already serves \(maxChannels) channels (--max-channels); '\(channel.rawValue)' was not subscribed: retry later or on another gateway"))
+                    return nil
+                }
                 entry = Entry(channel: channel, loops: hubs.count)
                 table[channel] = entry
                 created = true

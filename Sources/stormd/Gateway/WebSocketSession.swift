@@ -32,6 +32,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var lastInbound = NIODeadline.now()
     private var pingSentAt: NIODeadline?
     private var recovery = RecoveryGate()
+    private var publishRate: PublishRateLimiter
     /// Who the upgrade request authenticated as; replaced (same user) by a `refresh` op.
     private var principal: Principal
     /// `storm.connection_id` in this connection's log lines. Only the id is kept (a short string is stored
@@ -50,6 +51,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         self.gateway = gateway
         self.hub = hub
         self.principal = principal
+        self.publishRate = PublishRateLimiter(rate: gateway.limits.clientPublishRate)
         self.channels = SessionChannels(hub: hub, router: gateway.router, presence: gateway.presence, user: principal.user)
     }
 
@@ -419,6 +421,10 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         }
         let channel = try ChannelName(validating: name)
         try gateway.auth.authorize(.publish, channel, principal)
+        guard publishRate.admit() else {
+            gateway.metrics.rateLimitedWebSocket.increment()
+            throw StormError(.rateLimited, "this connection publishes faster than \(publishRate.rate) messages a second (--client-publish-rate): this publish was refused; slow down and retry")
+        }
         guard let data = members["data"] else { throw StormError(.badRequest, "publish needs 'data'") }
         let payload: [UInt8]
         let encoding: PayloadEncoding

@@ -55,7 +55,7 @@ final class Gateway: Service, Sendable {
         self.hubs = hubs
         let state = GatewayState()
         let tracing = tracer.flatMap { $0 is NoOpTracer ? nil : StormTracing($0) }
-        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing)
+        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing, maxChannels: configuration.limits.maxChannels)
         let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state, tracing: tracing)
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
