@@ -38,6 +38,16 @@ struct Delivery: Sendable {
         }
     }
 
+    /// The envelope as delivered (with its offset): the WebSocket frame without its header, a slice that
+    /// shares the frame's storage. For the few writers that frame it otherwise (multi-channel SSE ids).
+    var envelope: ByteBuffer {
+        var frame = webSocketFrame
+        guard let second = frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) else { return frame }
+        let length = second & 0x7F
+        frame.moveReaderIndex(forwardBy: min(frame.readableBytes, length < 126 ? 2 : (length == 126 ? 4 : 10)))
+        return frame
+    }
+
     private static let typePrefix = Array(#"{"type":"message","#.utf8)
 
     static func withOffset(_ envelope: ByteBuffer, offset: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {

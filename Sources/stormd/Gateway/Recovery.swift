@@ -1,10 +1,110 @@
 import NIOCore
 import StormCore
 
-/// Where a resuming client left off: an offset and, when the client knows it, the epoch it came from.
-struct ResumePoint: Sendable {
+/// Where a resuming client left off: per channel, the last offset it received, and, when the client
+/// knows it, the epoch it came from.
+///
+/// Why per channel: offsets are one sequence for all channels, but a client of several channels receives
+/// them out of offset order (each channel is its own ordered subscription), so one "last offset" cannot
+/// say what it has seen: resuming every channel from it duplicates some messages and skips others.
+/// `offset` alone is exact for one channel and stays for that case and older clients.
+struct ResumePoint: Sendable, Equatable {
+    /// The offset for channels without a position of their own.
     var offset: UInt64
     var epoch: String?
+    var positions: [ChannelName: UInt64] = [:]
+
+    init(offset: UInt64, epoch: String? = nil, positions: [ChannelName: UInt64] = [:]) {
+        self.offset = offset
+        self.epoch = epoch
+        self.positions = positions
+    }
+
+    /// The last offset the client received on `channel`.
+    func offset(for channel: ChannelName) -> UInt64 { positions[channel] ?? offset }
+
+    /// An SSE `Last-Event-ID` (or `?since=`) for a stream of `channels` (in the order the request named
+    /// them): one offset for every channel, or, as multi-channel streams write their event ids, one offset
+    /// per channel separated by commas (`SSEPositions.eventID`).
+    static func parseSSE(_ text: String, channels: [ChannelName], epoch: String?) throws(StormError) -> ResumePoint {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false)
+        var offsets: [UInt64] = []
+        for part in parts {
+            guard let offset = UInt64(part), offset <= 9_007_199_254_740_992 else {
+                throw StormError(.badRequest, "Last-Event-ID / since must be an offset, or one offset per channel separated by commas, not '\(text.prefix(32))'")
+            }
+            offsets.append(offset)
+        }
+        if offsets.count == 1 { return ResumePoint(offset: offsets[0], epoch: epoch) }
+        guard offsets.count == channels.count else {
+            throw StormError(
+                .badRequest,
+                "Last-Event-ID has \(offsets.count) positions but the stream names \(channels.count) channels: reconnect with the same subject= list, in the same order")
+        }
+        var positions: [ChannelName: UInt64] = [:]
+        for (channel, offset) in zip(channels, offsets) { positions[channel] = offset }
+        return ResumePoint(offset: offsets.min() ?? 0, epoch: epoch, positions: positions)
+    }
+
+    /// A WebSocket subscribe's `since`: `N`, `{"offset": N, "epoch": "E"}`, or
+    /// `{"positions": {"chat.a": 12, "chat.b": 40}, "epoch": "E"}` naming every requested channel.
+    static func parseWebSocket(_ raw: [UInt8], channels: [ChannelName]) throws(StormError) -> ResumePoint {
+        if JSONScanner.number(raw) != nil {
+            guard let offset = JSONScanner.wholeNumber(raw) else {
+                throw StormError(.badRequest, "'since' must be an offset: a whole number of 0 or more")
+            }
+            return ResumePoint(offset: offset)
+        }
+        guard let fields = try? JSONScanner.objectMembers(raw) else {
+            throw StormError(.badRequest, "'since' must be an offset, {\"offset\": N, \"epoch\": \"…\"} or {\"positions\": {\"channel\": N, …}, \"epoch\": \"…\"}")
+        }
+        let epoch = fields["epoch"].flatMap { try? JSONScanner.string($0) }
+        if let rawPositions = fields["positions"] {
+            guard let members = try? JSONScanner.objectMembers(rawPositions) else {
+                throw StormError(.badRequest, "'since.positions' must be an object of channel: offset")
+            }
+            var positions: [ChannelName: UInt64] = [:]
+            for channel in channels {
+                guard let offset = members[channel.rawValue].flatMap(JSONScanner.wholeNumber) else {
+                    throw StormError(
+                        .badRequest,
+                        "'since.positions' must give an offset (a whole number) for every channel of the request; '\(channel.rawValue)' has none: subscribe new channels in a request of their own")
+                }
+                positions[channel] = offset
+            }
+            return ResumePoint(offset: positions.values.min() ?? 0, epoch: epoch, positions: positions)
+        }
+        guard let offset = fields["offset"].flatMap(JSONScanner.wholeNumber) else {
+            throw StormError(.badRequest, "'since' must be an offset, {\"offset\": N, \"epoch\": \"…\"} or {\"positions\": {\"channel\": N, …}, \"epoch\": \"…\"}")
+        }
+        return ResumePoint(offset: offset, epoch: epoch)
+    }
+}
+
+/// The event ids of a multi-channel SSE stream: the last offset written per channel, in the order the
+/// request named the channels (`12,40,7`), so that the `Last-Event-ID` EventSource sends back says
+/// exactly what the client has seen of each channel (see `ResumePoint`).
+///
+/// The price: such a stream's chunks carry ids of their own, built per connection, instead of the
+/// shared pre-encoded chunk. Single-channel streams keep the shared chunk, whose id is the offset.
+struct SSEPositions {
+    private let index: [ChannelName: Int]
+    private var offsets: [UInt64]
+
+    init(channels: [ChannelName], startingAt start: ResumePoint) {
+        var index: [ChannelName: Int] = [:]
+        for (position, channel) in channels.enumerated() where index[channel] == nil { index[channel] = position }
+        self.index = index
+        self.offsets = channels.map { start.offset(for: $0) }
+    }
+
+    /// Records that `delivery` is written and returns the event id that says so.
+    mutating func advance(_ delivery: Delivery) -> String {
+        if delivery.offset > 0, let position = index[delivery.channel] { offsets[position] = delivery.offset }
+        return eventID
+    }
+
+    var eventID: String { offsets.map(String.init).joined(separator: ",") }
 }
 
 /// The outcome of recovering one channel for one session.
@@ -98,12 +198,13 @@ enum Recovery {
         var results: [RecoveredChannel] = []
         for channel in channels {
             do {
-                let history = try await broker.history(of: channel, after: point.offset, limit: maximumMessages + 1)
+                let resumeFrom = point.offset(for: channel)
+                let history = try await broker.history(of: channel, after: resumeFrom, limit: maximumMessages + 1)
                 let sameEpoch = point.epoch == nil || point.epoch == history.epoch
                 // An offset above the newest one comes from another epoch (the engine restarted, the stream
                 // was recreated) even when the client could not say which epoch it had (SSE).
-                let complete = history.messages.count <= maximumMessages && point.offset >= history.lostUpTo
-                    && point.offset <= history.brokerLatestOffset
+                let complete = history.messages.count <= maximumMessages && resumeFrom >= history.lostUpTo
+                    && resumeFrom <= history.brokerLatestOffset
                 let messages = history.messages.compactMap {
                     Delivery(envelope: $0.envelope, offset: $0.offset, channel: channel, allocator: allocator)
                 }

@@ -28,6 +28,9 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private let keepAlive: Bool
     private let resume: ResumePoint?
     private var recovery = RecoveryGate()
+    /// Per-channel event ids, for streams of several channels (`SSEPositions`); nil for one channel,
+    /// whose shared chunks carry the offset as their id.
+    private var positions: SSEPositions?
     private let channels: SessionChannels
     private var state = State.starting
     private var context: ChannelHandlerContext?
@@ -74,6 +77,39 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
             logger.debug("event stream opened", metadata: ["storm.remote": "\(context.channel.remoteAddress?.description ?? "?")", "storm.channels": "\(requested.count)"])
         }
         if principal.user != nil { channels.registerClient(session: self) }
+        guard requested.count > 1 else { return subscribeAll() }
+        if let resume {
+            positions = SSEPositions(channels: requested, startingAt: resume)
+            return subscribeAll()
+        }
+        // A new stream of several channels starts its positions at the broker's newest offset, read
+        // before subscribing: resuming from there may replay a message published just before the
+        // subscription started, but can never skip one delivered after it.
+        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let broker = gateway.broker
+        let first = requested[0]
+        Task {
+            let latest: Result<UInt64, StormError>
+            do throws(StormError) {
+                latest = .success(try await broker.history(of: first, after: UInt64(Int64.max), limit: 0).brokerLatestOffset)
+            } catch {
+                latest = .failure(error)
+            }
+            session.eventLoop.execute {
+                let session = session.value
+                switch latest {
+                case .success(let offset):
+                    session.positions = SSEPositions(channels: session.requested, startingAt: ResumePoint(offset: offset))
+                    session.subscribeAll()
+                case .failure(let error):
+                    session.fail(error)
+                }
+            }
+        }
+    }
+
+    private func subscribeAll() {
+        guard context != nil, state == .starting else { return }
         if resume != nil { recovery.begin(requested) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
             switch outcome {
@@ -102,9 +138,9 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
                 guard session.state == .streaming, let writer = session.writer else { return }
                 // Several channels: their recovered messages interleave by offset, as they were published.
                 var messages: [Delivery] = []
-                for result in results { messages += session.recovery.finish(result, resumeFrom: resume.offset) }
+                for result in results { messages += session.recovery.finish(result, resumeFrom: resume.offset(for: result.channel)) }
                 messages.sort { $0.offset < $1.offset }
-                for message in messages { writer.write(NIOAny(message.sseChunk), promise: nil) }
+                for message in messages { writer.write(NIOAny(session.chunk(message)), promise: nil) }
                 writer.flush()
             }
         }
@@ -211,7 +247,9 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
             closeForShutdown()
             return .closed
         }
-        if let admitted {
+        if positions != nil {
+            for delivery in admitted ?? run.deliveries { writer.write(NIOAny(chunk(delivery)), promise: nil) }
+        } else if let admitted {
             for delivery in admitted { writer.write(NIOAny(delivery.sseChunk), promise: nil) }
         } else {
             writer.write(NIOAny(run.sseChunks), promise: nil)
@@ -257,6 +295,14 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         context.eventLoop.assumeIsolated().scheduleTask(in: gateway.limits.closeGrace) { [context] in
             context.close(promise: nil)
         }
+    }
+
+    /// The chunk to write for `delivery`: the shared one, or one with this stream's positions as its id.
+    private func chunk(_ delivery: Delivery) -> ByteBuffer {
+        guard var positions else { return delivery.sseChunk }
+        let id = ByteBuffer(string: positions.advance(delivery))
+        self.positions = positions
+        return SSEWire.eventChunk(id: id.readableBytesView, envelope: delivery.envelope, allocator: allocator)
     }
 
     private var allocator: ByteBufferAllocator { context?.channel.allocator ?? ByteBufferAllocator() }

@@ -340,7 +340,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         guard channels.count + newCount <= gateway.limits.maxChannelsPerConnection else {
             throw StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(newCount) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)")
         }
-        let resume = try Self.resumePoint(members)
+        let resume = try members["since"].map { raw throws(StormError) in try ResumePoint.parseWebSocket(raw, channels: requested) }
         let fresh = requested.filter { !channels.contains($0) }
         if resume != nil { recovery.begin(fresh) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
@@ -355,22 +355,6 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
                 self.replyError(id: id, error)
             }
         }
-    }
-
-    /// `"since": N` or `"since": {"offset": N, "epoch": "E"}` (docs/protocol.md, "Recovery").
-    private static func resumePoint(_ members: [String: [UInt8]]) throws(StormError) -> ResumePoint? {
-        guard let raw = members["since"] else { return nil }
-        if JSONScanner.number(raw) != nil {
-            guard let offset = JSONScanner.wholeNumber(raw) else {
-                throw StormError(.badRequest, "'since' must be an offset: a whole number of 0 or more")
-            }
-            return ResumePoint(offset: offset, epoch: nil)
-        }
-        guard let fields = try? JSONScanner.objectMembers(raw), let offset = fields["offset"].flatMap(JSONScanner.wholeNumber) else {
-            throw StormError(.badRequest, "'since' must be an offset or {\"offset\": N, \"epoch\": \"…\"}")
-        }
-        let epoch = fields["epoch"].flatMap { try? JSONScanner.string($0) }
-        return ResumePoint(offset: offset, epoch: epoch)
     }
 
     /// Replays what the client missed on `fresh` channels, then lets live messages through.
@@ -392,7 +376,7 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         reply(id: id, result: Self.subscribeResult(requested, epoch: gateway.broker.epoch, recovered: recovered))
         guard !closing, let writer else { return }
         for result in results {
-            let messages = recovery.finish(result, resumeFrom: resume.offset)
+            let messages = recovery.finish(result, resumeFrom: resume.offset(for: result.channel))
             guard channels.contains(result.channel) else { continue }  // unsubscribed meanwhile
             for message in messages { writer.write(NIOAny(message.webSocketFrame), promise: nil) }
         }

@@ -223,10 +223,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             for channel in channels { try gateway.auth.authorize(.subscribe, channel, principal) }
             // EventSource sends the last `id:` it saw as Last-Event-ID when it reconnects.
             if let since = head.headers.first(name: "last-event-id") ?? target.values(of: "since").first {
-                guard let offset = UInt64(since) else {
-                    throw StormError(.badRequest, "Last-Event-ID / since must be an offset (a whole number), not '\(since.prefix(32))'")
-                }
-                resume = ResumePoint(offset: offset, epoch: target.values(of: "epoch").first)
+                resume = try ResumePoint.parseSSE(since, channels: channels, epoch: target.values(of: "epoch").first)
             }
         } catch {
             respond(context: context, head: head, error: error)
