@@ -30,6 +30,15 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         public static let forbidden = Code(rawValue: "forbidden")
         /// The thing to create exists already (a user id, a channel pattern). HTTP 409.
         public static let conflict = Code(rawValue: "conflict")
+        /// A browser request from an origin the gateway does not allow (`--allowed-origins`). HTTP 403.
+        public static let originNotAllowed = Code(rawValue: "origin_not_allowed")
+        /// A `Host` the gateway does not answer to (DNS rebinding; `--allowed-hosts`). HTTP 421.
+        public static let hostNotAllowed = Code(rawValue: "host_not_allowed")
+        /// A JSON API request whose body is not `Content-Type: application/json`. HTTP 415.
+        public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
+        /// A WebSocket upgrade asking for a version other than 13. HTTP 426, with
+        /// `Sec-WebSocket-Version: 13`.
+        public static let unsupportedWebSocketVersion = Code(rawValue: "unsupported_websocket_version")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
@@ -37,7 +46,10 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .badRequest, .invalidChannel, .tooManyChannels, .protocolViolation: return 400
             case .messageTooLarge: return 413
             case .unauthorized: return 401
-            case .forbidden: return 403
+            case .forbidden, .originNotAllowed: return 403
+            case .hostNotAllowed: return 421
+            case .unsupportedMediaType: return 415
+            case .unsupportedWebSocketVersion: return 426
             case .conflict: return 409
             case .notFound: return 404
             case .methodNotAllowed: return 405
@@ -50,7 +62,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// the private range 4001 for authentication, 4003 for permission and 4008 for slow clients).
         public var webSocketCloseCode: UInt16 {
             switch self {
-            case .badRequest: return 1008
+            case .badRequest, .originNotAllowed, .hostNotAllowed: return 1008
             case .protocolViolation: return 1002
             case .messageTooLarge: return 1009
             case .slowClient: return 4008
