@@ -18,8 +18,9 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         /// the end of the request is awaited, then the connection serves the next one.
         case answered
         /// Answered before the body was read (over the size limit, or refused with a body pending): the
-        /// connection is closing, and whatever else arrives is dropped.
-        case closing
+        /// connection is closing, and what else arrives is dropped (`dropped` bytes so far; past
+        /// `HTTPResponder.lingerBytes` the connection is closed outright).
+        case closing(dropped: Int)
         case responding
     }
 
@@ -88,6 +89,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             break
         case (.end, .answered):
             state = .idle
+        case (.body(let chunk), .closing(let dropped)):
+            // Lingering only lets the client read the answer: a client that keeps sending after it is
+            // cut off rather than read, whatever the body's size.
+            let total = dropped + chunk.readableBytes
+            state = .closing(dropped: total)
+            if total > HTTPResponder.lingerBytes { context.close(promise: nil) }
         case (_, .closing):
             break
         default:
@@ -122,12 +129,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func refuseFromHead(context: ChannelHandlerContext, head: HTTPRequestHead, error: StormError, headers: [(String, String)] = []) {
         let pendingBody = Self.hasBody(head)
         respond(context: context, head: head, error: error, headers: headers, closing: pendingBody)
-        state = pendingBody ? .closing : .answered
+        state = pendingBody ? .closing(dropped: 0) : .answered
     }
 
     private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
         respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"), closing: true)
-        state = .closing
+        state = .closing(dropped: 0)
     }
 
     // MARK: Routes
@@ -325,12 +332,14 @@ enum HTTPResponder {
         case keepAlive
         case close
         /// The request's body was not read: stop writing (FIN), drop what the client still sends for
-        /// up to `lingerTime`, then close. Closing at once with unread bytes would make the kernel send
+        /// up to `lingerTime` and `lingerBytes`, then close. Closing at once with unread bytes would make the kernel send
         /// a reset, and a reset can destroy the answer before the client reads it.
         case lingeringClose
     }
 
     static let lingerTime = TimeAmount.seconds(2)
+    /// Most bytes of an unread body dropped while lingering.
+    static let lingerBytes = 256 * 1024
 
     static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool, requestID: String? = nil) {
         respond(context: context, status: status, contentType: contentType, body: body, after: keepAlive ? .keepAlive : .close, requestID: requestID)
