@@ -261,6 +261,12 @@ struct StormdOptions: ParsableArguments {
     @Flag(help: "Serve a non-loopback --listen with no authentication (anyone on the network may publish and subscribe). [STORM_INSECURE]")
     var insecure = false
 
+    @Option(help: ArgumentHelp("Browser origins allowed besides the gateway's own: comma list of scheme://host[:port], or * for every origin. [STORM_ALLOWED_ORIGINS, default: own origin only]", valueName: "origins"))
+    var allowedOrigins: String?
+
+    @Option(help: ArgumentHelp("Host names the gateway answers to: on a loopback listen besides localhost/127.x/[::1], elsewhere the only ones (plus IP addresses); * for every Host. [STORM_ALLOWED_HOSTS, default: loopback names on loopback, any elsewhere]", valueName: "hosts"))
+    var allowedHosts: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -277,6 +283,7 @@ struct StormdOptions: ParsableArguments {
             .presenceTTL: presenceTtl, .advertiseURL: advertiseUrl,
             .jwtSecretFile: jwtSecretFile, .jwtPublicKey: jwtPublicKey.isEmpty ? nil : jwtPublicKey.joined(separator: ","),
             .jwtAudience: jwtAudience, .jwtIssuer: jwtIssuer, .allowAnonymous: allowAnonymous, .insecure: insecure ? "on" : nil,
+            .allowedOrigins: allowedOrigins, .allowedHosts: allowedHosts,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -329,6 +336,8 @@ extension GatewayConfiguration {
         history-max-count = \(store.historyMaxCount)
         \(presence.rendered)
         \(auth.rendered)
+        allowed-origins = \(allowedOrigins.rendered)
+        allowed-hosts = \(allowedHosts.joined(separator: ","))
         # linked: \(LinkedLibraries.summary)
         """
     }

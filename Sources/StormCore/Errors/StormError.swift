@@ -33,6 +33,15 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A connection publishes faster than `--client-publish-rate`: this publish was refused, the
         /// connection stays open. HTTP 429; on a WebSocket an error reply.
         public static let rateLimited = Code(rawValue: "rate_limited")
+        /// A browser request from an origin the gateway does not allow (`--allowed-origins`). HTTP 403.
+        public static let originNotAllowed = Code(rawValue: "origin_not_allowed")
+        /// A `Host` the gateway does not answer to (DNS rebinding; `--allowed-hosts`). HTTP 421.
+        public static let hostNotAllowed = Code(rawValue: "host_not_allowed")
+        /// A JSON API request whose body is not `Content-Type: application/json`. HTTP 415.
+        public static let unsupportedMediaType = Code(rawValue: "unsupported_media_type")
+        /// A WebSocket upgrade asking for a version other than 13. HTTP 426, with
+        /// `Sec-WebSocket-Version: 13`.
+        public static let unsupportedWebSocketVersion = Code(rawValue: "unsupported_websocket_version")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
@@ -40,7 +49,10 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .badRequest, .invalidChannel, .tooManyChannels, .protocolViolation: return 400
             case .messageTooLarge: return 413
             case .unauthorized: return 401
-            case .forbidden: return 403
+            case .forbidden, .originNotAllowed: return 403
+            case .hostNotAllowed: return 421
+            case .unsupportedMediaType: return 415
+            case .unsupportedWebSocketVersion: return 426
             case .conflict: return 409
             case .rateLimited: return 429
             case .notFound: return 404
@@ -54,7 +66,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// the private range 4001 for authentication, 4003 for permission and 4008 for slow clients).
         public var webSocketCloseCode: UInt16 {
             switch self {
-            case .badRequest: return 1008
+            case .badRequest, .originNotAllowed, .hostNotAllowed: return 1008
             case .protocolViolation: return 1002
             case .messageTooLarge: return 1009
             case .slowClient: return 4008

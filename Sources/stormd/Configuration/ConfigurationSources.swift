@@ -41,6 +41,8 @@ enum Setting: String, CaseIterable, Sendable {
     case jwtIssuer = "jwt-issuer"
     case allowAnonymous = "allow-anonymous"
     case insecure
+    case allowedOrigins = "allowed-origins"
+    case allowedHosts = "allowed-hosts"
 
     var environmentVariable: String {
         switch self {

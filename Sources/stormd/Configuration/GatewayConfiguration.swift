@@ -46,6 +46,12 @@ struct GatewayConfiguration: Sendable {
     /// Presence, routing and the gateway registry (`--redis`, `--presence-channels`, …): see
     /// `PresenceConfiguration`.
     var presence = PresenceConfiguration()
+    /// `--allowed-origins LIST` (`STORM_ALLOWED_ORIGINS`), default: the gateway's own origin only. Browser
+    /// origins (`https://app.example.com`) allowed besides it, or `*` for every origin.
+    var allowedOrigins = OriginPolicy()
+    /// `--allowed-hosts LIST` (`STORM_ALLOWED_HOSTS`), default none: `Host` names answered besides the
+    /// loopback ones (on a loopback listen), or the only names answered (on any other listen); `*` for all.
+    var allowedHosts: [String] = []
     /// Tokens, anonymous access and `--insecure` (`--jwt-secret-file`, `--jwt-public-key`, …): see
     /// `AuthConfiguration`.
     var auth = AuthConfiguration()
@@ -119,9 +125,28 @@ struct GatewayConfiguration: Sendable {
             }
             otlpEndpoint = url
         }
+        if let value = sources.value(.allowedOrigins) {
+            do {
+                allowedOrigins = try OriginPolicy.parse(value.value)
+            } catch {
+                throw StormError(.configuration, "\(value.origin): \(error.message)")
+            }
+        }
+        if let value = sources.value(.allowedHosts) {
+            let entries = value.value.split(separator: ",").map { $0.trimmingSpaces() }.filter { !$0.isEmpty }
+            for entry in entries where entry != "*" && (HostPolicy.hostName(of: entry) == nil || entry.contains("://")) {
+                throw StormError(.configuration, "\(value.origin): '\(entry.prefix(100))' is not a host name (expected a name or address such as storm.example.com or 10.0.0.5, without scheme or path; '*' for every Host)")
+            }
+            allowedHosts = entries.map(HostPolicy.normalizedName)
+        }
         store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
         try presence.load(from: sources)
         auth = try AuthConfiguration(sources: sources, listen: listen)
+    }
+
+    /// The Host and Origin checks every request passes (docs/security.md).
+    var requestPolicy: RequestPolicy {
+        RequestPolicy(hosts: HostPolicy(listenIsLoopback: listen.isLoopback, allowedHosts: allowedHosts), origins: allowedOrigins)
     }
 
     static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {

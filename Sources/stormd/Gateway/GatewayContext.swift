@@ -20,13 +20,17 @@ final class GatewayContext: Sendable {
     let connectionIDs: ConnectionIDs
     /// Long-term history in PostgreSQL (with `--postgres`): serves what the broker no longer keeps.
     let historyStore: (any HistoryStore)?
+    /// Host and Origin checks of every HTTP request, upgrades and event streams included.
+    let requestPolicy: RequestPolicy
     /// The history consumer running beside the gateway (`--role all`), for `/readyz`.
     let consumer = NIOLockedValueBox<HistoryConsumer?>(nil)
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
-        logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil
+        logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil,
+        requestPolicy: RequestPolicy = RequestPolicy()
     ) {
+        self.requestPolicy = requestPolicy
         self.connectionIDs = connectionIDs
         self.historyStore = historyStore
         self.router = router

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOWebSocket
 import StormCore
 
 /// The HTTP routes of a gateway (docs/protocol.md, "HTTP"). WebSocket upgrades to `/ws` are taken by
@@ -13,10 +14,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private enum State {
         case idle
         case receiving(HTTPRequestHead, ByteBuffer)
-        /// The body passed the size limit: the rest is read and dropped, then 413 is answered.
-        case discarding(HTTPRequestHead)
-        /// Answered from the head alone (a refused event stream): the rest of the request is skipped.
+        /// Answered from the head alone (a refused event stream, Host or Origin) with no body to come:
+        /// the end of the request is awaited, then the connection serves the next one.
         case answered
+        /// Answered before the body was read (over the size limit, or refused with a body pending): the
+        /// connection is closing, and what else arrives is dropped (`dropped` bytes so far; past
+        /// `HTTPResponder.lingerBytes` the connection is closed outright).
+        case closing(dropped: Int)
         case responding
     }
 
@@ -52,17 +56,27 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.head(let head), .idle):
             beginRequest(head)
             let target = RequestTarget(head.uri)
+            if case .refuse(let error) = gateway.requestPolicy.evaluate(head) {
+                return refuseFromHead(context: context, head: head, error: error)
+            }
+            if target.path == "/ws", case .refused(let error, let headers) = WebSocketHandshakeCheck.evaluate(head) {
+                return refuseFromHead(context: context, head: head, error: error, headers: headers)
+            }
+            if case .refuse(let error) = RequestPolicy.checkJSONBody(path: target.path, head: head) {
+                return refuseFromHead(context: context, head: head, error: error)
+            }
             if head.method == .GET, target.path == "/events" {
                 return startEventStream(context: context, head: head, target: target)
             }
+            // Over the limit by its own account: answered now, before a byte of the body is read.
             if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > gateway.limits.maxMessageSize {
-                state = .discarding(head)
-                return
+                return refuseTooLarge(context: context, head: head)
             }
             state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
         case (.body(var chunk), .receiving(let head, var body)):
             if body.readableBytes + chunk.readableBytes > gateway.limits.maxMessageSize {
-                state = .discarding(head)
+                // A chunked body (or one longer than announced) passed the limit: answered at once.
+                refuseTooLarge(context: context, head: head)
             } else {
                 state = .idle  // drop our reference so the append does not copy
                 body.writeBuffer(&chunk)
@@ -71,17 +85,56 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case (.end, .receiving(let head, let body)):
             state = .responding
             route(context: context, head: head, body: body)
-        case (.end, .discarding(let head)):
-            state = .responding
-            respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"))
-        case (.body, .discarding), (.body, .answered):
+        case (.body, .answered):
             break
         case (.end, .answered):
             state = .idle
+        case (.body(let chunk), .closing(let dropped)):
+            // Lingering only lets the client read the answer: a client that keeps sending after it is
+            // cut off rather than read, whatever the body's size.
+            let total = dropped + chunk.readableBytes
+            state = .closing(dropped: total)
+            if total > HTTPResponder.lingerBytes { context.close(promise: nil) }
+        case (_, .closing):
+            break
         default:
             // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream.
             context.close(promise: nil)
         }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case is HTTPParserError, is ByteToMessageDecoderError:
+            // Bytes the HTTP parser cannot read (an HTTP/0.9 request line, garbage):
+            // HTTPServerProtocolErrorHandler has answered 400, once. Nothing after them can be parsed,
+            // so the connection ends here rather than answer again.
+            context.close(promise: nil)
+        case is NIOWebSocketUpgradeError:
+            // NIO's upgrader refused the handshake (a version other than 13); the request itself comes
+            // next, and the routes answer it with the reason.
+            break
+        default:
+            context.fireErrorCaught(error)
+        }
+    }
+
+    /// Whether the request announced a body (a non-zero `Content-Length`, or chunked).
+    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0 != "0" }
+    }
+
+    /// Answers a request refused from its head. Without a body the connection carries on; with one, it
+    /// is closed rather than read (the body could be any size).
+    private func refuseFromHead(context: ChannelHandlerContext, head: HTTPRequestHead, error: StormError, headers: [(String, String)] = []) {
+        let pendingBody = Self.hasBody(head)
+        respond(context: context, head: head, error: error, headers: headers, closing: pendingBody)
+        state = pendingBody ? .closing(dropped: 0) : .answered
+    }
+
+    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"), closing: true)
+        state = .closing(dropped: 0)
     }
 
     // MARK: Routes
@@ -125,6 +178,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         case ("/metrics", .GET):
             let text = gateway.metrics.exposition(brokerConnected: gateway.broker.isConnected, brokerSubscriptions: gateway.router.activeChannelCount)
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
+        case ("/ws", .GET) where gateway.state.isDraining:
+            respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
         case (let path, let method) where HistoryRoutes.handles(path):
@@ -255,12 +310,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         logger.debug("http request", metadata: metadata)
     }
 
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error) {
+    /// `closing`: the body was not read, so the connection closes after the answer (lingering: see
+    /// `HTTPResponder`).
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error, headers: [(String, String)] = [], closing: Bool = false) {
         let stormError = (error as? StormError) ?? StormError(.internalError, "unexpected error: \(error)")
         gateway.metrics.countClientError(stormError.code)
-        // A request whose body we did not read to the end cannot keep its connection.
-        let keepAlive = head.isKeepAlive && stormError.code != .messageTooLarge
-        HTTPResponder.respond(context: context, error: stormError, keepAlive: keepAlive, requestID: requestID)
+        HTTPResponder.respond(
+            context: context, error: stormError, after: closing ? .lingeringClose : (head.isKeepAlive ? .keepAlive : .close), requestID: requestID, headers: headers)
         logRequest(head, status: UInt(stormError.code.httpStatus), error: stormError)
         state = .idle
     }
@@ -268,27 +324,64 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
 
 /// Writes complete HTTP responses; shared by the request handler and SSE sessions that fail to start.
 enum HTTPResponder {
+    /// What becomes of the connection once the answer is written.
+    enum After {
+        case keepAlive
+        case close
+        /// The request's body was not read: stop writing (FIN), drop what the client still sends for
+        /// up to `lingerTime` and `lingerBytes`, then close. Closing at once with unread bytes would make the kernel send
+        /// a reset, and a reset can destroy the answer before the client reads it.
+        case lingeringClose
+    }
+
+    static let lingerTime = TimeAmount.seconds(2)
+    /// Most bytes of an unread body dropped while lingering.
+    static let lingerBytes = 256 * 1024
+
     static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool, requestID: String? = nil) {
+        respond(context: context, status: status, contentType: contentType, body: body, after: keepAlive ? .keepAlive : .close, requestID: requestID)
+    }
+
+    static func respond(
+        context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, after: After, requestID: String? = nil, headers extra: [(String, String)] = []
+    ) {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Content-Length", value: String(body.readableBytes))
         if let requestID { headers.add(name: "X-Request-Id", value: requestID) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        if after != .keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         if body.readableBytes > 0 {
             context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
         }
         let done = context.eventLoop.makePromise(of: Void.self)
         context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: done)
-        if !keepAlive {
+        switch after {
+        case .keepAlive:
+            break
+        case .close:
             done.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
+        case .lingeringClose:
+            let channel = context.channel
+            done.futureResult.assumeIsolated().whenComplete { [context] _ in
+                let halfClosed = context.eventLoop.makePromise(of: Void.self)
+                context.close(mode: .output, promise: halfClosed)
+                // The client closing its side ends the connection at once (no half-closure is allowed).
+                halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
+                channel.eventLoop.scheduleTask(in: lingerTime) { channel.close(promise: nil) }
+            }
         }
     }
 
     static func respond(context: ChannelHandlerContext, error: StormError, keepAlive: Bool, requestID: String? = nil) {
+        respond(context: context, error: error, after: keepAlive ? .keepAlive : .close, requestID: requestID)
+    }
+
+    static func respond(context: ChannelHandlerContext, error: StormError, after: After, requestID: String? = nil, headers: [(String, String)] = []) {
         respond(
             context: context, status: HTTPResponseStatus(statusCode: error.code.httpStatus), contentType: "application/json",
-            body: ByteBuffer(string: error.jsonBody + "\n"), keepAlive: keepAlive, requestID: requestID)
+            body: ByteBuffer(string: error.jsonBody + "\n"), after: after, requestID: requestID, headers: headers)
     }
 }
 

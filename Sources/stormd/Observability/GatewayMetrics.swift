@@ -49,7 +49,8 @@ final class GatewayMetrics: Sendable {
     /// The codes a client can cause; counted under `storm_client_errors_total{code=…}`.
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
-        .protocolViolation, .brokerUnavailable, .unauthorized, .forbidden, .rateLimited,
+        .protocolViolation, .brokerUnavailable, .unauthorized, .forbidden, .rateLimited, .originNotAllowed, .hostNotAllowed,
+        .unsupportedMediaType, .unsupportedWebSocketVersion,
     ]
 
     init(instanceID: String) {

@@ -76,7 +76,8 @@ final class Gateway: Service, Sendable {
         presence.setChannelOverride { [weak auth] channel in auth?.rule(for: channel)?.options.presence }
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
-            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) })
+            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
+            requestPolicy: configuration.requestPolicy)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -180,6 +181,11 @@ final class Gateway: Service, Sendable {
             shouldUpgrade: { channel, head in
                 let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
                 guard path == "/ws", !gateway.state.isDraining else { return channel.eventLoop.makeSucceededFuture(nil) }
+                // A refused Host or Origin, or a handshake that breaks RFC 6455, is not upgraded either:
+                // the HTTP routes answer it with the reason (403, 421, 400 or 426).
+                guard gateway.requestPolicy.evaluate(head) == .allow, WebSocketHandshakeCheck.evaluate(head) == .valid else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
                 // A refused token is not upgraded: the request goes on to the HTTP routes, which answer
                 // 401 with a JSON body (a browser sees the status; a close frame would hide it).
                 guard case .success(let who) = gateway.auth.authenticate(Authenticator.token(from: head), counting: false) else {

@@ -91,6 +91,12 @@ final class RawConnection: @unchecked Sendable {
         }
     }
 
+    /// Waits until the server closes the connection and returns every byte received and not yet read.
+    func readUntilClosed(seconds: Double = 10) async throws -> [UInt8] {
+        try await waitUntilClosed(seconds: seconds)
+        return lock.withLock { Array(buffer.readableBytesView) }
+    }
+
     private func waitForData(until deadline: ContinuousClock.Instant) async {
         // Polling keeps this simple and immune to missed wake-ups; 5 ms is invisible in a test.
         try? await Task.sleep(for: .milliseconds(5))
