@@ -37,6 +37,8 @@ final class GatewayMetrics: Sendable {
     let presenceWrites: Prometheus.Counter
     let presenceErrors: Prometheus.Counter
     let presenceBatches: Prometheus.Counter
+    /// `storm_publish_refused_total{reason="storage_full"}`: publishes JetStream refused for lack of room.
+    let publishRefusedStorageFull: Prometheus.Counter
     private let clientErrors: [StormError.Code: Prometheus.Counter]
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
@@ -48,7 +50,7 @@ final class GatewayMetrics: Sendable {
     /// The codes a client can cause; counted under `storm_client_errors_total{code=…}`.
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
-        .protocolViolation, .brokerUnavailable, .unauthorized, .forbidden,
+        .protocolViolation, .brokerUnavailable, .storageFull, .unauthorized, .forbidden,
     ]
 
     init(instanceID: String) {
@@ -80,6 +82,9 @@ final class GatewayMetrics: Sendable {
         presenceWrites = r.makeCounter(name: "storm_presence_writes_total", help: "Presence entries and user routes written to or deleted from the presence store.")
         presenceErrors = r.makeCounter(name: "storm_presence_errors_total", help: "Presence store writes that failed (the store was then reconnected and rewritten).")
         presenceBatches = r.makeCounter(name: "storm_presence_batches_total", help: "Pipelined presence writes (about one round trip each).")
+        publishRefusedStorageFull = r.makeCounter(
+            name: "storm_publish_refused_total", labels: [("reason", "storage_full")],
+            help: "Publishes the broker refused, by reason (storage_full: the JetStream stream or store is full).")
         var errors: [StormError.Code: Prometheus.Counter] = [:]
         for code in Self.countedClientErrors {
             errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")
