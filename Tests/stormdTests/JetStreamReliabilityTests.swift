@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import StormCore
@@ -77,6 +78,38 @@ struct JetStreamReliabilityTests {
         await gateway.stop()
     }
 
+    @Test("control requests reach a broker that subscribed before NATS was up")
+    func controlBeforeNATS() async throws {
+        _ = try NATSTestEnvironment.requireURL()
+        guard let binary = NATSTestEnvironment.serverBinary else {
+            if NATSTestEnvironment.isCI { Issue.record("STORM_TEST_NATS_SERVER_BIN is not set: run ./scripts/test") }
+            return
+        }
+        let server = PrivateNATSServer(binary: binary, port: try await unusedPort())
+        defer { server.stop() }
+        let id = tag()
+        let stream = JetStreamStreamConfiguration(name: "STORMREL\(id)", subjectPrefix: "storm.test.rel\(id)")
+        let receiver = broker(url: server.url, prefix: stream.subjectPrefix, stream: stream)
+        try await receiver.start()
+        let received = ReceivedControl()
+        let subscription = try await receiver.subscribeControl(gateway: "g\(id)") { received.add($0) }
+
+        try server.start()
+        #expect(await server.waitUntilReady(), "private nats-server did not start")
+        let sender = broker(url: server.url, prefix: stream.subjectPrefix, stream: stream)
+        try await sender.start()
+        #expect(await eventually { receiver.isConnected && sender.isConnected })
+        // Core NATS is at most once: send until one arrives (bounded: 100 tries).
+        for _ in 0..<100 where received.count == 0 {
+            try await sender.sendControl(Array("disconnect".utf8), to: "g\(id)")
+            _ = await eventually(timeout: .milliseconds(100)) { received.count > 0 }
+        }
+        #expect(received.count > 0, "the control request never arrived")
+        subscription.cancel()
+        await sender.shutdown()
+        await receiver.shutdown()
+    }
+
     @Test("an existing stream with other settings is left unchanged without --stream-update, and updated with it")
     func existingStreamIsKept() async throws {
         let url = try NATSTestEnvironment.requireURL()
@@ -148,4 +181,10 @@ struct JetStreamReliabilityTests {
         }
         await gateway.stop()
     }
+}
+
+private final class ReceivedControl: Sendable {
+    private let messages = NIOLockedValueBox<[[UInt8]]>([])
+    var count: Int { messages.withLockedValue { $0.count } }
+    func add(_ message: [UInt8]) { messages.withLockedValue { $0.append(message) } }
 }

@@ -478,7 +478,12 @@ final class NATSBroker: MessageBroker {
     /// One subscription routine for channels (`throughStream`: an ordered JetStream consumer when the
     /// stream is in use) and the control plane (always core NATS, never stored).
     private func subscribe(subject: String, throughStream: Bool, readingTrace: Bool, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
-        let connection = try connectedConnection(orElse: "the subscription was not made")
+        // A core subscription (the control plane) can be made while nats.c is still connecting or
+        // reconnecting: it sends the SUB once connected. So a gateway started before NATS still gets its
+        // control requests. A stream subscription needs the server (it creates a consumer).
+        let connection = throughStream
+            ? try connectedConnection(orElse: "the subscription was not made")
+            : try openConnection(orElse: "the subscription was not made")
         let box = NATSDeliveryBox(deliver: deliver, readsTrace: readingTrace, allocator: allocator)
         // Retained for nats.c; released by natsSubscriptionCompleteCallback.
         let boxPointer = Unmanaged.passRetained(box).toOpaque()
@@ -557,7 +562,8 @@ final class NATSBroker: MessageBroker {
             // A round trip: once the server answers the PING it has processed our SUB, so a message published
             // anywhere from now on is delivered. It waits on the network, hence the thread pool.
             let timeout = milliseconds(config.subscribeTimeout)
-            let flushFailure: StormError? = jetStream != nil ? nil : await runBlocking { () -> StormError? in
+            let connected = natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED
+            let flushFailure: StormError? = jetStream != nil || !connected ? nil : await runBlocking { () -> StormError? in
                 do throws(StormError) {
                     try natsCall(
                         "natsConnection_FlushTimeout", .brokerUnavailable,
@@ -592,6 +598,19 @@ final class NATSBroker: MessageBroker {
                     .brokerUnavailable, "NATS is disconnected (\(connectionStatusName(status)) to \(endpointDescription)); \(consequence)")
             }
             return connection
+        }
+    }
+
+    /// The connection, if it is connected or still trying to (not closed or draining).
+    private func openConnection(orElse consequence: String) throws(StormError) -> NATSConnectionHandle {
+        guard case .running(let connection) = state.withLockedValue({ $0.phase }) else {
+            return try connectedConnection(orElse: consequence)  // throws the reason
+        }
+        switch natsConnection_Status(connection.raw) {
+        case NATS_CONN_STATUS_CONNECTED, NATS_CONN_STATUS_CONNECTING, NATS_CONN_STATUS_RECONNECTING, NATS_CONN_STATUS_DISCONNECTED:
+            return connection
+        default:
+            return try connectedConnection(orElse: consequence)
         }
     }
 
