@@ -42,8 +42,9 @@ struct Serve: AsyncParsableCommand {
               STORM_NATS_URL=nats://10.0.0.5:4222 stormd --config /etc/storm/storm.conf
               stormd --config /etc/storm/storm.conf --check-config
 
-            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error, 69 when the
-            listening address or the broker cannot be used, 70 for an internal error.
+            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error only (a NATS
+            or JetStream that is not up yet is waited for, with /readyz at 503), 69 when the listening address
+            cannot be used, 70 for an internal error.
             """
     )
 
@@ -211,10 +212,12 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Copies of the JetStream stream in a NATS cluster (1-5); used when the stream is created, or with --stream-update. [STORM_STREAM_REPLICAS, default 1]", valueName: "n"))
     var streamReplicas: String?
 
-    @Option(help: ArgumentHelp("Cap on the stream's storage (bytes, or with KiB/MiB/GiB; -1 for none); at the cap --stream-discard applies. [STORM_STREAM_MAX_BYTES, default -1, unlimited]", valueName: "size"))
+    // Unconditional, so that -1 (unlimited) is read as the value, not as an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cap on the stream's storage (bytes, or with KiB/MiB/GiB; -1 for none); at the cap --stream-discard applies. [STORM_STREAM_MAX_BYTES, default -1, unlimited]", valueName: "size"))
     var streamMaxBytes: String?
 
-    @Option(help: ArgumentHelp("Cap on the messages the stream holds (-1 for none). [STORM_STREAM_MAX_MESSAGES, default -1, unlimited]", valueName: "n"))
+    // Unconditional, so that -1 (unlimited) is read as the value, not as an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cap on the messages the stream holds (-1 for none). [STORM_STREAM_MAX_MESSAGES, default -1, unlimited]", valueName: "n"))
     var streamMaxMessages: String?
 
     @Option(help: ArgumentHelp("How long the stream keeps a message (0 for ever). [STORM_STREAM_MAX_AGE, default 24h]", valueName: "duration"))

@@ -256,12 +256,10 @@ final class NATSBroker: MessageBroker {
                 }
                 guard let self, !self.isStopped else { break }
                 guard self.isConnected else {
-                    if attempt % 10 == 0 {
-                        self.logger.warning(
-                            "waiting for NATS before the JetStream stream '\(context.settings.streamName)' can be looked up; check that nats-server runs at \(self.endpointDescription)",
-                            metadata: ["nats.stream": "\(context.settings.streamName)", "nats.url": "\(self.endpointDescription)"])
-                    }
                     attempt += 1
+                    self.logger.warning(
+                        "waiting for NATS before the JetStream stream '\(context.settings.streamName)' can be looked up; check that nats-server runs and listens at \(self.endpointDescription); /readyz answers 503 meanwhile",
+                        metadata: ["nats.stream": "\(context.settings.streamName)", "nats.url": "\(self.endpointDescription)", "storm.attempt": "\(attempt)"])
                     continue
                 }
                 let failure: StormError? = await runBlocking {
