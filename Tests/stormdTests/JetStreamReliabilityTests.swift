@@ -172,6 +172,9 @@ struct JetStreamReliabilityTests {
             #expect(notReady.text.contains("full"))
 
             try session.purgeStream(stream.name)
+            // /readyz recovers by itself (it checks the stream for room), before any publish.
+            let recovered = try await eventually { try await readyz(gateway).status == 200 }
+            #expect(recovered, "/readyz stayed 503 after the purge")
             let again = try await gateway.publish("room", "{\"n\":\"after purge\"}")
             #expect(again.status == 200, "\(again.text)")
             #expect(try await readyz(gateway).status == 200)

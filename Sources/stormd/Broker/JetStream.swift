@@ -39,6 +39,8 @@ final class JetStreamContext: Sendable {
     private let streamProblemValue = NIOLockedValueBox<String?>(nil)
     /// Whether publishes are being refused for lack of room.
     let storeHealth: StoreHealth
+    /// A room check (`probeRoomIfFull`) is running.
+    private let probingRoom = ManagedAtomic(false)
 
     init(connection: NATSConnectionHandle, settings: JetStreamSettings, endpoint: String, logger: Logger) throws(StormError) {
         self.settings = settings
@@ -108,6 +110,33 @@ final class JetStreamContext: Sendable {
         logger.info(
             "JetStream stream ready",
             metadata: ["nats.stream": "\(settings.streamName)", "nats.subjects": "\(settings.stream.subjects)", "storm.epoch": "\(state.epoch)"])
+    }
+
+    /// While publishes are refused as storage_full, checks in the background whether the stream has room
+    /// again (purged, or its limits raised), so `/readyz` recovers even when a load balancer stopped
+    /// sending publishes here. At most one check at a time; `/readyz` calls it.
+    func probeRoomIfFull() {
+        guard storeHealth.isFull, probingRoom.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
+        Task {
+            let hasRoom = await runBlocking { self.streamHasRoom() }
+            if hasRoom { self.storeHealth.stored() }
+            self.probingRoom.store(false, ordering: .releasing)
+        }
+    }
+
+    /// Whether the stream is below its byte and message caps; false when it cannot tell. Blocking.
+    private func streamHasRoom() -> Bool {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var errorCode = jsErrCode(rawValue: 0)
+        guard js_GetStreamInfo(&info, raw.raw, settings.streamName, nil, &errorCode) == NATS_OK, let info else { return false }
+        defer { jsStreamInfo_Destroy(info) }
+        guard let config = info.pointee.Config?.pointee else { return false }
+        let state = info.pointee.State
+        let bytesOK = config.MaxBytes < 0 || state.Bytes < UInt64(clamping: config.MaxBytes)
+        let messagesOK = config.MaxMsgs < 0 || state.Msgs < UInt64(clamping: config.MaxMsgs)
+        // Below both caps with discard new: room. With discard old the stream never refuses for its own
+        // caps, so a refusal was the server's store: only a stored publish tells.
+        return config.Discard == js_DiscardNew && bytesOK && messagesOK
     }
 
     // MARK: Publish

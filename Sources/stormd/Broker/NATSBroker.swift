@@ -304,6 +304,7 @@ final class NATSBroker: MessageBroker {
         guard let context = state.withLockedValue({ $0.jetStream }) else { return nil }
         if let problem = context.streamProblem { return problem }
         if context.storeHealth.isFull {
+            context.probeRoomIfFull()
             return "JetStream stream '\(context.settings.streamName)' is full: publishes are refused as storage_full; \(context.storeHealth.action)"
         }
         return nil
