@@ -71,6 +71,8 @@ struct StreamSettingsTests {
         #expect(backoff.delay(attempt: -5, random: 0.5) == .milliseconds(250))
         #expect(backoff.delay(attempt: 10, random: 0) == .seconds(8))
         #expect(backoff.delay(attempt: 10, random: 1) == .seconds(12))
+        let absurd = RetryBackoff(initial: .seconds(1), cap: .seconds(Int64.max), jitter: 1)
+        #expect(absurd.delay(attempt: 100, random: 1) > .seconds(1))
         for attempt in 0..<50 {
             let delay = backoff.delay(attempt: attempt)
             #expect(delay >= .milliseconds(200) && delay <= .seconds(12))

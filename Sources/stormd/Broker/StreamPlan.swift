@@ -146,8 +146,9 @@ struct RetryBackoff: Sendable, Equatable {
         let base = overflow ? capMs : min(raw, capMs)
         let spread = min(max(jitter, 0), 1)
         let factor = 1 + spread * (2 * min(max(random, 0), 1) - 1)
-        let ms = Double(base) * factor
-        return .milliseconds(Int64(ms.rounded()))
+        // Clamped below Int64.max before converting: an absurd cap saturates instead of trapping.
+        let ms = min((Double(base) * factor).rounded(), 9.0e18)
+        return .milliseconds(Int64(ms))
     }
 
     func delay(attempt: Int) -> Duration {
