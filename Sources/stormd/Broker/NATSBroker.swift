@@ -288,7 +288,7 @@ final class NATSBroker: MessageBroker {
         let name = state.withLockedValue { $0.jetStream }?.settings.streamName ?? "?"
         let retry = retryIn.map { "retrying in about \(milliseconds($0)) ms" } ?? "retrying in the background"
         logger.warning(
-            "JetStream stream '\(name)' is not ready on \(endpointDescription): \(failure.message); \(retry). Check that JetStream is enabled (nats-server -js), that a JetStream cluster has a leader and at least --stream-replicas servers, and that no other stream captures the subjects; /readyz answers 503 meanwhile",
+            "JetStream stream '\(name)' is not ready on \(endpointDescription): \(failure.message); \(retry). Check that JetStream is enabled (nats-server -js), that a JetStream cluster has a leader and at least --stream-replicas servers, and that no other stream captures the subjects (or run with --jetstream off for core NATS without history); /readyz answers 503 meanwhile",
             metadata: ["nats.stream": "\(name)", "nats.url": "\(endpointDescription)", "storm.attempt": "\(attempt)"])
     }
 
