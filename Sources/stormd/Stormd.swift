@@ -42,8 +42,9 @@ struct Serve: AsyncParsableCommand {
               STORM_NATS_URL=nats://10.0.0.5:4222 stormd --config /etc/storm/storm.conf
               stormd --config /etc/storm/storm.conf --check-config
 
-            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error, 69 when the
-            listening address or the broker cannot be used, 70 for an internal error.
+            Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error only (a NATS
+            or JetStream that is not up yet is waited for, with /readyz at 503), 69 when the listening address
+            cannot be used, 70 for an internal error.
             """
     )
 
@@ -104,7 +105,11 @@ struct Serve: AsyncParsableCommand {
             nats.urls = configuration.natsURLs
             nats.subjectPrefix = configuration.natsSubjectPrefix
             nats.connectionName = "stormd \(configuration.listen)"
-            if !configuration.jetStream { nats.jetStream = nil }
+            if configuration.jetStream {
+                nats.jetStream?.stream = configuration.stream
+            } else {
+                nats.jetStream = nil
+            }
             broker = NATSBroker(configuration: nats, logger: logger)
         }
         // --otlp-endpoint: spans for publishes and fan-out, exported by a service run beside the gateway.
@@ -210,6 +215,26 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("With NATS: store every message in JetStream before acknowledging it (offsets, history, recovery); off for core NATS only. [STORM_JETSTREAM, default on]", valueName: "on|off"))
     var jetstream: String?
 
+    @Option(help: ArgumentHelp("Copies of the JetStream stream in a NATS cluster (1-5); used when the stream is created, or with --stream-update. [STORM_STREAM_REPLICAS, default 1]", valueName: "n"))
+    var streamReplicas: String?
+
+    // Unconditional, so that -1 (unlimited) is read as the value, not as an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cap on the stream's storage (bytes, or with KiB/MiB/GiB; -1 for none); at the cap --stream-discard applies. [STORM_STREAM_MAX_BYTES, default -1, unlimited]", valueName: "size"))
+    var streamMaxBytes: String?
+
+    // Unconditional, so that -1 (unlimited) is read as the value, not as an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Cap on the messages the stream holds (-1 for none). [STORM_STREAM_MAX_MESSAGES, default -1, unlimited]", valueName: "n"))
+    var streamMaxMessages: String?
+
+    @Option(help: ArgumentHelp("How long the stream keeps a message (0 for ever). [STORM_STREAM_MAX_AGE, default 24h]", valueName: "duration"))
+    var streamMaxAge: String?
+
+    @Option(help: ArgumentHelp("At a cap: old drops the oldest messages, new refuses publishes (storage_full, HTTP 507). [STORM_STREAM_DISCARD, default old]", valueName: "old|new"))
+    var streamDiscard: String?
+
+    @Flag(help: "Update an existing stream whose settings differ from the --stream-* options (without it, it is left as it is and each difference logged); replicas are lowered only when --stream-replicas is given. [STORM_STREAM_UPDATE]")
+    var streamUpdate = false
+
     @Option(help: ArgumentHelp("What this process runs: gateway, consumer (history to PostgreSQL) or all (the gateway, plus the consumer when --postgres is set). [STORM_ROLE, default all]", valueName: "role"))
     var role: String?
 
@@ -277,6 +302,8 @@ struct StormdOptions: ParsableArguments {
             .clientPublishRate: clientPublishRate, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
             .drainTimeout: drainTimeout, .logLevel: logLevel, .logFormat: logFormat, .otlpEndpoint: otlpEndpoint, .workers: workers, .webUI: webUi, .jetStream: jetstream,
+            .streamReplicas: streamReplicas, .streamMaxBytes: streamMaxBytes, .streamMaxMessages: streamMaxMessages,
+            .streamMaxAge: streamMaxAge, .streamDiscard: streamDiscard, .streamUpdate: streamUpdate ? "on" : nil,
             .role: role, .postgres: postgres, .migrateOnStart: migrateOnStart, .historyMaxAge: historyMaxAge,
             .historyMaxCount: historyMaxCount,
             .redis: redis, .redisPrefix: redisPrefix, .presenceChannels: presenceChannels, .presenceEvents: presenceEvents,
@@ -329,6 +356,12 @@ extension GatewayConfiguration {
         workers = \(workers)
         web-ui = \(limits.webUI ? "on" : "off")
         jetstream = \(jetStream ? "on" : "off")
+        stream-replicas = \(stream.replicas)
+        stream-max-bytes = \(stream.maxBytes)
+        stream-max-messages = \(stream.maxMessages)
+        stream-max-age = \(nanoseconds(stream.maxAge) / 1_000_000_000)s
+        stream-discard = \(stream.discard.rawValue)
+        stream-update = \(stream.updateExisting ? "on" : "off")
         role = \(store.role.rawValue)
         postgres = \(store.redactedPostgresURL ?? "")
         migrate-on-start = \(store.migrateOnStart)

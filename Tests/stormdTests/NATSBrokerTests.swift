@@ -9,7 +9,7 @@ import Testing
 @testable import stormd
 
 /// Where the integration tests find NATS. `./scripts/test` starts a nats-server and sets these.
-private enum NATSTestEnvironment {
+enum NATSTestEnvironment {
     static var url: String? { nonEmpty("STORM_TEST_NATS_URL") }
     static var serverBinary: String? { nonEmpty("STORM_TEST_NATS_SERVER_BIN") }
 
@@ -95,7 +95,7 @@ private final class ReleaseProbe: Sendable {
 }
 
 /// A loopback port that nothing listens on (it was free a moment ago).
-private func unusedPort() async throws -> Int {
+func unusedPort() async throws -> Int {
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .bind(host: "127.0.0.1", port: 0).get()
@@ -104,7 +104,7 @@ private func unusedPort() async throws -> Int {
     return port
 }
 
-private func acceptsConnections(port: Int) async -> Bool {
+func acceptsConnections(port: Int) async -> Bool {
     do {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.milliseconds(200))
@@ -117,7 +117,7 @@ private func acceptsConnections(port: Int) async -> Bool {
 }
 
 /// A private nats-server the test can kill and restart, for reconnect behaviour.
-private final class PrivateNATSServer {
+final class PrivateNATSServer {
     let binary: String
     let port: Int
     private var process: Process?

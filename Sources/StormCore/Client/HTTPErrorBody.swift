@@ -23,6 +23,7 @@ extension StormError {
         case 405: return .methodNotAllowed
         case 413: return .messageTooLarge
         case 503: return .brokerUnavailable
+        case 507: return .storageFull
         case 400..<500: return .badRequest
         default: return .internalError
         }
@@ -35,6 +36,7 @@ extension StormError {
         case 1001: self.init(.shuttingDown, "the server is shutting down (close 1001)\(detail)")
         case 1008: self.init(.badRequest, "the server closed the connection: bad request (close 1008)\(detail)")
         case 1009: self.init(.messageTooLarge, "the server closed the connection: message too large (close 1009)\(detail)")
+        case 1013: self.init(.storageFull, "the server closed the connection: its message store is full (close 1013)\(detail)")
         case 4008: self.init(.slowClient, "the server disconnected this slow client (close 4008)\(detail)")
         case 1002, 1003, 1007:
             self.init(.protocolViolation, "the server closed the connection: protocol error (close \(code))\(detail)")

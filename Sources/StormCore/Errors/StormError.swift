@@ -42,6 +42,11 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// A WebSocket upgrade asking for a version other than 13. HTTP 426, with
         /// `Sec-WebSocket-Version: 13`.
         public static let unsupportedWebSocketVersion = Code(rawValue: "unsupported_websocket_version")
+        /// JetStream refused the message for lack of room: the stream reached `--stream-max-bytes` or
+        /// `--stream-max-messages` with `--stream-discard new`, or the server's storage is exhausted. Not
+        /// transient like `broker_unavailable`: retrying helps only once an operator made room. HTTP 507;
+        /// on a WebSocket an error reply (close 1013, try again later, if it ends the connection).
+        public static let storageFull = Code(rawValue: "storage_full")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
@@ -58,6 +63,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .notFound: return 404
             case .methodNotAllowed: return 405
             case .brokerUnavailable, .shuttingDown, .connection: return 503
+            case .storageFull: return 507
             default: return 500
             }
         }
@@ -73,6 +79,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .unauthorized: return 4001
             case .forbidden: return 4003
             case .shuttingDown: return 1001
+            case .storageFull: return 1013
             default: return 1011
             }
         }

@@ -31,13 +31,24 @@ final class JetStreamContext: Sendable {
     private let acks: AckTable
     private let acksPointer: AckTablePointer
     private let logger: Logger
+    /// The NATS servers, without credentials, for log lines.
+    let endpoint: String
     /// The stream's creation time (nanoseconds), our history epoch; empty until the stream is ensured.
     private let epochValue = NIOLockedValueBox("")
+    /// Why the stream is not ready (the last failure of `ensureStream`), for `/readyz`.
+    private let streamProblemValue = NIOLockedValueBox<String?>(nil)
+    /// Whether publishes are being refused for lack of room.
+    let storeHealth: StoreHealth
+    /// A room check (`probeRoomIfFull`) is running.
+    private let probingRoom = ManagedAtomic(false)
 
-    init(connection: NATSConnectionHandle, settings: JetStreamSettings, logger: Logger) throws(StormError) {
+    init(connection: NATSConnectionHandle, settings: JetStreamSettings, endpoint: String, logger: Logger) throws(StormError) {
         self.settings = settings
         self.logger = logger
-        let acks = AckTable()
+        self.endpoint = endpoint
+        let storeHealth = StoreHealth(stream: settings.stream, endpoint: endpoint, logger: logger)
+        self.storeHealth = storeHealth
+        let acks = AckTable(health: storeHealth)
         self.acks = acks
         // Retained for nats.c's callbacks; released in `deinit`, after the connection is destroyed.
         let acksPointer = Unmanaged.passRetained(acks).toOpaque()
@@ -77,13 +88,55 @@ final class JetStreamContext: Sendable {
 
     // MARK: Stream
 
-    /// Creates the stream, or updates it to the configured limits (see `ensureStream`); blocking.
+    /// Why the stream cannot be used yet, or nil once it is ready.
+    var streamProblem: String? {
+        guard !isStreamReady else { return nil }
+        return streamProblemValue.withLockedValue { $0 } ?? "JetStream stream '\(settings.streamName)' is not ready yet (waiting for NATS at \(endpoint))"
+    }
+
+    /// Creates the stream if it does not exist, or takes it as it is (see `ensureStream` and `StreamPlan`);
+    /// blocking. A failure is remembered for `/readyz` and thrown.
     func ensureStream() throws(StormError) {
-        let state = try stormd.ensureStream(context: raw.raw, configuration: settings.stream)
+        let state: JetStreamStreamState
+        do {
+            state = try stormd.ensureStream(context: raw.raw, configuration: settings.stream)
+        } catch {
+            streamProblemValue.withLockedValue { $0 = "JetStream stream '\(settings.streamName)' is not ready: \(error.message)" }
+            throw error
+        }
+        logStreamPlan(state, stream: settings.streamName, endpoint: endpoint, logger: logger)
+        streamProblemValue.withLockedValue { $0 = nil }
         epochValue.withLockedValue { $0 = state.epoch }
         logger.info(
             "JetStream stream ready",
             metadata: ["nats.stream": "\(settings.streamName)", "nats.subjects": "\(settings.stream.subjects)", "storm.epoch": "\(state.epoch)"])
+    }
+
+    /// While publishes are refused as storage_full, checks in the background whether the stream has room
+    /// again (purged, or its limits raised), so `/readyz` recovers even when a load balancer stopped
+    /// sending publishes here. At most one check at a time; `/readyz` calls it.
+    func probeRoomIfFull() {
+        guard storeHealth.isFull, probingRoom.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return }
+        Task {
+            let hasRoom = await runBlocking { self.streamHasRoom() }
+            if hasRoom { self.storeHealth.stored() }
+            self.probingRoom.store(false, ordering: .releasing)
+        }
+    }
+
+    /// Whether the stream is below its byte and message caps; false when it cannot tell. Blocking.
+    private func streamHasRoom() -> Bool {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var errorCode = jsErrCode(rawValue: 0)
+        guard js_GetStreamInfo(&info, raw.raw, settings.streamName, nil, &errorCode) == NATS_OK, let info else { return false }
+        defer { jsStreamInfo_Destroy(info) }
+        guard let config = info.pointee.Config?.pointee else { return false }
+        let state = info.pointee.State
+        let bytesOK = config.MaxBytes < 0 || state.Bytes < UInt64(clamping: config.MaxBytes)
+        let messagesOK = config.MaxMsgs < 0 || state.Msgs < UInt64(clamping: config.MaxMsgs)
+        // Below both caps with discard new: room. With discard old the stream never refuses for its own
+        // caps, so a refusal was the server's store: only a stored publish tells.
+        return config.Discard == js_DiscardNew && bytesOK && messagesOK
     }
 
     // MARK: Publish
@@ -114,7 +167,7 @@ final class JetStreamContext: Sendable {
             // Still ours (nats.c clears the pointer only when it takes the message).
             natsMsg_Destroy(pointer)
             if let failed = acks.remove(key) {
-                let code: StormError.Code = status == NATS_MAX_PAYLOAD ? .messageTooLarge : .brokerUnavailable
+                let code: StormError.Code = status == NATS_MAX_PAYLOAD ? .messageTooLarge : .brokerUnavailable  // refusals by the server come in the ack
                 failed.fail(natsError("js_PublishMsgAsync", status, code, "publish on '\(subject)'"))
             }
             return promise.futureResult
@@ -268,6 +321,12 @@ final class AckTable: Sendable {
     }
 
     private let table = NIOLockedValueBox(Table())
+    /// Told about every refusal for lack of room and every stored message (nil in unit tests).
+    let health: StoreHealth?
+
+    init(health: StoreHealth? = nil) {
+        self.health = health
+    }
 
     /// How often timeouts are looked for: a publish fails at most this much after its deadline.
     static let sweepInterval = TimeAmount.milliseconds(100)
@@ -388,12 +447,68 @@ private func jetStreamAckCallback(
     let acks = Unmanaged<AckTable>.fromOpaque(closure).takeUnretainedValue()
     guard let promise = acks.remove(UInt(bitPattern: message)) else { return }  // timed out already
     if let ack {
+        acks.health?.stored()
         promise.succeed(PublishReceipt(offset: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate))
     } else {
-        var text = "JetStream refused the message"
-        if let failure, let detail = failure.pointee.ErrText {
-            text += ": " + String(cString: detail)
+        let detail = failure?.pointee.ErrText.map { String(cString: $0) }
+        let errorCode = Int(failure?.pointee.ErrCode.rawValue ?? 0)
+        let code = PublishRefusal.code(errorCode: errorCode, text: detail)
+        if code == .storageFull, let health = acks.health {
+            health.refused()
+            promise.fail(StormError(.storageFull, health.clientMessage(detail: detail)))
+            return
         }
-        promise.fail(StormError(.brokerUnavailable, text))
+        var text = "JetStream refused the message"
+        if let detail { text += ": " + detail }
+        if errorCode != 0 { text += " (JetStream error code \(errorCode))" }
+        promise.fail(StormError(code, text))
+    }
+}
+
+/// Whether JetStream is refusing publishes for lack of room: read by `/readyz`, told by every
+/// acknowledgement. The success path costs one relaxed atomic load; the lock is taken only while full.
+final class StoreHealth: Sendable {
+    private let full = ManagedAtomic(false)
+    private let state = NIOLockedValueBox(StorageFullState())
+    private let stream: JetStreamStreamConfiguration
+    private let endpoint: String
+    private let logger: Logger
+
+    init(stream: JetStreamStreamConfiguration, endpoint: String, logger: Logger) {
+        self.stream = stream
+        self.endpoint = endpoint
+        self.logger = logger
+    }
+
+    var isFull: Bool { full.load(ordering: .relaxed) }
+
+    /// What a refused client is told.
+    func clientMessage(detail: String?) -> String {
+        "the message store is full: JetStream stream '\(stream.name)' refused the message (\(detail ?? "no room")); nothing was published, retry later"
+    }
+
+    /// What an operator must do, for the warning and `/readyz`.
+    var action: String {
+        stream.discard == .new
+            ? "raise --stream-max-bytes/--stream-max-messages (now \(stream.maxBytes < 0 ? "unlimited" : "\(stream.maxBytes)") bytes, \(stream.maxMessages < 0 ? "unlimited" : "\(stream.maxMessages)") messages) with --stream-update, purge the stream, or use --stream-discard old"
+            : "free disk space or raise the JetStream store limits of the NATS server (max_file_store), or lower --stream-max-bytes/--stream-max-age"
+    }
+
+    /// A publish was refused for lack of room: logs a warning now and then (rate-limited).
+    func refused() {
+        full.store(true, ordering: .relaxed)
+        guard let count = state.withLockedValue({ $0.refused(at: .now()) }) else { return }
+        logger.warning(
+            "JetStream stream '\(stream.name)' is full: publishes are refused as storage_full (HTTP 507); \(action)",
+            metadata: ["nats.stream": "\(stream.name)", "nats.url": "\(endpoint)", "storm.refused": "\(count)"])
+    }
+
+    /// A publish was stored: ends a full period (logged once).
+    func stored() {
+        guard full.load(ordering: .relaxed) else { return }
+        full.store(false, ordering: .relaxed)
+        if state.withLockedValue({ $0.stored() }) {
+            logger.notice("JetStream stream '\(stream.name)' accepts publishes again", metadata: ["nats.stream": "\(stream.name)", "nats.url": "\(endpoint)"])
+        }
     }
 }

@@ -1,20 +1,26 @@
 import CNATS
 import Foundation
+import Logging
 import StormCore
 
 /// The JetStream stream that makes STORM's messages durable: every channel's subject, stored on disk.
 ///
-/// The gateway creates or updates it at start, and so does the history consumer, through the same
-/// `ensureStream`, so whichever role starts first leaves the same stream behind.
+/// The gateway creates it at start if it does not exist, and so does the history consumer, through the
+/// same `ensureStream`, so whichever role starts first leaves the same stream behind. A stream that exists
+/// is never changed implicitly (see `StreamPlan`).
 ///
 /// - `name` (`String`, `"STORM"`): the stream's name.
 /// - `subjectPrefix` (`String`, `"storm.ch"`): the stream captures `<prefix>.>`, every channel.
-/// - `maxAge` (`Duration`, 24 h): how long JetStream keeps a message. It is the fast, recent window and
-///   the consumer's buffer while PostgreSQL is down; long-term history lives in PostgreSQL.
+/// - `maxAge` (`Duration`, 24 h, `--stream-max-age`): how long JetStream keeps a message. It is the fast,
+///   recent window and the consumer's buffer while PostgreSQL is down; long-term history lives in PostgreSQL.
 /// - `duplicateWindow` (`Duration`, 2 min): a publish retried with the same `Nats-Msg-Id` within this
 ///   window is stored once.
-/// - `replicas` (`Int`, 1): copies in a clustered JetStream (1 for a single server).
-/// - `maxBytes` (`Int64`, -1 = unlimited): a cap on the stream's disk use; the oldest messages go first.
+/// - `replicas` (`Int`, 1, `--stream-replicas`): copies in a clustered JetStream (1 for a single server).
+/// - `maxBytes` (`Int64`, -1 = unlimited, `--stream-max-bytes`): a cap on the stream's disk use.
+/// - `maxMessages` (`Int64`, -1 = unlimited, `--stream-max-messages`): a cap on the messages held.
+/// - `discard` (`StreamDiscard`, `.old`, `--stream-discard`): at a cap, drop the oldest or refuse the new.
+/// - `updateExisting` (`Bool`, false, `--stream-update`): update an existing stream that differs.
+/// - `replicasExplicit` (`Bool`, false): `--stream-replicas` was given, so an update may lower replicas.
 struct JetStreamStreamConfiguration: Sendable, Equatable {
     var name = "STORM"
     var subjectPrefix = "storm.ch"
@@ -22,10 +28,15 @@ struct JetStreamStreamConfiguration: Sendable, Equatable {
     var duplicateWindow: Duration = .seconds(120)
     var replicas = 1
     var maxBytes: Int64 = -1
+    var maxMessages: Int64 = -1
+    var discard = StreamDiscard.old
+    var updateExisting = false
+    var replicasExplicit = false
 
     init(
         name: String = "STORM", subjectPrefix: String = "storm.ch", maxAge: Duration = .seconds(24 * 3600),
-        duplicateWindow: Duration = .seconds(120), replicas: Int = 1, maxBytes: Int64 = -1
+        duplicateWindow: Duration = .seconds(120), replicas: Int = 1, maxBytes: Int64 = -1, maxMessages: Int64 = -1,
+        discard: StreamDiscard = .old, updateExisting: Bool = false, replicasExplicit: Bool = false
     ) {
         self.name = name
         self.subjectPrefix = subjectPrefix
@@ -33,6 +44,10 @@ struct JetStreamStreamConfiguration: Sendable, Equatable {
         self.duplicateWindow = duplicateWindow
         self.replicas = replicas
         self.maxBytes = maxBytes
+        self.maxMessages = maxMessages
+        self.discard = discard
+        self.updateExisting = updateExisting
+        self.replicasExplicit = replicasExplicit
     }
 
     /// `<prefix>.>`: the subjects the stream captures.
@@ -58,11 +73,15 @@ struct JetStreamStreamState: Sendable, Equatable {
     var messages: UInt64
     /// Whether this call created the stream.
     var created: Bool
+    /// What was decided about the stream (created, kept with differences, updated, update refused).
+    var plan: StreamPlan = .unchanged
 }
 
-/// Creates the stream, or updates it to `configuration` when it exists, and reports its epoch.
+/// Creates the stream if it does not exist; an existing one is used as it is, or updated when
+/// `configuration.updateExisting` says so (`StreamPlan` decides), and its epoch is reported.
 ///
-/// Blocking (three JetStream API round trips at most): call it from a thread pool, never an event loop.
+/// Blocking (two JetStream API round trips at most): call it from a thread pool, never an event loop.
+/// The caller logs the plan (`logStreamPlan`).
 ///
 /// - Parameters:
 ///   - context: a `jsCtx*` from `natsConnection_JetStream`.
@@ -71,22 +90,42 @@ func ensureStream(context: OpaquePointer, configuration: JetStreamStreamConfigur
     var existing: UnsafeMutablePointer<jsStreamInfo>?
     var errorCode = jsErrCode(rawValue: 0)
     let lookup = js_GetStreamInfo(&existing, context, configuration.name, nil, &errorCode)
-    if lookup == NATS_OK, let existing { jsStreamInfo_Destroy(existing) }
     guard lookup == NATS_OK || lookup == NATS_NOT_FOUND else {
-        throw natsError("js_GetStreamInfo", lookup, .brokerUnavailable, "look up the JetStream stream '\(configuration.name)' (is JetStream enabled on the server? start nats-server with -js)")
+        throw natsError(
+            "js_GetStreamInfo", lookup, .brokerUnavailable,
+            "look up the JetStream stream '\(configuration.name)' (JetStream error code \(errorCode.rawValue); is JetStream enabled on the server, nats-server -js, and does its cluster have a leader?)")
     }
-    let creating = lookup == NATS_NOT_FOUND
+    if lookup == NATS_OK, let existing {
+        defer { jsStreamInfo_Destroy(existing) }
+        let limits = existing.pointee.Config.map(streamLimits(of:))
+        let plan = StreamPlan.decide(existing: limits ?? StreamLimits(configuration), configuration: configuration)
+        switch plan {
+        case .update:
+            break  // below
+        case .create, .unchanged, .keep, .refuseUpdate:
+            return JetStreamStreamState(
+                epoch: String(existing.pointee.Created), lastSequence: existing.pointee.State.LastSeq, messages: existing.pointee.State.Msgs,
+                created: false, plan: plan)
+        }
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        try withStreamConfig(configuration) { (config: UnsafeMutablePointer<jsStreamConfig>) throws(StormError) in
+            try natsCall("js_UpdateStream", .brokerUnavailable, "update the JetStream stream '\(configuration.name)' (--stream-update; JetStream error code \(errorCode.rawValue))") {
+                js_UpdateStream(&info, context, config, nil, &errorCode)
+            }
+        }
+        guard let info else {
+            throw StormError(.brokerUnavailable, "NATS returned no stream information for '\(configuration.name)' [js_UpdateStream]")
+        }
+        defer { jsStreamInfo_Destroy(info) }
+        return JetStreamStreamState(
+            epoch: String(info.pointee.Created), lastSequence: info.pointee.State.LastSeq, messages: info.pointee.State.Msgs,
+            created: false, plan: plan)
+    }
 
     var info: UnsafeMutablePointer<jsStreamInfo>?
     try withStreamConfig(configuration) { (config: UnsafeMutablePointer<jsStreamConfig>) throws(StormError) in
-        if creating {
-            try natsCall("js_AddStream", .brokerUnavailable, "create the JetStream stream '\(configuration.name)' for '\(configuration.subjects)'") {
-                js_AddStream(&info, context, config, nil, &errorCode)
-            }
-        } else {
-            try natsCall("js_UpdateStream", .brokerUnavailable, "update the JetStream stream '\(configuration.name)' to capture '\(configuration.subjects)' (another stream may already capture these subjects)") {
-                js_UpdateStream(&info, context, config, nil, &errorCode)
-            }
+        try natsCall("js_AddStream", .brokerUnavailable, "create the JetStream stream '\(configuration.name)' for '\(configuration.subjects)' (JetStream error code \(errorCode.rawValue); another stream may already capture these subjects, or the cluster has fewer servers than --stream-replicas)") {
+            js_AddStream(&info, context, config, nil, &errorCode)
         }
     }
     guard let info else {
@@ -95,7 +134,42 @@ func ensureStream(context: OpaquePointer, configuration: JetStreamStreamConfigur
     defer { jsStreamInfo_Destroy(info) }
     return JetStreamStreamState(
         epoch: String(info.pointee.Created), lastSequence: info.pointee.State.LastSeq, messages: info.pointee.State.Msgs,
-        created: creating)
+        created: true, plan: .create)
+}
+
+/// The settings STORM compares, read from a stream's configuration as JetStream reports it.
+func streamLimits(of config: UnsafeMutablePointer<jsStreamConfig>) -> StreamLimits {
+    let c = config.pointee
+    var subjects: [String] = []
+    if let list = c.Subjects {
+        for index in 0..<Int(max(0, c.SubjectsLen)) {
+            if let subject = list[index] { subjects.append(String(cString: subject)) }
+        }
+    }
+    return StreamLimits(
+        subjects: subjects, replicas: Int(clamping: c.Replicas), maxBytes: c.MaxBytes, maxMessages: c.MaxMsgs,
+        maxAgeNanoseconds: c.MaxAge, discard: c.Discard == js_DiscardNew ? .new : .old)
+}
+
+/// Logs what `ensureStream` decided: one line for a creation or update, one warning per difference kept,
+/// one error for a refused update. Shared by the gateway and the history consumer.
+func logStreamPlan(_ state: JetStreamStreamState, stream: String, endpoint: String, logger: Logger) {
+    let metadata: Logger.Metadata = ["nats.stream": "\(stream)", "nats.url": "\(endpoint)"]
+    switch state.plan {
+    case .create:
+        logger.notice("JetStream stream '\(stream)' created", metadata: metadata)
+    case .unchanged:
+        break
+    case .keep(let differences):
+        for difference in differences {
+            logger.warning("\(StreamPlan.keepWarning(stream: stream, difference))", metadata: metadata)
+        }
+    case .update(let differences):
+        logger.notice(
+            "JetStream stream '\(stream)' updated (--stream-update): \(differences.map(\.description).joined(separator: "; "))", metadata: metadata)
+    case .refuseUpdate(let reason, _):
+        logger.error("JetStream stream '\(stream)' not updated: \(reason); it is used as it is", metadata: metadata)
+    }
 }
 
 /// Fills a `jsStreamConfig` (file storage, limits retention) whose strings live for the duration of `body`.
@@ -119,11 +193,12 @@ private func withStreamConfig(
         config.pointee.SubjectsLen = 1
         config.pointee.Storage = js_FileStorage
         config.pointee.Retention = js_LimitsPolicy
-        config.pointee.Discard = js_DiscardOld
+        config.pointee.Discard = configuration.discard == .new ? js_DiscardNew : js_DiscardOld
         config.pointee.MaxAge = nanoseconds(configuration.maxAge)
         config.pointee.Duplicates = nanoseconds(configuration.duplicateWindow)
         config.pointee.Replicas = Int64(max(1, configuration.replicas))
         config.pointee.MaxBytes = configuration.maxBytes
+        config.pointee.MaxMsgs = configuration.maxMessages
         try body(config)
     }
 }

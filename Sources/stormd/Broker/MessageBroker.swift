@@ -54,6 +54,9 @@ protocol MessageBroker: AnyObject, Sendable {
     /// Whether publishing and subscribing work right now (`/readyz`, `storm_broker_connected`).
     var isConnected: Bool { get }
 
+    /// Why publishing cannot work right now (`/readyz` answers 503 with it), or nil when it can.
+    var unavailableReason: String? { get }
+
     /// Connects. Throws a `.configuration` or `.connection` `StormError` when that is impossible.
     func start() async throws(StormError)
 
@@ -104,6 +107,11 @@ protocol BrokerSubscription: AnyObject, Sendable {
 }
 
 extension MessageBroker {
+    /// Not connected is the only reason a broker without a store of its own can give.
+    var unavailableReason: String? {
+        isConnected ? nil : "broker \(endpointDescription) is not connected"
+    }
+
     /// `publish` without trace context.
     func publish(_ envelope: ByteBuffer, on channel: ChannelName, idempotencyKey: String, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
         publish(envelope, on: channel, idempotencyKey: idempotencyKey, trace: nil, eventLoop: eventLoop)

@@ -16,6 +16,8 @@ import StormCore
 /// - `connectionName` (`String`, `"stormd"`): shown by `nats-server`'s `/connz` and `nats-top`; put the
 ///   gateway's instance id in it so an operator can tell gateways apart.
 /// - `reconnectWait` (`Duration`, 250 ms): pause between two attempts on the same server.
+/// - `maxReconnectWait` (`Duration`, 5 s): the cap of the reconnect backoff, which doubles from
+///   `reconnectWait` after each pass through the server list, with ±20 % jitter.
 /// - `maxReconnectAttempts` (`Int`, -1 = forever): a gateway outlives a NATS restart, so the default never gives
 ///   up; a finite number closes the connection for good when exhausted (logged at error).
 /// - `retryOnFailedConnect` (`Bool`, true): a NATS that is down when the gateway starts is retried in the
@@ -35,6 +37,7 @@ struct NATSBrokerConfiguration: Sendable {
     var subjectPrefix: String = "storm.ch"
     var connectionName: String = "stormd"
     var reconnectWait: Duration = .milliseconds(250)
+    var maxReconnectWait: Duration = .seconds(5)
     var maxReconnectAttempts: Int = -1
     var retryOnFailedConnect: Bool = true
     var connectTimeout: Duration = .seconds(2)
@@ -43,6 +46,8 @@ struct NATSBrokerConfiguration: Sendable {
     var pendingMessagesLimit: Int = 1_000_000
     var pendingBytesLimit: Int = 1 << 30
     var deliveryThreads: Int = 1
+    /// Retries of the stream lookup/creation while NATS or JetStream is not ready: 250 ms doubling to 10 s.
+    var streamRetryBackoff = RetryBackoff(initial: .milliseconds(250), cap: .seconds(10), jitter: 0.2)
     /// JetStream durability (default on): publishes are acknowledged once stored, messages carry offsets,
     /// and history and recovery work. `nil` uses core NATS only (no history, no offsets).
     var jetStream: JetStreamSettings? = JetStreamSettings()
@@ -73,6 +78,11 @@ struct NATSBrokerConfiguration: Sendable {
         self.pendingMessagesLimit = pendingMessagesLimit
         self.pendingBytesLimit = pendingBytesLimit
         self.deliveryThreads = deliveryThreads
+    }
+
+    /// The reconnect delays: from `reconnectWait`, doubling to `maxReconnectWait`, jittered.
+    var reconnectBackoff: RetryBackoff {
+        RetryBackoff(initial: reconnectWait, cap: max(reconnectWait, maxReconnectWait), jitter: 0.2)
     }
 }
 
@@ -201,8 +211,12 @@ final class NATSBroker: MessageBroker {
                 settings.stream.name = JetStreamStreamConfiguration.defaultName(forPrefix: configuration.subjectPrefix)
             }
             settings.stream.subjectPrefix = configuration.subjectPrefix
-            let context = try JetStreamContext(connection: connection, settings: settings, logger: logger)
+            let context = try JetStreamContext(connection: connection, settings: settings, endpoint: endpointDescription, logger: logger)
             state.withLockedValue { $0.jetStream = context }
+            // One attempt now, so a gateway whose NATS is up starts with its stream; otherwise (NATS or
+            // JetStream not ready: a cold boot, a cluster without a leader yet) keep trying in the
+            // background. Publishes answer broker_unavailable and /readyz 503 until the stream is there.
+            var ready = false
             if natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED {
                 let failure: StormError? = await runBlocking {
                     do throws(StormError) {
@@ -213,38 +227,87 @@ final class NATSBroker: MessageBroker {
                     }
                 }
                 if let failure {
-                    throw StormError(
-                        .configuration,
-                        "\(failure.message). Is JetStream enabled on the NATS server (nats-server -js)? Use --jetstream off for core NATS without history.")
+                    logStreamNotReady(failure, attempt: 0, retryIn: nil)
+                } else {
+                    ready = true
                 }
             }
+            if !ready { startEnsuringStream(context) }
         }
     }
 
-    /// The JetStream context when durability is on; makes the stream in the background if NATS was down
-    /// at start, so a later publish or subscribe succeeds once it is there.
-    private func readyJetStream() -> JetStreamContext? {
-        let (context, mustEnsure): (JetStreamContext?, Bool) = state.withLockedValue { state in
-            guard let context = state.jetStream else { return (nil, false) }
-            guard !context.isStreamReady, !state.ensuringStream else { return (context, false) }
+    /// Retries `ensureStream` with capped, jittered backoff until the stream is there or the broker stops.
+    private func startEnsuringStream(_ context: JetStreamContext) {
+        let mayStart: Bool = state.withLockedValue { state in
+            guard !state.ensuringStream else { return false }
             state.ensuringStream = true
-            return (context, true)
+            return true
         }
-        if mustEnsure, let context {
-            let logger = self.logger
-            Task {
-                _ = await runBlocking { () -> Bool in
+        guard mayStart else { return }
+        let backoff = configuration.streamRetryBackoff
+        Task { [weak self] in
+            var attempt = 0
+            while true {
+                let delay = backoff.delay(attempt: attempt)
+                do {
+                    try await Task.sleep(for: delay)
+                } catch {
+                    break
+                }
+                guard let self, !self.isStopped else { break }
+                guard self.isConnected else {
+                    attempt += 1
+                    self.logger.warning(
+                        "waiting for NATS before the JetStream stream '\(context.settings.streamName)' can be looked up; check that nats-server runs and listens at \(self.endpointDescription); /readyz answers 503 meanwhile",
+                        metadata: ["nats.stream": "\(context.settings.streamName)", "nats.url": "\(self.endpointDescription)", "storm.attempt": "\(attempt)"])
+                    continue
+                }
+                let failure: StormError? = await runBlocking {
                     do throws(StormError) {
                         try context.ensureStream()
+                        return nil
                     } catch {
-                        logger.warning("JetStream stream not ready yet", metadata: ["error": "\(error.message)"])
+                        return error
                     }
-                    return true
                 }
-                self.state.withLockedValue { $0.ensuringStream = false }
+                guard let failure else { break }
+                attempt += 1
+                self.logStreamNotReady(failure, attempt: attempt, retryIn: backoff.delay(attempt: attempt, random: 0.5))
             }
+            self?.state.withLockedValue { $0.ensuringStream = false }
         }
-        return context
+    }
+
+    private var isStopped: Bool {
+        if case .stopped = state.withLockedValue({ $0.phase }) { return true }
+        return false
+    }
+
+    /// The log line of a failed stream lookup or creation: which stream, which NATS, what to check.
+    private func logStreamNotReady(_ failure: StormError, attempt: Int, retryIn: Duration?) {
+        let name = state.withLockedValue { $0.jetStream }?.settings.streamName ?? "?"
+        let retry = retryIn.map { "retrying in about \(milliseconds($0)) ms" } ?? "retrying in the background"
+        logger.warning(
+            "JetStream stream '\(name)' is not ready on \(endpointDescription): \(failure.message); \(retry). Check that JetStream is enabled (nats-server -js), that a JetStream cluster has a leader and at least --stream-replicas servers, and that no other stream captures the subjects (or run with --jetstream off for core NATS without history); /readyz answers 503 meanwhile",
+            metadata: ["nats.stream": "\(name)", "nats.url": "\(endpointDescription)", "storm.attempt": "\(attempt)"])
+    }
+
+    /// The JetStream context when durability is on (its stream may not be ready yet).
+    private func readyJetStream() -> JetStreamContext? {
+        state.withLockedValue { $0.jetStream }
+    }
+
+    /// Why publishing cannot work right now, for `/readyz`: NATS disconnected, the stream not ready, or
+    /// the store full (until a publish is stored again).
+    var unavailableReason: String? {
+        guard isConnected else { return "broker \(endpointDescription) is not connected" }
+        guard let context = state.withLockedValue({ $0.jetStream }) else { return nil }
+        if let problem = context.streamProblem { return problem }
+        if context.storeHealth.isFull {
+            context.probeRoomIfFull()
+            return "JetStream stream '\(context.settings.streamName)' is full: publishes are refused as storage_full; \(context.storeHealth.action)"
+        }
+        return nil
     }
 
     var epoch: String {
@@ -272,85 +335,25 @@ final class NATSBroker: MessageBroker {
     /// be retrying in the background.
     private func connect() async throws(StormError) -> NATSConnectionHandle {
         let config = configuration
-        try validate(config)
-
-        var optionsPointer: OpaquePointer?
-        try natsCall("natsOptions_Create", .internalError, "allocate connection options") {
-            natsOptions_Create(&optionsPointer)
-        }
-        guard let options = optionsPointer else {
-            throw StormError(.internalError, "NATS could not allocate connection options [natsOptions_Create]")
-        }
-        defer { natsOptions_Destroy(options) }
-
+        try Self.validate(config)
         let servers = endpointDescription
-        try withCStringArray(config.urls) { (array, count) throws(StormError) in
-            try natsCall("natsOptions_SetServers", .configuration, "use the server list '\(servers)'") {
-                natsOptions_SetServers(options, array, count)
-            }
-        }
-        try natsCall("natsOptions_SetName", .configuration, "set the connection name") {
-            natsOptions_SetName(options, config.connectionName)
-        }
-        try natsCall("natsOptions_SetTimeout", .configuration, "set the connect timeout") {
-            natsOptions_SetTimeout(options, milliseconds(config.connectTimeout))
-        }
-        try natsCall("natsOptions_SetReconnectWait", .configuration, "set the reconnect wait") {
-            natsOptions_SetReconnectWait(options, milliseconds(config.reconnectWait))
-        }
-        try natsCall("natsOptions_SetMaxReconnect", .configuration, "set the reconnect attempts") {
-            natsOptions_SetMaxReconnect(options, Int32(clamping: config.maxReconnectAttempts))
-        }
-        try natsCall("nats_SetMessageDeliveryPoolSize", .configuration, "size the delivery pool") {
-            nats_SetMessageDeliveryPoolSize(Int32(clamping: config.deliveryThreads))
-        }
-        try natsCall("natsOptions_UseGlobalMessageDelivery", .configuration, "use the global delivery pool") {
-            natsOptions_UseGlobalMessageDelivery(options, true)
-        }
-
-        let events = NATSConnectionEvents(logger: logger, endpoint: servers)
+        let events = NATSConnectionEvents(logger: logger, endpoint: servers, backoff: config.reconnectBackoff)
         self.events.withLockedValue { $0 = events }
         // Retained for nats.c; released by natsClosedCallback, or below if no connection ever exists.
         let eventsPointer = Unmanaged.passRetained(events).toOpaque()
+        let options: OpaquePointer
         do {
-            try natsCall("natsOptions_SetDisconnectedCB", .configuration, "register the disconnect handler") {
-                natsOptions_SetDisconnectedCB(options, natsDisconnectedCallback, eventsPointer)
-            }
-            try natsCall("natsOptions_SetReconnectedCB", .configuration, "register the reconnect handler") {
-                natsOptions_SetReconnectedCB(options, natsReconnectedCallback, eventsPointer)
-            }
-            try natsCall("natsOptions_SetClosedCB", .configuration, "register the close handler") {
-                natsOptions_SetClosedCB(options, natsClosedCallback, eventsPointer)
-            }
-            try natsCall("natsOptions_SetErrorHandler", .configuration, "register the error handler") {
-                natsOptions_SetErrorHandler(options, natsAsyncErrorCallback, eventsPointer)
-            }
-            try natsCall("natsOptions_SetRetryOnFailedConnect", .configuration, "enable connect retries") {
-                natsOptions_SetRetryOnFailedConnect(
-                    options, config.retryOnFailedConnect,
-                    config.retryOnFailedConnect ? natsConnectedCallback : nil, eventsPointer)
-            }
+            options = try makeNATSOptions(config, events: eventsPointer)
         } catch {
             Unmanaged<NATSConnectionEvents>.fromOpaque(eventsPointer).release()
             throw error
         }
+        defer { natsOptions_Destroy(options) }
 
         // natsConnection_Connect blocks for a TCP connect and handshake per server (or, without retries,
         // through the whole list): keep it off the event loops and the cooperative pool.
         let sendableOptions = NATSOptionsHandle(raw: options)
-        let outcome: NATSConnectOutcome = await runBlocking {
-            var connectionPointer: OpaquePointer?
-            let status = natsConnection_Connect(&connectionPointer, sendableOptions.raw)
-            // Built here: nats.c's detailed last error is thread-local.
-            let failure = status == NATS_OK || status == NATS_NOT_YET_CONNECTED
-                ? nil
-                : natsError(
-                    "natsConnection_Connect", status, status == NATS_INVALID_ARG ? .configuration : .connection,
-                    "connect to \(servers)")
-            return NATSConnectOutcome(
-                connection: connectionPointer.map(NATSConnectionHandle.init(raw:)), stillRetrying: status == NATS_NOT_YET_CONNECTED,
-                failure: failure)
-        }
+        let outcome: NATSConnectOutcome = await runBlocking { connectNATS(sendableOptions, servers: servers) }
 
         guard let connection = outcome.connection, outcome.failure == nil else {
             // No connection object survives a failed connect, so no callback can ever use the box.
@@ -360,7 +363,7 @@ final class NATSBroker: MessageBroker {
         }
         if outcome.stillRetrying {
             logger.warning(
-                "NATS is unreachable; retrying in the background, publishing and subscribing fail until it answers",
+                "NATS is unreachable; retrying in the background (forever, capped backoff), publishing and subscribing fail until it answers; check that nats-server runs and listens there",
                 metadata: ["nats.url": "\(servers)", "nats.reconnect_wait_ms": "\(milliseconds(config.reconnectWait))"])
         } else {
             logger.info("NATS connected", metadata: ["nats.url": "\(connectedURL(connection.raw) ?? servers)"])
@@ -370,7 +373,7 @@ final class NATSBroker: MessageBroker {
 
     /// Refuses what nats.c would only catch later or misread: empty lists, unparsable URLs, a prefix that is
     /// not a valid subject, limits that mean nothing.
-    private func validate(_ config: NATSBrokerConfiguration) throws(StormError) {
+    static func validate(_ config: NATSBrokerConfiguration) throws(StormError) {
         guard !config.urls.isEmpty else {
             throw StormError(.configuration, "no NATS server URL is configured: give at least one, e.g. nats://127.0.0.1:4222")
         }
@@ -474,7 +477,12 @@ final class NATSBroker: MessageBroker {
     /// One subscription routine for channels (`throughStream`: an ordered JetStream consumer when the
     /// stream is in use) and the control plane (always core NATS, never stored).
     private func subscribe(subject: String, throughStream: Bool, readingTrace: Bool, deliver: @escaping TracedBrokerDelivery) async throws(StormError) -> any BrokerSubscription {
-        let connection = try connectedConnection(orElse: "the subscription was not made")
+        // A core subscription (the control plane) can be made while nats.c is still connecting or
+        // reconnecting: it sends the SUB once connected. So a gateway started before NATS still gets its
+        // control requests. A stream subscription needs the server (it creates a consumer).
+        let connection = throughStream
+            ? try connectedConnection(orElse: "the subscription was not made")
+            : try openConnection(orElse: "the subscription was not made")
         let box = NATSDeliveryBox(deliver: deliver, readsTrace: readingTrace, allocator: allocator)
         // Retained for nats.c; released by natsSubscriptionCompleteCallback.
         let boxPointer = Unmanaged.passRetained(box).toOpaque()
@@ -553,7 +561,8 @@ final class NATSBroker: MessageBroker {
             // A round trip: once the server answers the PING it has processed our SUB, so a message published
             // anywhere from now on is delivered. It waits on the network, hence the thread pool.
             let timeout = milliseconds(config.subscribeTimeout)
-            let flushFailure: StormError? = jetStream != nil ? nil : await runBlocking { () -> StormError? in
+            let connected = natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED
+            let flushFailure: StormError? = jetStream != nil || !connected ? nil : await runBlocking { () -> StormError? in
                 do throws(StormError) {
                     try natsCall(
                         "natsConnection_FlushTimeout", .brokerUnavailable,
@@ -588,6 +597,19 @@ final class NATSBroker: MessageBroker {
                     .brokerUnavailable, "NATS is disconnected (\(connectionStatusName(status)) to \(endpointDescription)); \(consequence)")
             }
             return connection
+        }
+    }
+
+    /// The connection, if it is connected or still trying to (not closed or draining).
+    private func openConnection(orElse consequence: String) throws(StormError) -> NATSConnectionHandle {
+        guard case .running(let connection) = state.withLockedValue({ $0.phase }) else {
+            return try connectedConnection(orElse: consequence)  // throws the reason
+        }
+        switch natsConnection_Status(connection.raw) {
+        case NATS_CONN_STATUS_CONNECTED, NATS_CONN_STATUS_CONNECTING, NATS_CONN_STATUS_RECONNECTING, NATS_CONN_STATUS_DISCONNECTED:
+            return connection
+        default:
+            return try connectedConnection(orElse: consequence)
         }
     }
 
@@ -732,12 +754,15 @@ final class NATSDeliveryBox: Sendable {
 final class NATSConnectionEvents: Sendable {
     let logger: Logger
     let endpoint: String
+    /// The delay between passes through the server list while reconnecting.
+    let backoff: RetryBackoff
     /// Set by shutdown(), so the disconnect it causes is not reported as an outage.
     let stopping = ManagedAtomic(false)
 
-    init(logger: Logger, endpoint: String) {
+    init(logger: Logger, endpoint: String, backoff: RetryBackoff = RetryBackoff()) {
         self.logger = logger
         self.endpoint = endpoint
+        self.backoff = backoff
     }
 }
 
@@ -755,11 +780,11 @@ struct NATSSubscriptionHandle: @unchecked Sendable {
 
 /// A `natsOptions*` crossing into the thread pool for the connect. `@unchecked Sendable` because the
 /// caller waits for that thread to finish before it touches or destroys the options again.
-private struct NATSOptionsHandle: @unchecked Sendable {
+struct NATSOptionsHandle: @unchecked Sendable {
     let raw: OpaquePointer
 }
 
-private struct NATSConnectOutcome: Sendable {
+struct NATSConnectOutcome: Sendable {
     var connection: NATSConnectionHandle?
     var stillRetrying: Bool
     var failure: StormError?
@@ -873,6 +898,102 @@ private func natsAsyncErrorCallback(
             "NATS reported an asynchronous error: \(natsStatusText(status))",
             metadata: ["nats.subject": "\(subject)", "nats.url": "\(events.endpoint)"])
     }
+}
+
+// MARK: - The one connect routine (gateway and history consumer)
+
+/// nats.c options for `config`: servers, name, timeouts, reconnecting forever (by default) with capped,
+/// jittered backoff, the global delivery pool, and, when `events` is given, the connection-event
+/// callbacks (the caller retains the box; nats.c's closed callback releases it). The caller destroys the
+/// options. Shared by `NATSBroker` and `JetStreamSession`, so both roles connect and reconnect alike.
+func makeNATSOptions(_ config: NATSBrokerConfiguration, events eventsPointer: UnsafeMutableRawPointer?) throws(StormError) -> OpaquePointer {
+    var optionsPointer: OpaquePointer?
+    try natsCall("natsOptions_Create", .internalError, "allocate connection options") {
+        natsOptions_Create(&optionsPointer)
+    }
+    guard let options = optionsPointer else {
+        throw StormError(.internalError, "NATS could not allocate connection options [natsOptions_Create]")
+    }
+    do {
+        let servers = config.urls.map(redactedNATSURL).joined(separator: ",")
+        try withCStringArray(config.urls) { (array, count) throws(StormError) in
+            try natsCall("natsOptions_SetServers", .configuration, "use the server list '\(servers)'") {
+                natsOptions_SetServers(options, array, count)
+            }
+        }
+        try natsCall("natsOptions_SetName", .configuration, "set the connection name") {
+            natsOptions_SetName(options, config.connectionName)
+        }
+        try natsCall("natsOptions_SetTimeout", .configuration, "set the connect timeout") {
+            natsOptions_SetTimeout(options, milliseconds(config.connectTimeout))
+        }
+        try natsCall("natsOptions_SetReconnectWait", .configuration, "set the reconnect wait") {
+            natsOptions_SetReconnectWait(options, milliseconds(config.reconnectWait))
+        }
+        let jitter = milliseconds(config.reconnectWait) / 5
+        try natsCall("natsOptions_SetReconnectJitter", .configuration, "set the reconnect jitter") {
+            natsOptions_SetReconnectJitter(options, jitter, jitter)
+        }
+        // After each pass through the server list: capped exponential backoff with jitter (the box's, or
+        // the defaults without one), so a long outage costs a retry every few seconds, not four a second.
+        try natsCall("natsOptions_SetCustomReconnectDelay", .configuration, "set the reconnect backoff") {
+            natsOptions_SetCustomReconnectDelay(options, natsReconnectDelayCallback, eventsPointer)
+        }
+        try natsCall("natsOptions_SetMaxReconnect", .configuration, "set the reconnect attempts") {
+            natsOptions_SetMaxReconnect(options, Int32(clamping: config.maxReconnectAttempts))
+        }
+        try natsCall("nats_SetMessageDeliveryPoolSize", .configuration, "size the delivery pool") {
+            nats_SetMessageDeliveryPoolSize(Int32(clamping: config.deliveryThreads))
+        }
+        try natsCall("natsOptions_UseGlobalMessageDelivery", .configuration, "use the global delivery pool") {
+            natsOptions_UseGlobalMessageDelivery(options, true)
+        }
+        if let eventsPointer {
+            try natsCall("natsOptions_SetDisconnectedCB", .configuration, "register the disconnect handler") {
+                natsOptions_SetDisconnectedCB(options, natsDisconnectedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetReconnectedCB", .configuration, "register the reconnect handler") {
+                natsOptions_SetReconnectedCB(options, natsReconnectedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetClosedCB", .configuration, "register the close handler") {
+                natsOptions_SetClosedCB(options, natsClosedCallback, eventsPointer)
+            }
+            try natsCall("natsOptions_SetErrorHandler", .configuration, "register the error handler") {
+                natsOptions_SetErrorHandler(options, natsAsyncErrorCallback, eventsPointer)
+            }
+        }
+        try natsCall("natsOptions_SetRetryOnFailedConnect", .configuration, "enable connect retries") {
+            natsOptions_SetRetryOnFailedConnect(
+                options, config.retryOnFailedConnect,
+                config.retryOnFailedConnect && eventsPointer != nil ? natsConnectedCallback : nil, eventsPointer)
+        }
+    } catch {
+        natsOptions_Destroy(options)
+        throw error
+    }
+    return options
+}
+
+/// `natsConnection_Connect` with `options`: blocking, run it on the thread pool (or a blocking caller's
+/// thread). `stillRetrying` when the server is not up yet and nats.c keeps trying in the background.
+func connectNATS(_ options: NATSOptionsHandle, servers: String) -> NATSConnectOutcome {
+    var connectionPointer: OpaquePointer?
+    let status = natsConnection_Connect(&connectionPointer, options.raw)
+    // Built here: nats.c's detailed last error is thread-local.
+    let failure = status == NATS_OK || status == NATS_NOT_YET_CONNECTED
+        ? nil
+        : natsError(
+            "natsConnection_Connect", status, status == NATS_INVALID_ARG ? .configuration : .connection,
+            "connect to \(servers)")
+    return NATSConnectOutcome(
+        connection: connectionPointer.map(NATSConnectionHandle.init(raw:)), stillRetrying: status == NATS_NOT_YET_CONNECTED,
+        failure: failure)
+}
+
+/// How long nats.c waits before its next pass through the server list (`attempts` passes so far).
+private func natsReconnectDelayCallback(_ connection: OpaquePointer?, _ attempts: Int32, _ closure: UnsafeMutableRawPointer?) -> Int64 {
+    let backoff = closure.map { Unmanaged<NATSConnectionEvents>.fromOpaque($0).takeUnretainedValue().backoff } ?? RetryBackoff()
+    return max(1, milliseconds(backoff.delay(attempt: Int(attempts) - 1)))
 }
 
 // MARK: - Helpers

@@ -24,6 +24,12 @@ enum Setting: String, CaseIterable, Sendable {
     case workers
     case webUI = "web-ui"
     case jetStream = "jetstream"
+    case streamReplicas = "stream-replicas"
+    case streamMaxBytes = "stream-max-bytes"
+    case streamMaxMessages = "stream-max-messages"
+    case streamMaxAge = "stream-max-age"
+    case streamDiscard = "stream-discard"
+    case streamUpdate = "stream-update"
     case role
     case postgres
     case migrateOnStart = "migrate-on-start"

@@ -38,6 +38,10 @@ struct GatewayConfiguration: Sendable {
     /// `--jetstream on|off` (`STORM_JETSTREAM`), default on: with NATS, publishes are stored in JetStream
     /// before they are acknowledged, and offsets, history and recovery work.
     var jetStream = true
+    /// The JetStream stream's settings (`--stream-replicas`, `--stream-max-bytes`, `--stream-max-messages`,
+    /// `--stream-max-age`, `--stream-discard`, `--stream-update`): see `JetStreamStreamConfiguration`.
+    /// Defaults: 1 replica, no byte or message cap, 24 h, discard old, never update an existing stream.
+    var stream = JetStreamStreamConfiguration()
     /// `--workers N` (`STORM_WORKERS`), default 1: gateway processes sharing the port (`SO_REUSEPORT`).
     var workers = 1
     /// `--role`, `--postgres`, `--migrate-on-start`, `--history-max-age`, `--history-max-count`: the
@@ -89,6 +93,7 @@ struct GatewayConfiguration: Sendable {
         }
         if let value = sources.value(.webUI) { limits.webUI = try Self.parseSwitch(value) }
         if let value = sources.value(.jetStream) { jetStream = try Self.parseSwitch(value) }
+        try loadStream(from: sources)
         if let value = sources.value(.workers) { workers = try Self.parseInt(value, range: 1...256) }
         if workers > 1 {
             eventLoops = max(1, System.coreCount / workers)
@@ -147,6 +152,40 @@ struct GatewayConfiguration: Sendable {
     /// The Host and Origin checks every request passes (docs/security.md).
     var requestPolicy: RequestPolicy {
         RequestPolicy(hosts: HostPolicy(listenIsLoopback: listen.isLoopback, allowedHosts: allowedHosts), origins: allowedOrigins)
+    }
+
+    /// The `--stream-*` settings; a cap of -1 (or `unlimited`) means none.
+    private mutating func loadStream(from sources: ConfigurationSources) throws(StormError) {
+        if let value = sources.value(.streamReplicas) {
+            // JetStream allows 1 to 5 replicas.
+            stream.replicas = try Self.parseInt(value, range: 1...5)
+            stream.replicasExplicit = true
+        }
+        if let value = sources.value(.streamMaxBytes) {
+            stream.maxBytes = Self.isUnlimited(value) ? -1 : Int64(try Self.parseSize(value, range: 1...(Int.max >> 1)))
+        }
+        if let value = sources.value(.streamMaxMessages) {
+            stream.maxMessages = Self.isUnlimited(value) ? -1 : Int64(try Self.parseInt(value, range: 1...(Int.max >> 1)))
+        }
+        if let value = sources.value(.streamMaxAge) {
+            if Self.isUnlimited(value) || value.value == "0" {
+                stream.maxAge = .zero
+            } else {
+                let amount = try Self.parseDuration(value, range: .seconds(1)...TimeAmount.hours(24 * 3650))
+                stream.maxAge = .nanoseconds(amount.nanoseconds)
+            }
+        }
+        if let value = sources.value(.streamDiscard) {
+            guard let discard = StreamDiscard(rawValue: value.value.lowercased()) else {
+                throw StormError(.configuration, "\(value.origin): '\(value.value)' is not a discard policy (old or new)")
+            }
+            stream.discard = discard
+        }
+        if let value = sources.value(.streamUpdate) { stream.updateExisting = try Self.parseSwitch(value) }
+    }
+
+    private static func isUnlimited(_ setting: ConfigurationSources.Value) -> Bool {
+        ["-1", "unlimited", "none"].contains(setting.value.lowercased())
     }
 
     static func parseListen(_ setting: ConfigurationSources.Value) throws(StormError) -> ListenAddress {

@@ -155,7 +155,9 @@ final class HistoryConsumer: Service, Sendable {
                         do throws(StormError) { return .success(try ConsumerSession.open(configuration)) } catch { return .failure(error) }
                     }
                     switch opened {
-                    case .success(let opened): session = opened
+                    case .success(let opened):
+                        session = opened
+                        logStreamPlan(opened.streamState, stream: configuration.stream.name, endpoint: opened.session.endpoint, logger: logger)
                     case .failure(let error): throw .nats(error)
                     }
                     logger.info("history consumer bound to JetStream", metadata: ["nats.stream": "\(configuration.stream.name)", "storm.epoch": "\(session?.epoch ?? "-")"])
@@ -363,13 +365,16 @@ final class ConsumerSession: @unchecked Sendable {
     let session: JetStreamSession
     let subscription: OpaquePointer
     let epoch: String
+    /// What `ensureStream` decided about the stream, logged by the consumer (`logStreamPlan`).
+    let streamState: JetStreamStreamState
     let batchSize: Int32
     let fetchWaitMilliseconds: Int64
 
-    private init(session: JetStreamSession, subscription: OpaquePointer, epoch: String, batchSize: Int32, fetchWaitMilliseconds: Int64) {
+    private init(session: JetStreamSession, subscription: OpaquePointer, streamState: JetStreamStreamState, batchSize: Int32, fetchWaitMilliseconds: Int64) {
         self.session = session
         self.subscription = subscription
-        self.epoch = epoch
+        self.epoch = streamState.epoch
+        self.streamState = streamState
         self.batchSize = batchSize
         self.fetchWaitMilliseconds = fetchWaitMilliseconds
     }
@@ -401,7 +406,7 @@ final class ConsumerSession: @unchecked Sendable {
                 throw StormError(.brokerUnavailable, "NATS returned no subscription [js_PullSubscribe]")
             }
             return ConsumerSession(
-                session: session, subscription: subscription, epoch: state.epoch, batchSize: Int32(clamping: configuration.batchSize),
+                session: session, subscription: subscription, streamState: state, batchSize: Int32(clamping: configuration.batchSize),
                 fetchWaitMilliseconds: max(1, milliseconds(configuration.fetchWait)))
         } catch {
             session.close()

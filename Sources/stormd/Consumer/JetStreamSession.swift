@@ -20,36 +20,25 @@ final class JetStreamSession: @unchecked Sendable {
         self.endpoint = endpoint
     }
 
-    /// Connects to the first server that answers; reconnects forever afterwards (nats.c), so only the
-    /// first connect can fail.
+    /// Connects to the first server that answers, through the gateway's connect routine
+    /// (`makeNATSOptions`, `connectNATS`): the same timeouts, and reconnecting forever with capped backoff
+    /// afterwards. Only this first connect can fail; the history consumer retries it with its own backoff,
+    /// so nats.c's background retry of a failed first connect is off here.
     static func connect(urls: [String], name: String) throws(StormError) -> JetStreamSession {
         let endpoint = urls.map(redactedNATSURL).joined(separator: ",")
         guard !urls.isEmpty else {
             throw StormError(.configuration, "no NATS server URL is configured: the consumer reads JetStream, give --nats")
         }
-        var optionsPointer: OpaquePointer?
-        try natsCall("natsOptions_Create", .internalError, "allocate connection options") { natsOptions_Create(&optionsPointer) }
-        guard let options = optionsPointer else {
-            throw StormError(.internalError, "NATS could not allocate connection options [natsOptions_Create]")
-        }
+        var configuration = NATSBrokerConfiguration(urls: urls, connectionName: name)
+        configuration.retryOnFailedConnect = false
+        try NATSBroker.validate(configuration)
+        let options = try makeNATSOptions(configuration, events: nil)
         defer { natsOptions_Destroy(options) }
-        let owned = urls.map { strdup($0) }
-        defer { owned.forEach { free($0) } }
-        var pointers: [UnsafePointer<CChar>?] = owned.map { $0.map { UnsafePointer($0) } }
-        try pointers.withUnsafeMutableBufferPointer { (buffer) throws(StormError) in
-            try natsCall("natsOptions_SetServers", .configuration, "use the server list '\(endpoint)'") {
-                natsOptions_SetServers(options, buffer.baseAddress, Int32(clamping: buffer.count))
-            }
+        let outcome = connectNATS(NATSOptionsHandle(raw: options), servers: endpoint)
+        if let failure = outcome.failure {
+            throw failure.code == .configuration ? failure : StormError(.brokerUnavailable, failure.message)
         }
-        try natsCall("natsOptions_SetName", .configuration, "set the connection name") { natsOptions_SetName(options, name) }
-        try natsCall("natsOptions_SetTimeout", .configuration, "set the connect timeout") { natsOptions_SetTimeout(options, 2000) }
-        try natsCall("natsOptions_SetReconnectWait", .configuration, "set the reconnect wait") { natsOptions_SetReconnectWait(options, 250) }
-        try natsCall("natsOptions_SetMaxReconnect", .configuration, "set the reconnect attempts") { natsOptions_SetMaxReconnect(options, -1) }
-        var connectionPointer: OpaquePointer?
-        try natsCall("natsConnection_Connect", .brokerUnavailable, "connect to \(endpoint)") {
-            natsConnection_Connect(&connectionPointer, options)
-        }
-        guard let connection = connectionPointer else {
+        guard let connection = outcome.connection?.raw else {
             throw StormError(.brokerUnavailable, "NATS could not connect to \(endpoint): no connection was returned [natsConnection_Connect]")
         }
         var contextPointer: OpaquePointer?
@@ -124,6 +113,27 @@ final class JetStreamSession: @unchecked Sendable {
         try natsCall("js_DeleteStream", .brokerUnavailable, "delete the stream '\(name)'") {
             js_DeleteStream(context, name, nil, &errorCode)
         }
+    }
+
+    /// Removes every message of a stream (operators making room in a full stream; tests).
+    func purgeStream(_ name: String) throws(StormError) {
+        var errorCode = jsErrCode(rawValue: 0)
+        try natsCall("js_PurgeStream", .brokerUnavailable, "purge the stream '\(name)'") {
+            js_PurgeStream(context, name, nil, &errorCode)
+        }
+    }
+
+    /// The settings STORM compares of an existing stream, or nil when there is none.
+    func streamLimits(_ name: String) throws(StormError) -> StreamLimits? {
+        var info: UnsafeMutablePointer<jsStreamInfo>?
+        var errorCode = jsErrCode(rawValue: 0)
+        let status = js_GetStreamInfo(&info, context, name, nil, &errorCode)
+        if status == NATS_NOT_FOUND { return nil }
+        guard status == NATS_OK, let info else {
+            throw natsError("js_GetStreamInfo", status, .brokerUnavailable, "read the stream '\(name)'")
+        }
+        defer { jsStreamInfo_Destroy(info) }
+        return info.pointee.Config.map(streamLimits(of:))
     }
 
     /// Closes the connection and frees the context; idempotent.

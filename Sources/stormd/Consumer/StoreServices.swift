@@ -79,6 +79,10 @@ struct StoreServices {
 
     static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
         var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
+        // The gateway's stream settings (--stream-*), under the consumer's stream name.
+        let name = consumer.stream.name
+        consumer.stream = configuration.stream
+        consumer.stream.name = name
         consumer.stream.subjectPrefix = configuration.natsSubjectPrefix
         consumer.migrateOnStart = configuration.store.migrateOnStart
         consumer.connectionName = "stormd consumer \(configuration.listen)"

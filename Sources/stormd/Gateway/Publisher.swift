@@ -73,7 +73,7 @@ final class Publisher: Sendable {
         let metrics = self.metrics
         let key = "\(channel.rawValue)/\(id)"
         guard let tracing else {
-            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).map { receipt in
+            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).countingRefusals(metrics).map { receipt in
                 metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
                 if !receipt.duplicate {
                     (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
@@ -89,6 +89,7 @@ final class Publisher: Sendable {
         span.attributes["messaging.message.body.size"] = payload.count
         span.attributes["storm.transport"] = transport.rawValue
         let future = broker.publish(buffer, on: channel, idempotencyKey: key, trace: tracing.headers(continuing: span.context), eventLoop: eventLoop)
+            .countingRefusals(metrics)
         future.whenComplete { result in
             switch result {
             case .success(let receipt):
@@ -107,6 +108,16 @@ final class Publisher: Sendable {
             }
             return (envelope, receipt)
         }
+    }
+}
+
+extension EventLoopFuture where Value == PublishReceipt {
+    /// Counts a publish the broker refused for lack of room (`storm_publish_refused_total`).
+    fileprivate func countingRefusals(_ metrics: GatewayMetrics) -> EventLoopFuture<PublishReceipt> {
+        whenFailure { error in
+            if (error as? StormError)?.code == .storageFull { metrics.publishRefusedStorageFull.increment() }
+        }
+        return self
     }
 }
 

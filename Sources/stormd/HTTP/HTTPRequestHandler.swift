@@ -206,8 +206,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func readiness(context: ChannelHandlerContext, head: HTTPRequestHead) {
         if gateway.state.isDraining {
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
-        } else if !gateway.broker.isConnected {
-            respond(context: context, head: head, error: StormError(.brokerUnavailable, "broker \(gateway.broker.endpointDescription) is not connected"))
+        } else if let reason = gateway.broker.unavailableReason {
+            respond(context: context, head: head, error: StormError(.brokerUnavailable, reason))
         } else {
             // The gateway serves whatever its helpers' state: presence and the history consumer are
             // reported (a degraded one needs attention) without taking the gateway out of rotation.

@@ -38,6 +38,8 @@ final class GatewayMetrics: Sendable {
     let presenceErrors: Prometheus.Counter
     let presenceBatches: Prometheus.Counter
     let rateLimitedWebSocket: Prometheus.Counter
+    /// `storm_publish_refused_total{reason="storage_full"}`: publishes JetStream refused for lack of room.
+    let publishRefusedStorageFull: Prometheus.Counter
     private let clientErrors: [StormError.Code: Prometheus.Counter]
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
@@ -49,7 +51,7 @@ final class GatewayMetrics: Sendable {
     /// The codes a client can cause; counted under `storm_client_errors_total{code=…}`.
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
-        .protocolViolation, .brokerUnavailable, .unauthorized, .forbidden, .rateLimited, .originNotAllowed, .hostNotAllowed,
+        .protocolViolation, .brokerUnavailable, .storageFull, .unauthorized, .forbidden, .rateLimited, .originNotAllowed, .hostNotAllowed,
         .unsupportedMediaType, .unsupportedWebSocketVersion,
     ]
 
@@ -85,6 +87,9 @@ final class GatewayMetrics: Sendable {
         rateLimitedWebSocket = r.makeCounter(
             name: "storm_publish_rate_limited_total", labels: [("transport", "websocket")],
             help: "Publishes refused because their connection passed --client-publish-rate (answered rate_limited; the connection stays).")
+        publishRefusedStorageFull = r.makeCounter(
+            name: "storm_publish_refused_total", labels: [("reason", "storage_full")],
+            help: "Publishes the broker refused, by reason (storage_full: the JetStream stream or store is full).")
         var errors: [StormError.Code: Prometheus.Counter] = [:]
         for code in Self.countedClientErrors {
             errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")
