@@ -496,7 +496,7 @@ struct RedisPresenceTests {
         let broker = MemoryBroker()
         try await TestGateway.with(broker: broker, configure: { configurePresence(&$0, redis: url, prefix: prefix) }) { a in
             try await TestGateway.with(broker: broker, configure: { configurePresence(&$0, redis: url, prefix: prefix) }) { b in
-                // There is no authentication yet, so named users are registered through the tracker's API.
+                // Named users without tokens: registered through the tracker's API, as a token's sub would be.
                 let loop = MultiThreadedEventLoopGroup.singleton.next()
                 let sessions = [FakeSession(), FakeSession(), FakeSession()]
                 let bystander = FakeSession()

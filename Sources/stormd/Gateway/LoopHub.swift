@@ -115,8 +115,6 @@ final class LoopHub: @unchecked Sendable {
         }
     }
 
-    var sessionCount: EventLoopFuture<Int> { eventLoop.submit { self.sessions.count } }
-
     // MARK: Deliveries (from broker threads)
 
     func enqueue(_ delivery: Delivery) {

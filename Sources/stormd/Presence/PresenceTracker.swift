@@ -22,8 +22,8 @@ import StormCore
 /// have left behind. So presence heals within one heartbeat of Redis returning, while messages keep
 /// flowing regardless: nothing here is on the message path, and `/readyz` only reports `degraded`.
 ///
-/// Identity: there is no authentication yet, so a connection's user is its client id ("anonymous", one
-/// user per connection) unless a caller names one. Client ids are `<gateway id>-<n>`, so a client is
+/// Identity: an anonymous connection's user is its client id (one user per connection); a connection
+/// with a token is known under the token's `sub`. Client ids are `<gateway id>-<n>`, so a client is
 /// routed to its gateway without a lookup; named users are routed through the store's per-user table.
 /// A connection enters presence at its first subscribe (that is where `SessionChannels` sees it).
 ///

@@ -16,8 +16,6 @@ struct StoredMessage: Sendable, Equatable {
 protocol HistoryStore: Sendable {
     /// Messages of `channel` with offsets greater than `offset`, ascending, at most `limit` (capped).
     func history(channel: ChannelName, after offset: Int64, limit: Int) async throws(StormError) -> [StoredMessage]
-    /// The newest stored offset of `channel`, or nil when it has none.
-    func latestOffset(channel: ChannelName) async throws(StormError) -> Int64?
 }
 
 /// History in PostgreSQL's `messages` table (written by `HistoryConsumer`).
@@ -57,15 +55,6 @@ final class PostgresHistoryStore: HistoryStore {
             messages.append(StoredMessage(channel: channel, offset: offset, epoch: epoch, envelope: envelope))
         }
         return messages
-    }
-
-    func latestOffset(channel: ChannelName) async throws(StormError) -> Int64? {
-        let rows = try await client.withConnection { connection throws(StormError) in
-            try connection.query(
-                #"SELECT max("offset") FROM messages WHERE channel = $1"#, [.text(channel.rawValue)],
-                doing: "read the newest offset of '\(channel.rawValue)'")
-        }
-        return rows.int64(0, 0)
     }
 }
 
