@@ -189,7 +189,7 @@ struct GatewayFanoutTests {
             }
             #expect(closeCode == 4008, "the slow client read \(messages) messages and then no 4008 close frame")
             #expect(messages < count, "the slow client was not cut short: it read all \(messages)")
-            try await slow.connection.waitUntilClosed()
+            try await slow.connection.waitUntilClosed(seconds: 90)
             await publisher.close()
             await fast.close()
             await slow.close()
@@ -225,7 +225,7 @@ struct GatewayFanoutTests {
                 buffer.readableBytesView.suffix(terminator.count).elementsEqual(terminator) ? true : nil
             }
             #expect(ended)
-            try await slow.waitUntilClosed()
+            try await slow.waitUntilClosed(seconds: 90)
             await publisher.close()
             await slow.close()
         }

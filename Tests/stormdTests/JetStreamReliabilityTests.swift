@@ -31,7 +31,7 @@ struct JetStreamReliabilityTests {
     }
 
     /// Polls `condition` until it holds or `timeout` passes (bounded; never asserts on time).
-    private func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async rethrows -> Bool {
+    private func eventually(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
         let deadline = ContinuousClock.now + timeout
         while try await !condition() {
             if ContinuousClock.now >= deadline { return false }

@@ -70,7 +70,7 @@ private func envelopeBuffer(channel: ChannelName, index: Int) -> ByteBuffer {
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held. Bounded, never asserts time.
-private func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
+private func eventually(timeout: Duration = .seconds(60), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         if ContinuousClock.now >= deadline { return false }

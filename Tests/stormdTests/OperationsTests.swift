@@ -50,7 +50,7 @@ struct OperationsTests {
         let task = try #require(notifier.startWatchdog())
         defer { task.cancel() }
         for _ in 0..<3 {
-            #expect(receiver.receive(timeoutMilliseconds: 2000) == "WATCHDOG=1")
+            #expect(receiver.receive(timeoutMilliseconds: 30_000) == "WATCHDOG=1")  // a deadline, not a timing: a busy machine may delay the task
         }
     }
 

@@ -63,7 +63,7 @@ final class RawConnection: @unchecked Sendable {
 
     /// Waits until `parse` can take something from the received bytes; `parse` returns nil to wait for
     /// more. Throws `Closed` when the peer closed first and `Timeout` after `seconds`.
-    func read<T>(_ what: String, seconds: Double = 10, _ parse: (inout ByteBuffer) throws -> T?) async throws -> T {
+    func read<T>(_ what: String, seconds: Double = 30, _ parse: (inout ByteBuffer) throws -> T?) async throws -> T {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         while true {
             let (value, isClosed): (T?, Bool) = try lock.withLock {
@@ -83,7 +83,7 @@ final class RawConnection: @unchecked Sendable {
     }
 
     /// Waits until the server closes the connection.
-    func waitUntilClosed(seconds: Double = 10) async throws {
+    func waitUntilClosed(seconds: Double = 30) async throws {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         while !isClosed {
             guard ContinuousClock.now < deadline else { throw Timeout(what: "the server to close the connection") }
@@ -92,7 +92,7 @@ final class RawConnection: @unchecked Sendable {
     }
 
     /// Waits until the server closes the connection and returns every byte received and not yet read.
-    func readUntilClosed(seconds: Double = 10) async throws -> [UInt8] {
+    func readUntilClosed(seconds: Double = 30) async throws -> [UInt8] {
         try await waitUntilClosed(seconds: seconds)
         return lock.withLock { Array(buffer.readableBytesView) }
     }

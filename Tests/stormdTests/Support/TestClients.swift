@@ -17,7 +17,7 @@ struct TestHTTPResponse {
 
 extension RawConnection {
     /// Reads a response head (`HTTP/1.1 200 OK` and headers).
-    func readResponseHead(seconds: Double = 10) async throws -> TestHTTPResponse {
+    func readResponseHead(seconds: Double = 30) async throws -> TestHTTPResponse {
         try await read("an HTTP response head", seconds: seconds) { buffer in
             let view = buffer.readableBytesView
             let marker: [UInt8] = [13, 10, 13, 10]
@@ -36,7 +36,7 @@ extension RawConnection {
     }
 
     /// Reads a whole response with a `Content-Length` body.
-    func readResponse(seconds: Double = 10) async throws -> TestHTTPResponse {
+    func readResponse(seconds: Double = 30) async throws -> TestHTTPResponse {
         var response = try await readResponseHead(seconds: seconds)
         let length = Int(response.header("content-length") ?? "0") ?? 0
         response.body = try await read("a \(length)-byte body", seconds: seconds) { buffer in
@@ -134,7 +134,7 @@ struct TestWebSocket {
         try await sendFrame(opcode: 0x1, payload: Array(json.utf8))
     }
 
-    func readFrame(seconds: Double = 10) async throws -> TestFrame {
+    func readFrame(seconds: Double = 30) async throws -> TestFrame {
         try await connection.read("a WebSocket frame", seconds: seconds) { buffer in
             guard buffer.readableBytes >= 2, let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
                 let second = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt8.self)
@@ -159,7 +159,7 @@ struct TestWebSocket {
     }
 
     /// Reads frames until one has the wanted `type` (`reply`, `error`, `message`), keeping none of the others.
-    func next(_ type: String, seconds: Double = 10) async throws -> TestFrame {
+    func next(_ type: String, seconds: Double = 30) async throws -> TestFrame {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while ContinuousClock.now < deadline {
             let frame = try await readFrame(seconds: seconds)
@@ -202,7 +202,7 @@ struct TestEventStream {
     }
 
     /// The next `event: message` (comments and the `retry` field are skipped).
-    func nextMessage(seconds: Double = 10) async throws -> Event {
+    func nextMessage(seconds: Double = 30) async throws -> Event {
         while true {
             let event = try await nextEvent(seconds: seconds)
             if event.event == "message" { return event }
@@ -210,7 +210,7 @@ struct TestEventStream {
     }
 
     /// The next event or comment block, de-chunked.
-    func nextEvent(seconds: Double = 10) async throws -> Event {
+    func nextEvent(seconds: Double = 30) async throws -> Event {
         try await connection.read("an SSE event", seconds: seconds) { buffer in
             // Parse chunks without consuming until a whole event (blank line) is available.
             var scan = buffer
