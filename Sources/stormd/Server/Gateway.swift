@@ -77,7 +77,7 @@ final class Gateway: Service, Sendable {
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
-            requestPolicy: configuration.requestPolicy)
+            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
