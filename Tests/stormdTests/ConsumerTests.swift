@@ -190,6 +190,38 @@ struct ConsumerTests {
         print("after the restart: \(metrics.split(separator: "\n").filter { $0.hasPrefix("storm_consumer_failures_total") }.joined(separator: "; "))")
     }
 
+    @Test(
+        "messages a killed consumer left unacknowledged count in the lag, and readiness says catching_up until they are redelivered",
+        .disabled("fails: lag reads 0 and readiness stays ready after the simulated kill; under investigation (see the commit message)"))
+    func unacknowledgedCountInLag() async throws {
+        let fixture = try await Fixture.make()
+        do {
+            try fixture.publish(1...20)
+            let consumer = fixture.consumer()
+            // What kill -9 mid-batch leaves: a batch delivered to the durable consumer, never acknowledged.
+            let dead = try ConsumerSession.open(consumer.configuration)
+            let batch = try dead.fetch(prefix: consumer.configuration.stream.subjectPrefix + ".")
+            #expect(batch.count == 20)
+            batch.release()
+            dead.close()
+            try await Self.running(consumer) {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while consumer.notReadyError?.code != .catchingUp, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                let error = consumer.notReadyError
+                #expect(error?.code == .catchingUp, "\(String(describing: error))")
+                #expect(error?.message.contains("20 messages") == true, "\(String(describing: error))")
+                let scrape = String(decoding: consumer.metrics.registry.emitToBuffer(), as: UTF8.self)
+                #expect(scrape.contains("storm_consumer_lag_messages 20.0"), "\(scrape.split(separator: "\n").filter { $0.contains("lag") })")
+            }
+        } catch {
+            await fixture.tearDown()
+            throw error
+        }
+        await fixture.tearDown()
+    }
+
     @Test("the consumer role serves /healthz, /readyz (503 with the reason while PostgreSQL is unreachable) and /metrics")
     func consumerRoleHTTP() async throws {
         guard let natsURL = ProcessInfo.processInfo.environment["STORM_TEST_NATS_URL"], !natsURL.isEmpty else {
@@ -214,6 +246,7 @@ struct ConsumerTests {
             let ready = try await connection.request("GET", "/readyz")
             #expect(ready.status == 503)
             #expect(ready.text.contains("PostgreSQL") && ready.text.contains("refused"))
+            #expect(ready.text.contains("\"store_unavailable\""), "a PostgreSQL outage must name the store: \(ready.text)")
             let scrape = try await connection.request("GET", "/metrics")
             #expect(scrape.text.contains("storm_postgres_connected 0"))
             #expect(scrape.text.contains("storm_consumer_failures_total{reason=\"postgres\"}"))

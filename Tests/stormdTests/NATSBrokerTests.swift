@@ -151,10 +151,18 @@ final class PrivateNATSServer {
         return false
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the server this test started: a stopped server keeps its
+    /// sockets open and answers nothing, like a hung stream node.
+    func signal(_ signal: Int32) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+    }
+
     /// SIGKILL: the broker sees the connection drop the way it does when a server crashes.
     func stop() {
         guard let process else { return }
         if process.isRunning {
+            kill(process.processIdentifier, SIGCONT)
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }

@@ -48,6 +48,16 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// on a WebSocket an error reply (close 1013, try again later, if it ends the connection).
         public static let storageFull = Code(rawValue: "storage_full")
 
+        /// The history store (PostgreSQL) cannot be reached or refuses writes: the consumer's `/readyz`
+        /// during a PostgreSQL outage. Transient; HTTP 503.
+        public static let storeUnavailable = Code(rawValue: "store_unavailable")
+        /// The history consumer works, but rows are known to be missing until JetStream redelivers
+        /// messages a stopped consumer left unacknowledged (after the ack wait). HTTP 503.
+        public static let catchingUp = Code(rawValue: "catching_up")
+        /// Presence cannot answer truthfully now: its store (Redis) is down, or was just reconnected
+        /// and not yet fully rewritten. HTTP 503; retry shortly.
+        public static let presenceUnavailable = Code(rawValue: "presence_unavailable")
+
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
             switch self {
@@ -62,7 +72,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .rateLimited: return 429
             case .notFound: return 404
             case .methodNotAllowed: return 405
-            case .brokerUnavailable, .shuttingDown, .connection: return 503
+            case .brokerUnavailable, .shuttingDown, .connection, .storeUnavailable, .catchingUp, .presenceUnavailable: return 503
             case .storageFull: return 507
             default: return 500
             }

@@ -200,11 +200,34 @@ final class JetStreamContext: Sendable {
     // MARK: History
 
     /// Reads stored messages of `subject` after `offset`: blocking (requests to the server).
-    func history(subject: String, after offset: UInt64, limit: Int, allocator: ByteBufferAllocator) throws(StormError) -> ChannelHistory {
+    ///
+    /// Bounded by `bounds`: every request waits at most the time left (`jsOptions.Wait`, each
+    /// `natsSubscription_Fetch` at most 2 s and never past the deadline), and the read stops before its
+    /// next request once the deadline passed or its connection went. An unfinished read throws rather
+    /// than return part of the history.
+    func history(subject: String, after offset: UInt64, limit: Int, bounds: HistoryReadBounds, allocator: ByteBufferAllocator) throws(StormError) -> ChannelHistory {
         let name = settings.streamName
+        /// Throws when the read must stop; otherwise the milliseconds left (at least 1).
+        func remaining() throws(StormError) -> Int64 {
+            if bounds.isCancelled() {
+                throw StormError(.brokerUnavailable, "the history read of '\(subject)' was cancelled: its connection closed")
+            }
+            let left = bounds.remainingMilliseconds
+            guard left > 0 else {
+                throw StormError(.brokerUnavailable, "the history read of '\(subject)' on stream '\(name)' ran out of time (the stream is slow or unavailable)")
+            }
+            return left
+        }
+        func options(_ wait: Int64) -> jsOptions {
+            var options = jsOptions()
+            jsOptions_Init(&options)
+            options.Wait = wait
+            return options
+        }
         var errorCode = jsErrCode(rawValue: 0)
         var info: UnsafeMutablePointer<jsStreamInfo>?
-        let infoStatus = js_GetStreamInfo(&info, raw.raw, name, nil, &errorCode)
+        var infoOptions = try options(remaining())
+        let infoStatus = js_GetStreamInfo(&info, raw.raw, name, &infoOptions, &errorCode)
         guard infoStatus == NATS_OK, let info else {
             throw natsError("js_GetStreamInfo", infoStatus, .brokerUnavailable, "read stream '\(name)'")
         }
@@ -220,7 +243,8 @@ final class JetStreamContext: Sendable {
 
         var last: OpaquePointer?
         errorCode = jsErrCode(rawValue: 0)
-        let lastStatus = js_GetLastMsg(&last, raw.raw, name, subject, nil, &errorCode)
+        var lastOptions = try options(remaining())
+        let lastStatus = js_GetLastMsg(&last, raw.raw, name, subject, &lastOptions, &errorCode)
         if lastStatus == NATS_OK, let last {
             history.latestOffset = natsMsg_GetSequence(last)
             natsMsg_Destroy(last)
@@ -232,6 +256,7 @@ final class JetStreamContext: Sendable {
         // An ephemeral pull consumer from the first wanted sequence, filtered to the channel.
         var subscription: OpaquePointer?
         errorCode = jsErrCode(rawValue: 0)
+        var subscribeOptions = try options(remaining())
         let subscribeStatus: natsStatus = name.withCString { stream in
             var options = jsSubOptions()
             jsSubOptions_Init(&options)
@@ -240,7 +265,7 @@ final class JetStreamContext: Sendable {
             options.Config.OptStartSeq = offset + 1
             options.Config.AckPolicy = js_AckNone
             options.Config.InactiveThreshold = 5_000_000_000
-            return js_PullSubscribe(&subscription, raw.raw, subject, nil, nil, &options, &errorCode)
+            return js_PullSubscribe(&subscription, raw.raw, subject, nil, &subscribeOptions, &options, &errorCode)
         }
         guard subscribeStatus == NATS_OK, let subscription else {
             throw natsError("js_PullSubscribe", subscribeStatus, .brokerUnavailable, "read history of '\(subject)'")
@@ -251,11 +276,18 @@ final class JetStreamContext: Sendable {
         }
         var done = false
         while !done, history.messages.count < limit {
+            // The fetch boundary: a cancelled or late read stops here.
+            let wait = try min(2000, remaining())
             var list = natsMsgList()
-            let batch = Int32(min(256, limit - history.messages.count))
-            let fetchStatus = natsSubscription_Fetch(&list, subscription, batch, 2000, &errorCode)
+            let batch = Int32(clamping: min(256, limit - history.messages.count))
+            let fetchStatus = natsSubscription_Fetch(&list, subscription, batch, wait, &errorCode)
             guard fetchStatus == NATS_OK else {
-                if fetchStatus == NATS_TIMEOUT { break }
+                // A full 2 s without a message: nothing more is stored. A shorter wait cut by the
+                // deadline says nothing, and the check at the top of the loop throws.
+                if fetchStatus == NATS_TIMEOUT {
+                    if wait >= 2000 { break }
+                    continue
+                }
                 throw natsError("natsSubscription_Fetch", fetchStatus, .brokerUnavailable, "read history of '\(subject)'")
             }
             for index in 0..<Int(list.Count) {

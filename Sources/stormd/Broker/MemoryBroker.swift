@@ -101,7 +101,8 @@ final class MemoryBroker: MessageBroker {
         return eventLoop.makeCompletedFuture(outcome.mapError { $0 as any Error })
     }
 
-    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int, bounds: HistoryReadBounds) async throws(StormError) -> ChannelHistory {
+        if bounds.isCancelled() { throw StormError(.brokerUnavailable, "the history read of '\(channel)' was cancelled: its connection closed") }
         let (window, evicted, latest) = state.withLockedValue { ($0.windows[channel] ?? [], $0.evictedUpTo[channel] ?? 0, $0.sequence) }
         let start = window.firstIndex { $0.offset > offset } ?? window.endIndex
         return ChannelHistory(

@@ -74,7 +74,11 @@ protocol MessageBroker: AnyObject, Sendable {
     /// Messages of `channel` with offsets above `offset`, oldest first, at most `limit`. Offsets are
     /// strictly increasing per channel, and one sequence is shared by all channels of a broker, so "after
     /// N" means the same on every channel (an SSE `Last-Event-ID` covers several channels at once).
-    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory
+    ///
+    /// `bounds`: the read gives up (`broker_unavailable`) at its deadline, and stops at its next request
+    /// to the server once `isCancelled` says its connection went. Blocking work runs on the broker's
+    /// history pool, never on the pool that makes subscriptions. Gateways read through `HistoryReader`.
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int, bounds: HistoryReadBounds) async throws(StormError) -> ChannelHistory
 
     /// The current history epoch (see `ChannelHistory.epoch`), as last seen: cheap, for subscribe replies.
     var epoch: String { get }
@@ -110,6 +114,11 @@ extension MessageBroker {
     /// Not connected is the only reason a broker without a store of its own can give.
     var unavailableReason: String? {
         isConnected ? nil : "broker \(endpointDescription) is not connected"
+    }
+
+    /// `history` within the standard bounds (5 s, never cancelled), for tests and tools.
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
+        try await history(of: channel, after: offset, limit: limit, bounds: .standard())
     }
 
     /// `publish` without trace context.

@@ -125,6 +125,8 @@ final class NATSBroker: MessageBroker {
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
     private let state = NIOLockedValueBox(State())
+    /// Subscriptions being made (their blocking part queued or running), for `/readyz`.
+    let subscribeWaits = BlockingWaits()
     /// Our own reference to the callbacks' box (nats.c has no getter), for the shutdown flag.
     private let events = NIOLockedValueBox<NATSConnectionEvents?>(nil)
     /// Subject prefix with its trailing dot, built once for every publish.
@@ -301,6 +303,9 @@ final class NATSBroker: MessageBroker {
     /// the store full (until a publish is stored again).
     var unavailableReason: String? {
         guard isConnected else { return "broker \(endpointDescription) is not connected" }
+        if let waited = subscribeWaits.longestWait(), waited >= BlockingWaits.threshold {
+            return "a subscribe has waited \(waited.nanoseconds / 1_000_000_000) s for NATS at \(endpointDescription) (its thread pool is busy or the server does not answer): new subscribes cannot be served"
+        }
         guard let context = state.withLockedValue({ $0.jetStream }) else { return nil }
         if let problem = context.streamProblem { return problem }
         if context.storeHealth.isFull {
@@ -314,16 +319,17 @@ final class NATSBroker: MessageBroker {
         state.withLockedValue { $0.jetStream }?.epoch ?? ""
     }
 
-    func history(of channel: ChannelName, after offset: UInt64, limit: Int) async throws(StormError) -> ChannelHistory {
+    func history(of channel: ChannelName, after offset: UInt64, limit: Int, bounds: HistoryReadBounds) async throws(StormError) -> ChannelHistory {
         _ = try connectedConnection(orElse: "history cannot be read")
         guard let context = readyJetStream() else {
             throw StormError(.notFound, "history is not kept: JetStream is off (--jetstream off)")
         }
         let subject = subject(for: channel)
         let allocator = self.allocator
-        let outcome: Result<ChannelHistory, StormError> = await runBlocking {
+        // On the history pool: a read that waits on a slow stream never holds a thread that a subscribe needs.
+        let outcome: Result<ChannelHistory, StormError> = await runBlocking(on: HistoryThreads.pool) {
             do throws(StormError) {
-                return .success(try context.history(subject: subject, after: offset, limit: limit, allocator: allocator))
+                return .success(try context.history(subject: subject, after: offset, limit: limit, bounds: bounds, allocator: allocator))
             } catch {
                 return .failure(error)
             }
@@ -498,6 +504,8 @@ final class NATSBroker: MessageBroker {
                     throw StormError(.brokerUnavailable, "JetStream stream '\(jetStream.settings.streamName)' is not ready yet; the subscription was not made")
                 }
                 let pointerBits = UInt(bitPattern: boxPointer)
+                let wait = subscribeWaits.begin()
+                defer { subscribeWaits.end(wait) }
                 let made: Result<UInt, StormError> = await runBlocking {
                     do throws(StormError) {
                         guard let box = UnsafeMutableRawPointer(bitPattern: pointerBits) else {
@@ -1081,11 +1089,51 @@ private func withCStringArray<R>(
     return try result.get()
 }
 
-/// Runs blocking nats.c work (network waits) on NIO's thread pool, so it never stalls an event loop or the
-/// cooperative pool. Falls back to the calling thread only if the pool has been shut down.
-func runBlocking<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+/// Blocking calls under way (queued for a thread or running) and since when, so `/readyz` can say when
+/// subscribes cannot be served: one waiting longer than `threshold` (10 s, twice the subscribe timeout)
+/// is stuck behind other work or a server that does not answer.
+final class BlockingWaits: Sendable {
+    static let threshold = TimeAmount.seconds(10)
+    private let state = NIOLockedValueBox<(next: UInt64, started: [UInt64: NIODeadline])>((0, [:]))
+
+    func begin() -> UInt64 {
+        state.withLockedValue { state in
+            let id = state.next
+            state.next &+= 1
+            state.started[id] = .now()
+            return id
+        }
+    }
+
+    func end(_ id: UInt64) {
+        state.withLockedValue { _ = $0.started.removeValue(forKey: id) }
+    }
+
+    /// How long the oldest call under way has waited, nil when none is.
+    func longestWait() -> TimeAmount? {
+        guard let oldest = state.withLockedValue({ $0.started.values.min() }) else { return nil }
+        return .now() - oldest
+    }
+}
+
+/// The threads of history reads, apart from `NIOThreadPool.singleton`, which makes subscriptions: a read
+/// stuck on a slow stream can then never delay a subscribe. One pool per process, started once and never
+/// stopped (a started `NIOThreadPool` must not be deinitialised); each gateway's `HistoryReader` bounds
+/// its own reads in flight to `HistoryReaderConfiguration.maxInFlight` (4, the pool's size).
+enum HistoryThreads {
+    static let size = 4
+    static let pool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: size)
+        pool.start()
+        return pool
+    }()
+}
+
+/// Runs blocking nats.c work (network waits) on NIO's thread pool (or `pool`), so it never stalls an event
+/// loop or the cooperative pool. Falls back to the calling thread only if the pool has been shut down.
+func runBlocking<T: Sendable>(on pool: NIOThreadPool = .singleton, _ body: @escaping @Sendable () -> T) async -> T {
     do {
-        return try await NIOThreadPool.singleton.runIfActive(body)
+        return try await pool.runIfActive(body)
     } catch {
         return body()
     }

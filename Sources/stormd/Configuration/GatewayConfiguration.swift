@@ -22,6 +22,8 @@ struct GatewayConfiguration: Sendable {
     var natsSubjectPrefix = "storm.ch"
     /// Connection limits and timings.
     var limits = GatewayLimits()
+    /// Bounds of history reads (recovery, the history API); not flags, see `HistoryReaderConfiguration`.
+    var historyReads = HistoryReaderConfiguration()
     /// `--event-loops N` (`STORM_EVENT_LOOPS`), default: the number of cores.
     var eventLoops = System.coreCount
     /// `--backlog N` (`STORM_BACKLOG`), default 4096: the accept queue, sized for connection ramps.

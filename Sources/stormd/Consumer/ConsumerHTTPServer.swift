@@ -100,8 +100,7 @@ private final class ConsumerHTTPHandler: ChannelInboundHandler {
         case ("/healthz", .GET), ("/healthz", .HEAD):
             (status, contentType, body) = (.ok, "text/plain; charset=utf-8", Array("ok\n".utf8))
         case ("/readyz", .GET), ("/readyz", .HEAD):
-            if let reason = consumer.notReadyReason {
-                let error = StormError(.brokerUnavailable, reason)
+            if let error = consumer.notReadyError {
                 (status, contentType, body) = (.serviceUnavailable, "application/json", Array((error.jsonBody + "\n").utf8))
             } else {
                 (status, contentType, body) = (.ok, "application/json", Array("{\"status\":\"ready\",\"role\":\"consumer\"}\n".utf8))

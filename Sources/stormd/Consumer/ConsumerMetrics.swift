@@ -6,7 +6,8 @@ import StormCore
 /// Created once, with fixed labels.
 final class ConsumerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
-    /// Messages the durable consumer has not yet been handed (JetStream's `num_pending`), sampled.
+    /// Messages not yet stored by the durable consumer: JetStream's `num_pending` (not delivered) plus
+    /// `num_ack_pending` (delivered, not acknowledged), sampled.
     let lag: Gauge
     /// Messages per stored batch.
     let batchSize: ValueHistogram
@@ -32,7 +33,7 @@ final class ConsumerMetrics: Sendable {
     init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         let r = registry
-        lag = r.makeGauge(name: "storm_consumer_lag_messages", help: "Messages in JetStream not yet handed to the history consumer (num_pending, sampled).")
+        lag = r.makeGauge(name: "storm_consumer_lag_messages", help: "Messages in JetStream not yet stored by the history consumer: not delivered plus delivered and unacknowledged (num_pending + num_ack_pending, sampled).")
         batchSize = r.makeValueHistogram(name: "storm_consumer_batch_size", buckets: Self.batchBuckets, help: "Messages per batch written to PostgreSQL.")
         insertDuration = r.makeValueHistogram(name: "storm_consumer_insert_duration_seconds", buckets: Self.durationBuckets, help: "Time of one batch's transaction, BEGIN to COMMIT.")
         rows = r.makeCounter(name: "storm_consumer_rows_total", help: "History rows inserted (redeliveries and duplicate ids insert nothing).")

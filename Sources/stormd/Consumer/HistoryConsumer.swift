@@ -77,6 +77,12 @@ final class HistoryConsumer: Service, Sendable {
     private let threads: NIOThreadPool
     private let stopping = ManagedAtomic(false)
     private let healthBox = NIOLockedValueBox(Health.starting)
+    /// The code of the last failure: `broker_unavailable` (NATS) or `store_unavailable` (PostgreSQL).
+    private let failureCode = NIOLockedValueBox(StormError.Code.brokerUnavailable)
+    /// Messages delivered to some consumer of the durable but not acknowledged, beyond the batch this
+    /// one holds (sampled with the lag): a consumer that died mid-batch left them, and JetStream
+    /// redelivers them only after `ackWait`. Their rows are missing meanwhile.
+    private let awaitingRedelivery = NIOLockedValueBox<UInt64>(0)
     private let subjectPrefixWithDot: String
     /// With a tracer: one `history insert` span per batch, linked to each traced message's publish.
     private let tracing: StormTracing?
@@ -92,18 +98,36 @@ final class HistoryConsumer: Service, Sendable {
         threads.start()
     }
 
-    var health: Health { healthBox.withLockedValue { $0 } }
+    /// `.ready` only while nothing is missing for long: messages un-acknowledged by a consumer that
+    /// died (awaiting redelivery after `ackWait`) make it `.degraded`, saying so.
+    var health: Health {
+        let health = healthBox.withLockedValue { $0 }
+        let waiting = awaitingRedelivery.withLockedValue { $0 }
+        if health == .ready, waiting > 0 {
+            return .degraded(
+                "\(waiting) messages were delivered but not acknowledged (a consumer stopped mid-batch?): their rows are missing until JetStream redelivers them after the ack wait (\(configuration.ackWait.components.seconds) s)")
+        }
+        return health
+    }
 
-    /// Ready when connected to both NATS and PostgreSQL and the last batch went through.
+    /// Ready when connected to both NATS and PostgreSQL, the last batch went through, and no message
+    /// awaits redelivery.
     var isReady: Bool { health == .ready }
 
     /// `/readyz`'s reason when not ready.
-    var notReadyReason: String? {
+    var notReadyReason: String? { notReadyError?.message }
+
+    /// `/readyz`'s answer when not ready: `store_unavailable` while PostgreSQL fails, `catching_up`
+    /// while messages await redelivery, `broker_unavailable` otherwise.
+    var notReadyError: StormError? {
+        let stored = healthBox.withLockedValue { $0 }
         switch health {
         case .ready: return nil
-        case .starting: return "the history consumer is starting"
-        case .degraded(let reason): return reason
-        case .stopped: return "the history consumer stopped"
+        case .starting: return StormError(.brokerUnavailable, "the history consumer is starting")
+        case .degraded(let reason):
+            if stored == .ready { return StormError(.catchingUp, reason) }
+            return StormError(failureCode.withLockedValue { $0 }, reason)
+        case .stopped: return StormError(.brokerUnavailable, "the history consumer stopped")
         }
     }
 
@@ -169,7 +193,12 @@ final class HistoryConsumer: Service, Sendable {
                 }
                 if ContinuousClock.now - lastLagSample >= configuration.lagSampleInterval {
                     lastLagSample = ContinuousClock.now
-                    if let lag = await onNATSThread({ current.pendingCount() }) { metrics.lag.set(Int64(clamping: lag)) }
+                    if let counts = await onNATSThread({ current.pendingCounts() }) {
+                        // Not yet delivered, plus delivered and not acknowledged: both are rows still missing.
+                        metrics.lag.set(Int64(clamping: counts.pending &+ counts.ackPending))
+                        let held = UInt64(pending?.count ?? 0)
+                        awaitingRedelivery.withLockedValue { $0 = counts.ackPending > held ? counts.ackPending - held : 0 }
+                    }
                 }
                 if pending == nil {
                     let prefix = subjectPrefixWithDot
@@ -204,6 +233,7 @@ final class HistoryConsumer: Service, Sendable {
                 let reason: String
                 switch error {
                 case .nats(let failure):
+                    failureCode.withLockedValue { $0 = .brokerUnavailable }
                     metrics.natsFailures.increment()
                     reason = failure.message
                     // The subscription may be gone (stream deleted, connection closed): start over. The
@@ -213,6 +243,7 @@ final class HistoryConsumer: Service, Sendable {
                     if let old = session { await onNATSThread { old.close() } }
                     session = nil
                 case .postgres(let failure):
+                    failureCode.withLockedValue { $0 = .storeUnavailable }
                     metrics.postgresFailures.increment()
                     metrics.postgresConnected.set(Int64(0))
                     reason = failure.message
@@ -465,13 +496,14 @@ final class ConsumerSession: @unchecked Sendable {
         return FetchedBatch(list: list, prefix: prefix)
     }
 
-    /// `num_pending` of the durable consumer, or nil when NATS did not answer.
-    func pendingCount() -> UInt64? {
+    /// `num_pending` (not yet delivered) and `num_ack_pending` (delivered, not acknowledged) of the
+    /// durable consumer, or nil when NATS did not answer.
+    func pendingCounts() -> (pending: UInt64, ackPending: UInt64)? {
         var info: UnsafeMutablePointer<jsConsumerInfo>?
         var errorCode = jsErrCode(rawValue: 0)
         guard natsSubscription_GetConsumerInfo(&info, subscription, nil, &errorCode) == NATS_OK, let info else { return nil }
         defer { jsConsumerInfo_Destroy(info) }
-        return info.pointee.NumPending
+        return (info.pointee.NumPending, UInt64(clamping: info.pointee.NumAckPending))
     }
 
     /// Frees the subscription without deleting the durable consumer (nats.c ≥ 3.4 keeps it on destroy).

@@ -22,14 +22,17 @@ final class GatewayContext: Sendable {
     let historyStore: (any HistoryStore)?
     /// Host and Origin checks of every HTTP request, upgrades and event streams included.
     let requestPolicy: RequestPolicy
+    /// Bounded, cancellable history reads: recovery and the HTTP history route.
+    let historyReader: HistoryReader
     /// The history consumer running beside the gateway (`--role all`), for `/readyz`.
     let consumer = NIOLockedValueBox<HistoryConsumer?>(nil)
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
         logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil,
-        requestPolicy: RequestPolicy = RequestPolicy()
+        requestPolicy: RequestPolicy = RequestPolicy(), historyReads: HistoryReaderConfiguration = HistoryReaderConfiguration()
     ) {
+        self.historyReader = HistoryReader(broker: broker, configuration: historyReads, metrics: metrics)
         self.requestPolicy = requestPolicy
         self.connectionIDs = connectionIDs
         self.historyStore = historyStore

@@ -113,6 +113,9 @@ struct RecoveredChannel: Sendable {
     /// Every message after the resume point is in `messages`: nothing was missed.
     var recovered: Bool
     var messages: [Delivery]
+    /// Why the history could not be read (refused, timed out, cancelled, the stream unavailable); nil
+    /// when it was read, whatever it held.
+    var failure: StormError? = nil
 }
 
 /// Holds back a session's live deliveries of channels being recovered, and drops the live duplicates of
@@ -192,14 +195,21 @@ enum Recovery {
     /// Messages one channel may replay; past it the client is told to reload instead (`recovered: false`).
     static let maximumMessages = 10_000
 
+    /// Reads each channel through `reader`, all within `ticket`'s deadline; once one read fails for
+    /// lack of time or because the connection went, the remaining channels are not read.
     static func fetch(
-        _ channels: [ChannelName], after point: ResumePoint, broker: any MessageBroker, allocator: ByteBufferAllocator
+        _ channels: [ChannelName], after point: ResumePoint, reader: HistoryReader, ticket: HistoryReadTicket, allocator: ByteBufferAllocator
     ) async -> [RecoveredChannel] {
         var results: [RecoveredChannel] = []
+        var stop: StormError?
         for channel in channels {
-            do {
+            if let stop {
+                results.append(RecoveredChannel(channel: channel, recovered: false, messages: [], failure: stop))
+                continue
+            }
+            do throws(StormError) {
                 let resumeFrom = point.offset(for: channel)
-                let history = try await broker.history(of: channel, after: resumeFrom, limit: maximumMessages + 1)
+                let history = try await reader.read(channel, after: resumeFrom, limit: maximumMessages + 1, ticket: ticket)
                 let sameEpoch = point.epoch == nil || point.epoch == history.epoch
                 // An offset above the newest one comes from another epoch (the engine restarted, the stream
                 // was recreated) even when the client could not say which epoch it had (SSE).
@@ -210,7 +220,8 @@ enum Recovery {
                 }
                 results.append(RecoveredChannel(channel: channel, recovered: sameEpoch && complete, messages: sameEpoch ? messages : []))
             } catch {
-                results.append(RecoveredChannel(channel: channel, recovered: false, messages: []))
+                results.append(RecoveredChannel(channel: channel, recovered: false, messages: [], failure: error))
+                if ticket.isCancelled || ticket.isExpired { stop = error }
             }
         }
         return results

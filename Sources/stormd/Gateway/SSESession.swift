@@ -28,6 +28,8 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
     private let keepAlive: Bool
     private let resume: ResumePoint?
     private var recovery = RecoveryGate()
+    /// The history reads of this stream (its starting position, its recovery), cancelled when it closes.
+    private var historyTicket: HistoryReadTicket?
     /// Per-channel event ids, for streams of several channels (`SSEPositions`); nil for one channel,
     /// whose shared chunks carry the offset as their id.
     private var positions: SSEPositions?
@@ -86,12 +88,14 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
         // before subscribing: resuming from there may replay a message published just before the
         // subscription started, but can never skip one delivered after it.
         let session = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let broker = gateway.broker
+        let reader = gateway.historyReader
+        let ticket = reader.makeTicket()
+        historyTicket = ticket
         let first = requested[0]
         Task {
             let latest: Result<UInt64, StormError>
             do throws(StormError) {
-                latest = .success(try await broker.history(of: first, after: UInt64(Int64.max), limit: 0).brokerLatestOffset)
+                latest = .success(try await reader.read(first, after: UInt64(Int64.max), limit: 0, ticket: ticket).brokerLatestOffset)
             } catch {
                 latest = .failure(error)
             }
@@ -124,18 +128,29 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     /// `Last-Event-ID` (or `?since=`): replays what the client missed, then streams live messages; the
     /// event ids are offsets, shared by every channel, so one id resumes all of the stream's channels.
+    ///
+    /// When the history cannot be read (too many reads in flight, the deadline passed, the stream
+    /// unavailable), the stream opens, says why in a comment and ends at once: EventSource reconnects
+    /// after `retry` with the same Last-Event-ID, so nothing is skipped, where streaming live messages
+    /// would silently lose the missed ones.
     private func recover(from resume: ResumePoint) {
         guard let context else { return }
         let session = NIOLoopBound(self, eventLoop: context.eventLoop)
         let channels = requested
-        let broker = gateway.broker
+        let reader = gateway.historyReader
+        let ticket = historyTicket ?? reader.makeTicket()
+        historyTicket = ticket
         let allocator = context.channel.allocator
         Task {
-            let results = await Recovery.fetch(channels, after: resume, broker: broker, allocator: allocator)
+            let results = await Recovery.fetch(channels, after: resume, reader: reader, ticket: ticket, allocator: allocator)
             session.eventLoop.execute {
                 let session = session.value
                 session.startStreaming()
                 guard session.state == .streaming, let writer = session.writer else { return }
+                if let failure = results.lazy.compactMap(\.failure).first(where: { $0.code == .brokerUnavailable }) {
+                    writer.write(NIOAny(SSEWire.commentChunk("recovery failed: \(failure.code.rawValue): \(failure.message); reconnect with the same Last-Event-ID", allocator: session.allocator)), promise: nil)
+                    return session.closeForShutdown()
+                }
                 // Several channels: their recovered messages interleave by offset, as they were published.
                 var messages: [Delivery] = []
                 for result in results { messages += session.recovery.finish(result, resumeFrom: resume.offset(for: result.channel)) }
@@ -218,6 +233,8 @@ final class SSESession: ChannelInboundHandler, FanoutSubscriber {
 
     private func tearDown() {
         guard context != nil else { return }
+        if let historyTicket { gateway.historyReader.cancel(historyTicket) }
+        historyTicket = nil
         state = .closed
         channels.removeAll(session: self)
         hub.unregister(self)

@@ -32,6 +32,8 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var lastInbound = NIODeadline.now()
     private var pingSentAt: NIODeadline?
     private var recovery = RecoveryGate()
+    /// The recoveries under way, cancelled when the connection goes.
+    private var recoveryTickets: [HistoryReadTicket] = []
     private var publishRate: PublishRateLimiter
     /// Who the upgrade request authenticated as; replaced (same user) by a `refresh` op.
     private var principal: Principal
@@ -86,6 +88,8 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     private func tearDown() {
         guard self.context != nil else { return }
+        for ticket in recoveryTickets { gateway.historyReader.cancel(ticket) }
+        recoveryTickets = []
         channels.removeAll(session: self)
         hub.unregister(self)
         gateway.metrics.webSocketConnections.decrement()
@@ -361,19 +365,23 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private func recover(_ fresh: [ChannelName], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?) {
         guard let context else { return }
         let session = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let broker = gateway.broker
+        let reader = gateway.historyReader
+        let ticket = reader.makeTicket()
+        recoveryTickets.append(ticket)
         let allocator = context.channel.allocator
         Task {
-            let results = await Recovery.fetch(fresh, after: resume, broker: broker, allocator: allocator)
+            let results = await Recovery.fetch(fresh, after: resume, reader: reader, ticket: ticket, allocator: allocator)
             session.eventLoop.execute {
-                session.value.finishRecovery(results, requested: requested, from: resume, requestID: id)
+                session.value.finishRecovery(results, requested: requested, from: resume, requestID: id, ticket: ticket)
             }
         }
     }
 
-    private func finishRecovery(_ results: [RecoveredChannel], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?) {
+    private func finishRecovery(_ results: [RecoveredChannel], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?, ticket: HistoryReadTicket) {
+        recoveryTickets.removeAll { $0 === ticket }
         let recovered = results.allSatisfy(\.recovered)
-        reply(id: id, result: Self.subscribeResult(requested, epoch: gateway.broker.epoch, recovered: recovered))
+        let failure = results.lazy.compactMap(\.failure).first
+        reply(id: id, result: Self.subscribeResult(requested, epoch: gateway.broker.epoch, recovered: recovered, failure: failure))
         guard !closing, let writer else { return }
         for result in results {
             let messages = recovery.finish(result, resumeFrom: resume.offset(for: result.channel))
@@ -384,9 +392,14 @@ final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         writer.flush()
     }
 
-    private static func subscribeResult(_ channels: [ChannelName], epoch: String, recovered: Bool?) -> String {
+    /// `failure`: why the history could not be read, as `"recovery_error":{"code":…,"message":…}`
+    /// beside `"recovered":false`.
+    private static func subscribeResult(_ channels: [ChannelName], epoch: String, recovered: Bool?, failure: StormError? = nil) -> String {
         var result = "{\"channels\":[" + channels.map { JSONWriter.quoted($0.rawValue) }.joined(separator: ",") + "],\"epoch\":" + JSONWriter.quoted(epoch)
         if let recovered { result += ",\"recovered\":\(recovered)" }
+        if let failure {
+            result += ",\"recovery_error\":{\"code\":" + JSONWriter.quoted(failure.code.rawValue) + ",\"message\":" + JSONWriter.quoted(failure.message) + "}"
+        }
         return result + "}"
     }
 

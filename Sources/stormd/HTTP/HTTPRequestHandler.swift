@@ -206,7 +206,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func readiness(context: ChannelHandlerContext, head: HTTPRequestHead) {
         if gateway.state.isDraining {
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
-        } else if let reason = gateway.broker.unavailableReason {
+        } else if let reason = gateway.broker.unavailableReason ?? gateway.historyReader.unavailableReason {
             respond(context: context, head: head, error: StormError(.brokerUnavailable, reason))
         } else {
             // The gateway serves whatever its helpers' state: presence and the history consumer are

@@ -28,12 +28,14 @@ enum HistoryRoutes {
             return eventLoop.makeFailedFuture(error)
         }
         let (channel, since, limit) = request
-        let broker = gateway.broker
+        let reader = gateway.historyReader
+        let ticket = reader.makeTicket()
         let store = gateway.historyStore
         let promise = eventLoop.makePromise(of: ByteBuffer.self)
         Task {
             do {
-                var history = try await broker.history(of: channel, after: since, limit: limit)
+                // The bounded reader recovery uses: a deadline, and a place in its bounded line.
+                var history = try await reader.read(channel, after: since, limit: limit, ticket: ticket)
                 if since < history.lostUpTo, let store {
                     // Older than the stream keeps: PostgreSQL has it (the consumer copied it there).
                     let rows = try await store.history(channel: channel, after: Int64(since), limit: limit)

@@ -21,7 +21,6 @@ enum PresenceRoutes {
         var body: ByteBuffer
     }
 
-    static let presenceUnavailable = StormError.Code(rawValue: "presence_unavailable")
 
     /// Whether `path` belongs to this API (the router hands it every such request).
     static func handles(_ path: String) -> Bool { path.hasPrefix("/api/v1/") }
@@ -32,6 +31,11 @@ enum PresenceRoutes {
             RequestTarget.percentDecode($0)
         }
         let tracker = gateway.presence
+        // Degraded (the store is down) or resyncing (just reconnected, this gateway's entries not yet
+        // rewritten): a read now would answer a wrong list with 200, so answer 503 until it is whole.
+        if (parts.first == "gateways" || parts.last == "presence" || parts.last == "presence-stats"), let reason = tracker.unavailableReason {
+            return eventLoop.makeFailedFuture(StormError(.presenceUnavailable, reason))
+        }
         switch (parts.count, parts.first, parts.last) {
         case (1, "gateways", _):
             guard method == .GET || method == .HEAD else { return notAllowed(method, target, on: eventLoop) }
@@ -105,7 +109,7 @@ enum PresenceRoutes {
         }
         let reason = (error as? StormError)?.message ?? "\(error)"
         let storm = StormError(
-            presenceUnavailable,
+            .presenceUnavailable,
             "presence store \(store.endpointDescription) is unavailable (\(reason)); messages still flow, presence returns when the store does")
         return Answer(status: .serviceUnavailable, body: ByteBuffer(string: storm.jsonBody + "\n"))
     }

@@ -41,6 +41,14 @@ final class GatewayMetrics: Sendable {
     /// `storm_publish_refused_total{reason="storage_full"}`: publishes JetStream refused for lack of room.
     let publishRefusedStorageFull: Prometheus.Counter
     private let clientErrors: [StormError.Code: Prometheus.Counter]
+    /// `storm_recovery_reads_total{outcome}`: history reads (recovery and the HTTP history route) by outcome.
+    private let recoveryReadsOK: Prometheus.Counter
+    private let recoveryReadsCancelled: Prometheus.Counter
+    private let recoveryReadsTimeout: Prometheus.Counter
+    private let recoveryReadsRefused: Prometheus.Counter
+    private let recoveryReadsError: Prometheus.Counter
+    /// `storm_recovery_reads_in_flight`: history reads running against the broker now.
+    let recoveryReadsInFlight: Gauge
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
     /// < 100 ms) sit in the dense middle.
@@ -95,6 +103,17 @@ final class GatewayMetrics: Sendable {
             errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")
         }
         clientErrors = errors
+        func reads(_ outcome: HistoryReader.Outcome) -> Prometheus.Counter {
+            r.makeCounter(
+                name: "storm_recovery_reads_total", labels: [("outcome", outcome.rawValue)],
+                help: "History reads for recovery and the history API, by outcome (ok; cancelled: the connection went; timeout; refused: too many in flight; error).")
+        }
+        recoveryReadsOK = reads(.ok)
+        recoveryReadsCancelled = reads(.cancelled)
+        recoveryReadsTimeout = reads(.timeout)
+        recoveryReadsRefused = reads(.refused)
+        recoveryReadsError = reads(.error)
+        recoveryReadsInFlight = r.makeGauge(name: "storm_recovery_reads_in_flight", help: "History reads running against the broker now.")
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
     }
 
@@ -104,6 +123,16 @@ final class GatewayMetrics: Sendable {
     /// once by the gateway's `Authenticator`.
     func authFailureCounter(reason: String) -> AuthCounter {
         registry.makeCounter(name: "storm_auth_failures_total", labels: [("reason", reason)], help: "Tokens refused (or missing where required), by reason.")
+    }
+
+    func recoveryReads(_ outcome: HistoryReader.Outcome) -> Prometheus.Counter {
+        switch outcome {
+        case .ok: recoveryReadsOK
+        case .cancelled: recoveryReadsCancelled
+        case .timeout: recoveryReadsTimeout
+        case .refused: recoveryReadsRefused
+        case .error: recoveryReadsError
+        }
     }
 
     func countClientError(_ code: StormError.Code) {

@@ -48,6 +48,8 @@ final class PresenceTracker: Sendable {
     private let local = NIOLockedValueBox(Local())
     private let wake = DispatchSemaphore(value: 0)
     private let connected = NIOLockedValueBox(false)
+    /// Connected and a full resync written since the last (re)connect: reads are the truth again.
+    private let synced = NIOLockedValueBox(false)
     private let events: AsyncStream<(ChannelName, [UInt8])>.Continuation
     private let eventStream: AsyncStream<(ChannelName, [UInt8])>
     private let lifecycle = NIOLockedValueBox(Lifecycle())
@@ -317,10 +319,28 @@ final class PresenceTracker: Sendable {
 
     // MARK: State for the API
 
-    /// `ok`, or `degraded` while the store cannot be written (Redis down): `/readyz` reports it.
-    var health: String { isDegraded ? "degraded" : "ok" }
+    /// `ok`; `degraded` while the store cannot be written (Redis down); `resyncing` once it is
+    /// reachable again until this gateway's entries are all rewritten. `/readyz` reports it.
+    var health: String {
+        guard isDegraded else { return "ok" }
+        return connected.withLockedValue { $0 } ? "resyncing" : "degraded"
+    }
 
-    var isDegraded: Bool { !connected.withLockedValue { $0 } && lifecycle.withLockedValue { $0.started } }
+    /// Not whole: the store is down, or reconnected and not yet fully rewritten by this gateway.
+    /// (The in-memory store is this process: it is whole as soon as it is connected.)
+    var isDegraded: Bool {
+        guard lifecycle.withLockedValue({ $0.started }) else { return false }
+        return store.isShared ? !synced.withLockedValue { $0 } : !connected.withLockedValue { $0 }
+    }
+
+    /// Why presence reads would not be the truth now (the presence API answers 503 with it), or nil.
+    var unavailableReason: String? {
+        switch health {
+        case "degraded": return "presence store \(store.endpointDescription) is unavailable; messages still flow, presence returns when the store does"
+        case "resyncing": return "presence store \(store.endpointDescription) is back and this gateway is rewriting its entries; retry in a moment"
+        default: return nil
+        }
+    }
 
     /// Connections this gateway tracks (tests, diagnostics).
     var localClientCount: Int { local.withLockedValue { $0.clients.count } }
@@ -392,6 +412,7 @@ final class PresenceTracker: Sendable {
 
     private func setConnected(_ value: Bool) {
         connected.withLockedValue { $0 = value }
+        if !value { synced.withLockedValue { $0 = false } }
         metrics.redisConnected.set(Int64(value && store.isShared ? 1 : 0))
     }
 
@@ -431,6 +452,7 @@ final class PresenceTracker: Sendable {
                     try store.connect()
                     isConnected = true
                     needsResync = true
+                    synced.withLockedValue { $0 = false }
                     setConnected(true)
                     if loggedDown { logger.notice("presence store reachable again: re-registering every connection", metadata: ["storm.presence": "\(store.endpointDescription)"]) }
                     loggedDown = false
@@ -516,10 +538,14 @@ final class PresenceTracker: Sendable {
                             if known.entries[channel]?.isEmpty == true { known.entries[channel] = nil }
                         }
                         for (user, count) in batch.userCounts where count == 0 { known.users.remove(user) }
-                        if resync { needsResync = false }
+                        if resync {
+                            needsResync = false
+                            synced.withLockedValue { $0 = true }
+                        }
                         if outcome.registrationWasMissing, !resync, stopMode == nil {
                             logger.notice("this gateway's presence registration was missing (Redis restarted or a heartbeat was late): writing everything again")
                             needsResync = true
+                            synced.withLockedValue { $0 = false }
                             again = true
                         }
                     } catch {

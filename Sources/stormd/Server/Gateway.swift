@@ -77,7 +77,7 @@ final class Gateway: Service, Sendable {
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
-            requestPolicy: configuration.requestPolicy)
+            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -122,9 +122,15 @@ final class Gateway: Service, Sendable {
     private func drain() async {
         guard !context.state.isDraining else { return }
         context.state.beginDraining()
+        // Idle keep-alive HTTP connections close now, and a request in flight is answered with
+        // `Connection: close` and its connection closed after it (NIO's HTTPServerPipelineHandler
+        // quiescing): no request can arrive on them later only to be cut without an answer at the end
+        // of the drain. WebSocket and SSE connections ignore the event; the hubs close them next.
+        for channel in connections.withLockedValue({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
+        }
         for hub in hubs { _ = try? await hub.closeAll().get() }
-        // Give in-flight publishes and the close frames a moment, then cut what is left (idle keep-alive
-        // HTTP connections among them).
+        // Give in-flight requests, publishes and the close frames a moment, then cut what is left.
         let deadline = ContinuousClock.now + .seconds(configuration.drainSeconds)
         while ContinuousClock.now < deadline, !connections.withLockedValue({ $0.isEmpty }) {
             try? await Task.sleep(for: .milliseconds(20))
