@@ -41,6 +41,12 @@ final class GatewayMetrics: Sendable {
     /// `storm_publish_refused_total{reason="storage_full"}`: publishes JetStream refused for lack of room.
     let publishRefusedStorageFull: Prometheus.Counter
     private let clientErrors: [StormError.Code: Prometheus.Counter]
+    /// `storm_connections_refused_total{reason}`: connections refused at accept, by `ConnectionRefusal`.
+    private let connectionsRefused: [ConnectionAdmission.ConnectionRefusal: Prometheus.Counter]
+    /// `storm_connections_timed_out_total{reason="header"|"idle"}`: HTTP connections closed by
+    /// `--header-timeout` and `--idle-timeout`.
+    let headerTimeouts: Prometheus.Counter
+    let idleTimeouts: Prometheus.Counter
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
     /// < 100 ms) sit in the dense middle.
@@ -52,7 +58,7 @@ final class GatewayMetrics: Sendable {
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
         .protocolViolation, .brokerUnavailable, .storageFull, .unauthorized, .forbidden, .rateLimited, .originNotAllowed, .hostNotAllowed,
-        .unsupportedMediaType, .unsupportedWebSocketVersion,
+        .unsupportedMediaType, .unsupportedWebSocketVersion, .tooManyConnections, .connectRateLimited, .requestTimeout,
     ]
 
     init(instanceID: String) {
@@ -95,6 +101,15 @@ final class GatewayMetrics: Sendable {
             errors[code] = r.makeCounter(name: "storm_client_errors_total", labels: [("code", code.rawValue)], help: "Errors answered to clients, by code.")
         }
         clientErrors = errors
+        var refused: [ConnectionAdmission.ConnectionRefusal: Prometheus.Counter] = [:]
+        for reason in ConnectionAdmission.ConnectionRefusal.allCases {
+            refused[reason] = r.makeCounter(
+                name: "storm_connections_refused_total", labels: [("reason", reason.rawValue)],
+                help: "Connections refused at accept, by reason (max_connections: past --max-connections; max_connections_per_ip; connect_rate: past --connect-rate-per-ip).")
+        }
+        connectionsRefused = refused
+        headerTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "header")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
+        idleTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "idle")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
     }
 
@@ -104,6 +119,10 @@ final class GatewayMetrics: Sendable {
     /// once by the gateway's `Authenticator`.
     func authFailureCounter(reason: String) -> AuthCounter {
         registry.makeCounter(name: "storm_auth_failures_total", labels: [("reason", reason)], help: "Tokens refused (or missing where required), by reason.")
+    }
+
+    func countRefusal(_ reason: ConnectionAdmission.ConnectionRefusal) {
+        connectionsRefused[reason]?.increment()
     }
 
     func countClientError(_ code: StormError.Code) {
