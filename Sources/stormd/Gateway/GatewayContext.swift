@@ -22,15 +22,18 @@ final class GatewayContext: Sendable {
     let historyStore: (any HistoryStore)?
     /// Host and Origin checks of every HTTP request, upgrades and event streams included.
     let requestPolicy: RequestPolicy
+    /// `--max-connections-per-ip`, `--connect-rate-per-ip` and the timeouts, for refusal messages.
+    let connectionLimits: ConnectionLimits
     /// The history consumer running beside the gateway (`--role all`), for `/readyz`.
     let consumer = NIOLockedValueBox<HistoryConsumer?>(nil)
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
         logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil,
-        requestPolicy: RequestPolicy = RequestPolicy()
+        requestPolicy: RequestPolicy = RequestPolicy(), connectionLimits: ConnectionLimits = ConnectionLimits()
     ) {
         self.requestPolicy = requestPolicy
+        self.connectionLimits = connectionLimits
         self.connectionIDs = connectionIDs
         self.historyStore = historyStore
         self.router = router
