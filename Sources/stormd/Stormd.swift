@@ -194,6 +194,24 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Listen backlog. [STORM_BACKLOG, default 4096]", valueName: "n"))
     var backlog: String?
 
+    @Option(help: ArgumentHelp("Connections this process holds; past it only /healthz, /readyz and /metrics are answered (a reserve of 32), others get 503 too_many_connections. Clamped to the open-files limit minus 256. [STORM_MAX_CONNECTIONS, default auto: that bound]", valueName: "n|auto"))
+    var maxConnections: String?
+
+    @Option(help: ArgumentHelp("Connections one source address may hold; past it, 503 too_many_connections. 0 is unlimited. [STORM_MAX_CONNECTIONS_PER_IP, default 1000]", valueName: "n"))
+    var maxConnectionsPerIp: String?
+
+    @Option(help: ArgumentHelp("New connections per second one source address may open (burst as many); past it, 503 connect_rate_limited with Retry-After. 0 is off. [STORM_CONNECT_RATE_PER_IP, default 200]", valueName: "n"))
+    var connectRatePerIp: String?
+
+    @Option(help: ArgumentHelp("Apply --max-connections-per-ip and --connect-rate-per-ip to loopback clients too (a proxy on the same host makes every client 127.0.0.1). [STORM_LIMIT_LOOPBACK, default off]", valueName: "on|off"))
+    var limitLoopback: String?
+
+    @Option(help: ArgumentHelp("Time a connection has to send a complete request head; then 408 and close. [STORM_HEADER_TIMEOUT, default 10s]", valueName: "duration"))
+    var headerTimeout: String?
+
+    @Option(help: ArgumentHelp("Time a kept-alive HTTP connection may stay silent before its next request (or upgrade); WebSocket and SSE sessions use their ping/heartbeat. [STORM_IDLE_TIMEOUT, default 60s]", valueName: "duration"))
+    var idleTimeout: String?
+
     @Option(help: ArgumentHelp("Seconds shutdown waits for clients to close. [STORM_DRAIN_TIMEOUT, default 5]", valueName: "seconds"))
     var drainTimeout: String?
 
@@ -301,6 +319,8 @@ struct StormdOptions: ParsableArguments {
             .clientBuffer: clientBuffer, .maxChannels: maxChannelsPerConnection, .maxGatewayChannels: maxChannels,
             .clientPublishRate: clientPublishRate, .wsPingInterval: wsPingInterval,
             .sseHeartbeat: sseHeartbeat, .flushInterval: flushInterval, .maxFlushInterval: maxFlushInterval, .eventLoops: eventLoops, .backlog: backlog,
+            .maxConnections: maxConnections, .maxConnectionsPerIP: maxConnectionsPerIp, .connectRatePerIP: connectRatePerIp, .limitLoopback: limitLoopback,
+            .headerTimeout: headerTimeout, .idleTimeout: idleTimeout,
             .drainTimeout: drainTimeout, .logLevel: logLevel, .logFormat: logFormat, .otlpEndpoint: otlpEndpoint, .workers: workers, .webUI: webUi, .jetStream: jetstream,
             .streamReplicas: streamReplicas, .streamMaxBytes: streamMaxBytes, .streamMaxMessages: streamMaxMessages,
             .streamMaxAge: streamMaxAge, .streamDiscard: streamDiscard, .streamUpdate: streamUpdate ? "on" : nil,
@@ -349,6 +369,12 @@ extension GatewayConfiguration {
         max-flush-interval = \(limits.effectiveMaxFlushDelay.nanoseconds / 1_000_000)ms
         event-loops = \(eventLoops)
         backlog = \(backlog)
+        max-connections = \(connections.maxConnections.map(String.init) ?? "auto")  # applied: \(connections.effectiveMaxConnections(openFilesLimit: ResourceLimits.openFilesLimit(raised: true)))
+        max-connections-per-ip = \(connections.maxConnectionsPerIP)
+        connect-rate-per-ip = \(connections.connectRatePerIP)
+        limit-loopback = \(connections.limitLoopback ? "on" : "off")
+        header-timeout = \(connections.headerTimeout.nanoseconds / 1_000_000)ms
+        idle-timeout = \(connections.idleTimeout.nanoseconds / 1_000_000)ms
         drain-timeout = \(drainSeconds)
         log-level = \(logLevel)
         log-format = \(logFormat.rawValue)

@@ -47,6 +47,15 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// transient like `broker_unavailable`: retrying helps only once an operator made room. HTTP 507;
         /// on a WebSocket an error reply (close 1013, try again later, if it ends the connection).
         public static let storageFull = Code(rawValue: "storage_full")
+        /// The gateway holds as many connections as it takes: `--max-connections` for the process (past
+        /// it only `/healthz`, `/readyz` and `/metrics` are answered) or `--max-connections-per-ip` for
+        /// the client's address. HTTP 503 with `Retry-After`; the connection is closed.
+        public static let tooManyConnections = Code(rawValue: "too_many_connections")
+        /// The client's address opens connections faster than `--connect-rate-per-ip`: back off for
+        /// `Retry-After` seconds. HTTP 503; the connection is closed.
+        public static let connectRateLimited = Code(rawValue: "connect_rate_limited")
+        /// The request head did not arrive within `--header-timeout`. HTTP 408; the connection is closed.
+        public static let requestTimeout = Code(rawValue: "request_timeout")
 
         /// The history store (PostgreSQL) cannot be reached or refuses writes: the consumer's `/readyz`
         /// during a PostgreSQL outage. Transient; HTTP 503.
@@ -72,7 +81,8 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .rateLimited: return 429
             case .notFound: return 404
             case .methodNotAllowed: return 405
-            case .brokerUnavailable, .shuttingDown, .connection, .storeUnavailable, .catchingUp, .presenceUnavailable: return 503
+            case .brokerUnavailable, .shuttingDown, .connection, .storeUnavailable, .catchingUp, .presenceUnavailable, .tooManyConnections, .connectRateLimited: return 503
+            case .requestTimeout: return 408
             case .storageFull: return 507
             default: return 500
             }
@@ -89,7 +99,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .unauthorized: return 4001
             case .forbidden: return 4003
             case .shuttingDown: return 1001
-            case .storageFull: return 1013
+            case .storageFull, .tooManyConnections, .connectRateLimited: return 1013
             default: return 1011
             }
         }

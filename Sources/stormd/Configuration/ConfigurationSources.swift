@@ -17,6 +17,12 @@ enum Setting: String, CaseIterable, Sendable {
     case maxFlushInterval = "max-flush-interval"
     case eventLoops = "event-loops"
     case backlog
+    case maxConnections = "max-connections"
+    case maxConnectionsPerIP = "max-connections-per-ip"
+    case connectRatePerIP = "connect-rate-per-ip"
+    case limitLoopback = "limit-loopback"
+    case headerTimeout = "header-timeout"
+    case idleTimeout = "idle-timeout"
     case drainTimeout = "drain-timeout"
     case logLevel = "log-level"
     case logFormat = "log-format"

@@ -28,6 +28,9 @@ struct GatewayConfiguration: Sendable {
     var eventLoops = System.coreCount
     /// `--backlog N` (`STORM_BACKLOG`), default 4096: the accept queue, sized for connection ramps.
     var backlog = 4096
+    /// `--max-connections`, `--max-connections-per-ip`, `--connect-rate-per-ip`, `--header-timeout`,
+    /// `--idle-timeout`: see `ConnectionLimits`.
+    var connections = ConnectionLimits()
     /// `--drain-timeout SECONDS` (`STORM_DRAIN_TIMEOUT`), default 5: how long shutdown waits for clients.
     var drainSeconds = 5
     /// `--log-level` (`STORM_LOG_LEVEL`), default `info`.
@@ -108,6 +111,7 @@ struct GatewayConfiguration: Sendable {
         }
         if let value = sources.value(.eventLoops) { eventLoops = try Self.parseInt(value, range: 1...256) }
         if let value = sources.value(.backlog) { backlog = try Self.parseInt(value, range: 1...65_535) }
+        try loadConnectionLimits(from: sources)
         if let value = sources.value(.drainTimeout) { drainSeconds = try Self.parseInt(value, range: 0...3600) }
         if let value = sources.value(.logLevel) {
             let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
@@ -154,6 +158,19 @@ struct GatewayConfiguration: Sendable {
     /// The Host and Origin checks every request passes (docs/security.md).
     var requestPolicy: RequestPolicy {
         RequestPolicy(hosts: HostPolicy(listenIsLoopback: listen.isLoopback, allowedHosts: allowedHosts), origins: allowedOrigins)
+    }
+
+    /// `--max-connections` (`auto` or a number; clamped below the open-files limit when applied),
+    /// `--max-connections-per-ip` and `--connect-rate-per-ip` (0: unlimited), the two timeouts.
+    private mutating func loadConnectionLimits(from sources: ConfigurationSources) throws(StormError) {
+        if let value = sources.value(.maxConnections) {
+            connections.maxConnections = value.value.lowercased() == "auto" ? nil : try Self.parseInt(value, range: 1...10_000_000)
+        }
+        if let value = sources.value(.maxConnectionsPerIP) { connections.maxConnectionsPerIP = try Self.parseInt(value, range: 0...10_000_000) }
+        if let value = sources.value(.connectRatePerIP) { connections.connectRatePerIP = try Self.parseInt(value, range: 0...1_000_000) }
+        if let value = sources.value(.limitLoopback) { connections.limitLoopback = try Self.parseSwitch(value) }
+        if let value = sources.value(.headerTimeout) { connections.headerTimeout = try Self.parseDuration(value, range: .milliseconds(100)...TimeAmount.hours(1)) }
+        if let value = sources.value(.idleTimeout) { connections.idleTimeout = try Self.parseDuration(value, range: .milliseconds(100)...TimeAmount.hours(24)) }
     }
 
     /// The `--stream-*` settings; a cap of -1 (or `unlimited`) means none.

@@ -24,16 +24,20 @@ final class GatewayContext: Sendable {
     let requestPolicy: RequestPolicy
     /// Bounded, cancellable history reads: recovery and the HTTP history route.
     let historyReader: HistoryReader
+    /// `--max-connections-per-ip`, `--connect-rate-per-ip` and the timeouts, for refusal messages.
+    let connectionLimits: ConnectionLimits
     /// The history consumer running beside the gateway (`--role all`), for `/readyz`.
     let consumer = NIOLockedValueBox<HistoryConsumer?>(nil)
 
     init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
         logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil,
-        requestPolicy: RequestPolicy = RequestPolicy(), historyReads: HistoryReaderConfiguration = HistoryReaderConfiguration()
+        requestPolicy: RequestPolicy = RequestPolicy(), historyReads: HistoryReaderConfiguration = HistoryReaderConfiguration(),
+        connectionLimits: ConnectionLimits = ConnectionLimits()
     ) {
         self.historyReader = HistoryReader(broker: broker, configuration: historyReads, metrics: metrics)
         self.requestPolicy = requestPolicy
+        self.connectionLimits = connectionLimits
         self.connectionIDs = connectionIDs
         self.historyStore = historyStore
         self.router = router

@@ -33,10 +33,20 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The current request's id: the client's `X-Request-Id` when it is a sane token, else a new one.
     /// Answered as `X-Request-Id`.
     private var requestID: String?
+    /// What the connection gate decided at accept: a refused connection has its first request answered
+    /// with the refusal; a probe-only one gets only `/healthz`, `/readyz` and `/metrics`.
+    private let admission: ConnectionAdmission
+    /// `--header-timeout` and `--idle-timeout`, told about heads and responses.
+    private let deadlines: RequestDeadlineHandler?
 
-    init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil) {
+    /// The paths a probe-only connection (past `--max-connections`) may ask.
+    static let probePaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
+
+    init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil, admission: ConnectionAdmission = .admitted, deadlines: RequestDeadlineHandler? = nil) {
         self.gateway = gateway
         self.hub = hub
+        self.admission = admission
+        self.deadlines = deadlines
         let connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
         self.connectionID = connectionID
         var logger = gateway.logger
@@ -55,7 +65,13 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         switch (Self.unwrapInboundIn(data), state) {
         case (.head(let head), .idle):
             beginRequest(head)
+            deadlines?.headReceived()
             let target = RequestTarget(head.uri)
+            if let (error, retryAfter) = refusal(path: target.path) {
+                respond(context: context, head: head, error: error, headers: [("Retry-After", String(retryAfter))], closing: true)
+                state = .closing(dropped: 0)
+                return
+            }
             if case .refuse(let error) = gateway.requestPolicy.evaluate(head) {
                 return refuseFromHead(context: context, head: head, error: error)
             }
@@ -89,6 +105,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             break
         case (.end, .answered):
             state = .idle
+            deadlines?.responseDone()
         case (.body(let chunk), .closing(let dropped)):
             // Lingering only lets the client read the answer: a client that keeps sending after it is
             // cut off rather than read, whatever the body's size.
@@ -119,6 +136,43 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // Upgraded to a WebSocket or handed to an event stream: their ping and heartbeat take over.
+        deadlines?.stop()
+    }
+
+    /// The refusal (and its `Retry-After` seconds) the gate's decision means for a request to `path`.
+    private func refusal(path: String) -> (StormError, Int)? {
+        switch admission {
+        case .admitted, .closeNow:
+            return nil
+        case .probesOnly:
+            guard !Self.probePaths.contains(path) else { return nil }
+            gateway.metrics.countRefusal(.maxConnections)
+            return (Self.refusalError(.maxConnections, limits: gateway.connectionLimits), 1)
+        case .refused(let reason, let retryAfter):
+            return (Self.refusalError(reason, limits: gateway.connectionLimits), retryAfter)
+        }
+    }
+
+    /// The error a refused connection is answered with; the message names the limit and its flag.
+    static func refusalError(_ reason: ConnectionAdmission.ConnectionRefusal, limits: ConnectionLimits) -> StormError {
+        switch reason {
+        case .maxConnections:
+            return StormError(
+                .tooManyConnections,
+                "the gateway holds as many connections as it takes (--max-connections); only /healthz, /readyz and /metrics are answered until some close: retry later, or on another gateway")
+        case .maxConnectionsPerIP:
+            return StormError(
+                .tooManyConnections,
+                "this address holds \(limits.maxConnectionsPerIP) connections already, the limit per source address (--max-connections-per-ip): close some, or raise the limit")
+        case .connectRate:
+            return StormError(
+                .connectRateLimited,
+                "this address opens connections faster than \(limits.connectRatePerIP) per second (--connect-rate-per-ip): back off for Retry-After seconds, then reconnect")
+        }
+    }
+
     /// Whether the request announced a body (a non-zero `Content-Length`, or chunked).
     private static func hasBody(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0 != "0" }
@@ -145,6 +199,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             if page.status == .methodNotAllowed { gateway.metrics.countClientError(.methodNotAllowed) }
             WebUI.write(page, to: context, keepAlive: head.isKeepAlive)
             state = .idle
+            if head.isKeepAlive { deadlines?.responseDone() }
             return
         }
         // Everything but the probes, metrics and the page needs a principal: a valid token, or no token
@@ -300,6 +355,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
         HTTPResponder.respond(context: context, status: status, contentType: contentType, body: head.method == .HEAD ? ByteBuffer() : body, keepAlive: head.isKeepAlive, requestID: requestID)
         logRequest(head, status: status.code)
         state = .idle
+        if head.isKeepAlive { deadlines?.responseDone() }
     }
 
     /// One debug line per request: method, path (never the query, which may hold `?token=`) and status.
@@ -319,6 +375,7 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             context: context, error: stormError, after: closing ? .lingeringClose : (head.isKeepAlive ? .keepAlive : .close), requestID: requestID, headers: headers)
         logRequest(head, status: UInt(stormError.code.httpStatus), error: stormError)
         state = .idle
+        if head.isKeepAlive, !closing { deadlines?.responseDone() }
     }
 }
 

@@ -49,6 +49,12 @@ final class GatewayMetrics: Sendable {
     private let recoveryReadsError: Prometheus.Counter
     /// `storm_recovery_reads_in_flight`: history reads running against the broker now.
     let recoveryReadsInFlight: Gauge
+    /// `storm_connections_refused_total{reason}`: connections refused at accept, by `ConnectionRefusal`.
+    private let connectionsRefused: [ConnectionAdmission.ConnectionRefusal: Prometheus.Counter]
+    /// `storm_connections_timed_out_total{reason="header"|"idle"}`: HTTP connections closed by
+    /// `--header-timeout` and `--idle-timeout`.
+    let headerTimeouts: Prometheus.Counter
+    let idleTimeouts: Prometheus.Counter
 
     /// Latency buckets in seconds, from 0.25 ms to 10 s: the SLOs (publish p95 < 50 ms, fan-out p95
     /// < 100 ms) sit in the dense middle.
@@ -60,7 +66,7 @@ final class GatewayMetrics: Sendable {
     static let countedClientErrors: [StormError.Code] = [
         .badRequest, .invalidChannel, .messageTooLarge, .notFound, .methodNotAllowed, .tooManyChannels,
         .protocolViolation, .brokerUnavailable, .storageFull, .unauthorized, .forbidden, .rateLimited, .originNotAllowed, .hostNotAllowed,
-        .unsupportedMediaType, .unsupportedWebSocketVersion,
+        .unsupportedMediaType, .unsupportedWebSocketVersion, .tooManyConnections, .connectRateLimited, .requestTimeout,
     ]
 
     init(instanceID: String) {
@@ -114,6 +120,15 @@ final class GatewayMetrics: Sendable {
         recoveryReadsRefused = reads(.refused)
         recoveryReadsError = reads(.error)
         recoveryReadsInFlight = r.makeGauge(name: "storm_recovery_reads_in_flight", help: "History reads running against the broker now.")
+        var refused: [ConnectionAdmission.ConnectionRefusal: Prometheus.Counter] = [:]
+        for reason in ConnectionAdmission.ConnectionRefusal.allCases {
+            refused[reason] = r.makeCounter(
+                name: "storm_connections_refused_total", labels: [("reason", reason.rawValue)],
+                help: "Connections refused at accept, by reason (max_connections: past --max-connections; max_connections_per_ip; connect_rate: past --connect-rate-per-ip).")
+        }
+        connectionsRefused = refused
+        headerTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "header")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
+        idleTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "idle")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
     }
 
@@ -133,6 +148,10 @@ final class GatewayMetrics: Sendable {
         case .refused: recoveryReadsRefused
         case .error: recoveryReadsError
         }
+    }
+
+    func countRefusal(_ reason: ConnectionAdmission.ConnectionRefusal) {
+        connectionsRefused[reason]?.increment()
     }
 
     func countClientError(_ code: StormError.Code) {

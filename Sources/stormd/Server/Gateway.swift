@@ -26,6 +26,9 @@ final class Gateway: Service, Sendable {
     private let serverChannel = NIOLockedValueBox<(any Channel)?>(nil)
     private let connections = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
     private let logger: Logger
+    /// Connection counts and the decisions at accept (`--max-connections`, per address, connect rate),
+    /// shared by every event loop.
+    private let gate: NIOLockedValueBox<ConnectionGate>
     /// The PostgreSQL client of the users/channels store, when `--postgres` is set and none was given.
     private let authPostgres: PostgresClient?
 
@@ -38,6 +41,7 @@ final class Gateway: Service, Sendable {
     ) {
         self.configuration = configuration
         self.logger = logger
+        self.gate = NIOLockedValueBox(ConnectionGate(limits: configuration.connections, openFilesLimit: ResourceLimits.openFilesLimit()))
         let ids = MessageIDGenerator()
         self.ids = ids
         if let group {
@@ -77,7 +81,7 @@ final class Gateway: Service, Sendable {
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
-            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads)
+            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -149,7 +153,14 @@ final class Gateway: Service, Sendable {
 
     private func makeBootstrap() -> ServerBootstrap {
         let limits = configuration.limits
+        let logger = logger
         return ServerBootstrap(group: group)
+            // At the open-files limit accepts fail; AcceptBackoff pauses them instead of spinning.
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(logger: logger), name: "AcceptBackoff")
+                }
+            }
             .serverChannelOption(.backlog, value: Int32(configuration.backlog))
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.socket(SocketOptionLevel(SOL_SOCKET), SocketOptionName(SO_REUSEPORT)), value: 1)
@@ -171,13 +182,35 @@ final class Gateway: Service, Sendable {
         guard let hub = context.router.hub(for: channel.eventLoop) else {
             throw StormError(.internalError, "connection on an event loop that has no hub")
         }
+        let address = channel.remoteAddress?.ipAddress
+        let outcome = gate.withLockedValue { $0.admit(address: address, now: .now()) }
+        let admission = outcome.admission
+        if outcome.limitReached {
+            logger.warning(
+                "connection limit reached: new connections get only /healthz, /readyz and /metrics (others 503 too_many_connections) until some close",
+                metadata: ["storm.max_connections": "\(gate.withLockedValue { $0.maxConnections })"])
+        }
+        switch admission {
+        case .closeNow:
+            context.metrics.countRefusal(.maxConnections)
+            // Failing the initializer closes the connection; past the probe reserve there is no answer.
+            throw StormError(.tooManyConnections, "past --max-connections and its probe reserve")
+        case .refused(let reason, _):
+            context.metrics.countRefusal(reason)
+        case .admitted, .probesOnly:
+            break
+        }
+        channel.closeFuture.whenComplete { _ in self.gate.withLockedValue { $0.release(address: address, admission: admission) } }
+        let connectionLimits = configuration.connections
+        let headerTimeout = admission == .admitted ? connectionLimits.headerTimeout : min(connectionLimits.headerTimeout, ConnectionLimits.refusedHeaderTimeout)
+        let deadlines = RequestDeadlineHandler(headerTimeout: headerTimeout, idleTimeout: connectionLimits.idleTimeout, metrics: context.metrics)
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         channel.closeFuture.whenComplete { _ in self.connections.withLockedValue { $0[id] = nil } }
 
         let gateway = context
         let connectionID = gateway.connectionIDs.nextConnection()
-        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub, connectionID: connectionID)
+        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub, connectionID: connectionID, admission: admission, deadlines: deadlines)
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
         // on this connection's event loop).
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
@@ -186,7 +219,8 @@ final class Gateway: Service, Sendable {
             automaticErrorHandling: false,
             shouldUpgrade: { channel, head in
                 let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-                guard path == "/ws", !gateway.state.isDraining else { return channel.eventLoop.makeSucceededFuture(nil) }
+                // A refused or probe-only connection is not upgraded: the routes answer it 503.
+                guard path == "/ws", admission == .admitted, !gateway.state.isDraining else { return channel.eventLoop.makeSucceededFuture(nil) }
                 // A refused Host or Origin, or a handshake that breaks RFC 6455, is not upgraded either:
                 // the HTTP routes answer it with the reason (403, 421, 400 or 426).
                 guard gateway.requestPolicy.evaluate(head) == .allow, WebSocketHandshakeCheck.evaluate(head) == .valid else {
@@ -208,6 +242,7 @@ final class Gateway: Service, Sendable {
             }
         )
         let sync = channel.pipeline.syncOperations
+        try sync.addHandler(deadlines, position: .first)
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in

@@ -19,4 +19,14 @@ enum ResourceLimits {
             logger.warning("cannot raise the open-files limit; connections are capped near it", metadata: ["limit": "\(previous)"])
         }
     }
+
+    /// The open-files limit: the soft one, or with `raised` the hard one `raiseOpenFilesLimit` raises it
+    /// to (what `--print-config` reports before the raise). Infinity and absurd values are capped at
+    /// `Int32.max`; 1,024 when the limit cannot be read.
+    static func openFilesLimit(raised: Bool = false) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1_024 }
+        let value = raised ? limit.rlim_max : limit.rlim_cur
+        return value >= rlim_t(Int32.max) ? Int(Int32.max) : Int(value)
+    }
 }
