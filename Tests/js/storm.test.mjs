@@ -223,4 +223,9 @@ test("SSE fallback after WebSocket failures; the stream resumes with positions",
   machine.socketClosed(1006);
   actions = machine.timerFired("reconnect");
   assert.equal(of(actions, "open")[0].since, "12,40");
+  machine.socketOpened();
+  actions = machine.message({ type: "message", channel: "a", offset: 2 }, "2,40");
+  assert.deepEqual(of(actions, "emitSub").map((a) => a.event), ["recovered", "message"],
+    "an offset at or below since= first on a new stream: the offsets restarted (recovered:false), delivered");
+  assert.equal(of(machine.message({ type: "message", channel: "a", offset: 2 }, "2,40"), "emitSub").length, 0, "then dedup again");
 });

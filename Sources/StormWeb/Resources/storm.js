@@ -254,7 +254,9 @@ export class StormMachine {
     if (this.transport === "sse") {
       for (const channel of this.sseIds) {
         const sub = this.subs.get(channel);
-        if (sub && sub.state === SubscriptionState.subscribing) actions.push(...this.setSubState(channel, SubscriptionState.subscribed));
+        if (!sub) continue;
+        sub.newStream = true;
+        if (sub.state === SubscriptionState.subscribing) actions.push(...this.setSubState(channel, SubscriptionState.subscribed));
       }
     } else {
       const fresh = [];
@@ -470,7 +472,15 @@ export class StormMachine {
     if (typeof sseLastEventId === "string" && sseLastEventId) this.absorbSSEPositions(sseLastEventId, channel, envelope.offset);
     if (!sub || sub.state === SubscriptionState.unsubscribed) return actions;
     if (typeof envelope.offset === "number") {
-      if (sub.offset !== null && envelope.offset <= sub.offset) return actions;  // a repeat: already delivered
+      const restarted = sub.newStream && sub.offset !== null && envelope.offset <= sub.offset;
+      sub.newStream = false;
+      if (restarted) {
+        // SSE carries no epoch, but a stream opened with since=N never replays N or older: a lower
+        // offset first means the offsets started again (a new epoch), so recovery was not possible.
+        actions.push({ type: "emitSub", channel, event: "recovered", payload: { recovered: false, epoch: null } });
+      } else if (sub.offset !== null && envelope.offset <= sub.offset) {
+        return actions;  // a repeat: already delivered
+      }
       sub.offset = envelope.offset;
     }
     actions.push({ type: "emitSub", channel, event: "message", payload: envelope });
