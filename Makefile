@@ -1,6 +1,6 @@
 # STORM: build, install, run, test.
 #
-#   make install [PREFIX=/usr/local] [DESTDIR=]   release binaries, man pages and systemd units
+#   make install [PREFIX=/usr/local] [DESTDIR=]   release binaries (stormd with its web files bundle), man pages, systemd units
 #   make run                                      ./scripts/run (stormd on 127.0.0.1:8080)
 #   make test                                     ./scripts/test (the whole suite, as CI runs it)
 #   make check-ops                                ./scripts/check-ops (deployment files, offline)
@@ -17,6 +17,9 @@ SWIFT ?= swift
 SWIFT_FLAGS ?=
 
 PROGRAMS := stormd stormctl stormtop
+# stormd's web page and storm.js (Sources/StormWeb/Resources): SwiftPM's resource bundle, which stormd
+# looks for next to its binary.
+WEB_BUNDLE := storm_StormWeb.resources
 INSTALL ?= install
 
 .PHONY: all build install uninstall run test check-ops
@@ -33,7 +36,10 @@ install: build
 	$(INSTALL) -d "$(DESTDIR)$(BINDIR)" && \
 	for program in $(PROGRAMS); do \
 		$(INSTALL) -m 0755 "$$bin_path/$$program" "$(DESTDIR)$(BINDIR)/$$program" || exit 1; \
-	done
+	done; \
+	rm -rf "$(DESTDIR)$(BINDIR)/$(WEB_BUNDLE)" && \
+	cp -R "$$bin_path/$(WEB_BUNDLE)" "$(DESTDIR)$(BINDIR)/$(WEB_BUNDLE)" && \
+	chmod -R u=rwX,go=rX "$(DESTDIR)$(BINDIR)/$(WEB_BUNDLE)"
 	@for section in 1 5 8; do \
 		for page in man/*.$$section; do \
 			[ -f "$$page" ] || continue; \
@@ -46,11 +52,12 @@ install: build
 		sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(BINDIR)/|' "$$unit" > "$(DESTDIR)$(UNITDIR)/$$(basename "$$unit")" && \
 		chmod 0644 "$(DESTDIR)$(UNITDIR)/$$(basename "$$unit")" || exit 1; \
 	done
-	@echo "installed $(PROGRAMS) to $(DESTDIR)$(BINDIR), man pages to $(DESTDIR)$(MANDIR), units to $(DESTDIR)$(UNITDIR)"
+	@echo "installed $(PROGRAMS) and $(WEB_BUNDLE) to $(DESTDIR)$(BINDIR), man pages to $(DESTDIR)$(MANDIR), units to $(DESTDIR)$(UNITDIR)"
 	@echo "then: systemctl daemon-reload && systemctl enable --now stormd (settings in /etc/storm/stormd.env)"
 
 uninstall:
 	rm -f $(addprefix "$(DESTDIR)$(BINDIR)/,$(addsuffix ",$(PROGRAMS)))
+	rm -rf "$(DESTDIR)$(BINDIR)/$(WEB_BUNDLE)"
 	rm -f "$(DESTDIR)$(MANDIR)/man1/stormctl.1" "$(DESTDIR)$(MANDIR)/man1/stormtop.1" \
 		"$(DESTDIR)$(MANDIR)/man5/storm.conf.5" "$(DESTDIR)$(MANDIR)/man8/stormd.8"
 	rm -f "$(DESTDIR)$(UNITDIR)/stormd.service" "$(DESTDIR)$(UNITDIR)/stormd@.service"

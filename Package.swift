@@ -52,10 +52,12 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The web page and storm.js as real files (Resources/), copied into the target's resource bundle.
+        .target(name: "StormWeb", resources: [.copy("Resources")]),
         .executableTarget(
             name: "stormd",
             dependencies: [
-                "StormCore", "CNATS", "CLibPQ", "CHiredis",
+                "StormCore", "StormWeb", "CNATS", "CLibPQ", "CHiredis",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -64,6 +64,10 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
             throw ExitCode(78)
         }
+        if configuration.limits.webUI, case .failure(let error) = WebUI.loaded {
+            FileHandle.standardError.write(Data("stormd: \(error)\n".utf8))
+            throw ExitCode(78)
+        }
         if checkConfig {
             print("configuration is valid")
             return

@@ -1,8 +1,9 @@
 import NIOCore
 import NIOHTTP1
 import StormCore
+import StormWeb
 
-/// The web dashboard's routes: `/` and `/ui/…` answered from the assets embedded in `WebAssets`.
+/// The web dashboard's routes: `/`, `/ui/…` and `/storm.js` answered from `StormWeb`'s resource files.
 ///
 /// The HTTP router asks `response(for:path:)` before its own routes when the page is enabled; `nil`
 /// means "not a page path", so API routes and 404s stay the router's. The answers are built once:
@@ -27,35 +28,37 @@ enum WebUI {
         let contentLength: Int
     }
 
-    /// One embedded file, prepared once.
+    /// One served file, prepared once.
     struct Asset: Sendable {
         let contentType: String
         let bytes: ByteBuffer
         let etag: String
         let isPage: Bool
 
-        init(_ text: String, contentType: String, isPage: Bool = false) {
+        init(_ bytes: [UInt8], contentType: String, isPage: Bool = false) {
             self.contentType = contentType
-            self.bytes = ByteBuffer(string: text)
-            self.etag = "\"" + WebUI.fingerprint(text.utf8) + "\""
+            self.bytes = ByteBuffer(bytes: bytes)
+            self.etag = "\"" + WebUI.fingerprint(bytes) + "\""
             self.isPage = isPage
         }
     }
 
-    /// Paths answered, with the file each serves. `/` and `/ui/` are the same page; the page refers to
-    /// its files by absolute `/ui/…` paths so it works from either.
-    static let assets: [String: Asset] = {
-        let page = Asset(WebAssets.indexHTML, contentType: "text/html; charset=utf-8", isPage: true)
-        return [
-            "/": page,
-            "/ui": page,
-            "/ui/": page,
-            "/ui/index.html": page,
-            "/ui/app.js": Asset(WebAssets.appJS, contentType: "text/javascript; charset=utf-8"),
-            "/ui/app.css": Asset(WebAssets.appCSS, contentType: "text/css; charset=utf-8"),
-            "/ui/favicon.svg": Asset(WebAssets.faviconSVG, contentType: "image/svg+xml"),
-        ]
-    }()
+    /// The files of `StormWeb`'s resource bundle, read once, or why they could not be.
+    static let loaded: Result<[String: Asset], StormWebFiles.LoadError> = Result { () throws(StormWebFiles.LoadError) in
+        var assets: [String: Asset] = [:]
+        for file in try StormWebFiles.load() {
+            let asset = Asset(file.bytes, contentType: file.contentType, isPage: file.isPage)
+            for path in file.paths { assets[path] = asset }
+        }
+        return assets
+    }
+
+    /// Paths answered, with the file each serves (empty when the bundle could not be read, which
+    /// `stormd` refuses at start). `/` and `/ui/` are the same page; the page refers to its files by
+    /// absolute `/ui/…` paths so it works from either; `/storm.js` is the client library.
+    static var assets: [String: Asset] {
+        (try? loaded.get()) ?? [:]
+    }
 
     /// The policy the page runs under; `connect-src 'self'` covers `EventSource` and `fetch`.
     static let contentSecurityPolicy =
@@ -127,7 +130,7 @@ enum WebUI {
     }
 
     /// A 64-bit FNV-1a hash in hex: stable across runs and builds, unlike `Hasher`.
-    static func fingerprint(_ bytes: String.UTF8View) -> String {
+    static func fingerprint(_ bytes: some Sequence<UInt8>) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in bytes {
             hash ^= UInt64(byte)
