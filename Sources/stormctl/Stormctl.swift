@@ -23,6 +23,6 @@ struct Stormctl: AsyncParsableCommand {
             \(ExitStatus.helpText)
             """,
         version: StormVersion.current,
-        subcommands: [Publish.self, Subscribe.self, History.self, Bench.self, Presence.self, Gateways.self, User.self, Channel.self, Token.self, Context.self]
+        subcommands: [Publish.self, Subscribe.self, History.self, Channels.self, Bench.self, Presence.self, Gateways.self, Info.self, Check.self, Disconnect.self, User.self, Channel.self, Token.self, Context.self, Completion.self]
     )
 }
