@@ -15,11 +15,15 @@ enum ChannelsRoutes {
         guard method == .GET || method == .HEAD else {
             throw StormError(.methodNotAllowed, "\(method) is not allowed on \(target.path)")
         }
-        var patterns = try ChannelPatterns(parsing: "*", origin: "pattern")
-        if let text = target.values(of: "pattern").first, !text.isEmpty {
+        let text = target.values(of: "pattern").first.flatMap { $0.isEmpty ? nil : $0 } ?? "*"
+        let patterns: ChannelPatterns
+        do {
             patterns = try ChannelPatterns(parsing: text, origin: "pattern")
-            if patterns.isEmpty { throw StormError(.badRequest, "pattern '\(text.prefix(64))' names no channel") }
+        } catch {
+            // The parser speaks of configuration; here it is a bad query parameter (400).
+            throw StormError(.badRequest, error.message)
         }
+        if patterns.isEmpty { throw StormError(.badRequest, "pattern '\(text.prefix(64))' names no channel") }
         let counts = gateway.router.subscriberCounts()
             .filter { patterns.matches($0.channel) }
             .sorted { $0.channel.rawValue < $1.channel.rawValue }
