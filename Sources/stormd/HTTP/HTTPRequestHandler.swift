@@ -226,6 +226,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .degraded(let why): body += ",\"consumer\":\"degraded\",\"consumer_error\":\(JSONWriter.quoted(why))"
                 }
             }
+            let limits = gateway.limits
+            body += ",\"limits\":{\"max_message_size\":\(limits.maxMessageSize),\"client_buffer\":\(limits.clientBufferBytes),\"max_channels\":\(limits.maxChannels),\"max_channels_per_connection\":\(limits.maxChannelsPerConnection),\"client_publish_rate\":\(limits.clientPublishRate)}"
             body += "}\n"
             respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: body))
         }
