@@ -37,6 +37,12 @@ struct GatewayProbe: Sendable {
         return probe
     }
 
+    /// `/readyz`'s `limits` object as `name=value` pairs, sorted by name.
+    var limits: String? {
+        guard let raw = ready["limits"], let members = try? JSONScanner.objectMembers(raw), !members.isEmpty else { return nil }
+        return members.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(decoding: $0.value, as: UTF8.self))" }.joined(separator: " ")
+    }
+
     func readyField(_ key: String) -> String? { ready[key].flatMap { try? JSONScanner.string($0) } }
 
     var version: String? { metrics?.samples(named: "storm_build_info").first?.labels["version"] }
@@ -92,7 +98,7 @@ extension Stormctl {
                         ("presence", probe.readyField("presence") ?? "unknown"),
                         ("connections", probe.connections.map { NagiosMeasurement.format($0) } ?? "unknown"),
                         ("subscribed channels", probe.metrics?.value("storm_broker_subscriptions").map { NagiosMeasurement.format($0) } ?? "unknown"),
-                        ("limits", probe.ready["limits"].map { String(decoding: $0, as: UTF8.self) } ?? "unknown"),
+                        ("limits", probe.limits ?? "unknown"),
                     ]
                     if global.json {
                         let keys = rows.map { ($0.0.replacingOccurrences(of: " ", with: "_"), $0.1) }
