@@ -1,6 +1,6 @@
 # STORM: build, install, run, test.
 #
-#   make install [PREFIX=/usr/local] [DESTDIR=]   release binaries (stormd with its web files bundle), man pages, systemd units
+#   make install [PREFIX=/usr/local] [DESTDIR=]   release binaries (stormd with its web files bundle), man pages, shell completions, systemd units
 #   make run                                      ./scripts/run (stormd on 127.0.0.1:8080)
 #   make test                                     ./scripts/test (the whole suite, as CI runs it)
 #   make check-ops                                ./scripts/check-ops (deployment files, offline)
@@ -13,6 +13,9 @@ DESTDIR ?=
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 SWIFT ?= swift
 SWIFT_FLAGS ?=
 
@@ -47,6 +50,12 @@ install: build
 			$(INSTALL) -m 0644 "$$page" "$(DESTDIR)$(MANDIR)/man$$section/" || exit 1; \
 		done; \
 	done
+	@bin_path="$$($(SWIFT) build -c release $(SWIFT_FLAGS) --show-bin-path)"; \
+	$(INSTALL) -d "$(DESTDIR)$(BASHCOMPDIR)" "$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(FISHCOMPDIR)" && \
+	"$$bin_path/stormctl" completion bash > "$(DESTDIR)$(BASHCOMPDIR)/stormctl" && \
+	"$$bin_path/stormctl" completion zsh > "$(DESTDIR)$(ZSHCOMPDIR)/_stormctl" && \
+	"$$bin_path/stormctl" completion fish > "$(DESTDIR)$(FISHCOMPDIR)/stormctl.fish" && \
+	chmod 0644 "$(DESTDIR)$(BASHCOMPDIR)/stormctl" "$(DESTDIR)$(ZSHCOMPDIR)/_stormctl" "$(DESTDIR)$(FISHCOMPDIR)/stormctl.fish"
 	@$(INSTALL) -d "$(DESTDIR)$(UNITDIR)"
 	@for unit in infra/systemd/*.service; do \
 		sed 's|^ExecStart=/usr/local/bin/|ExecStart=$(BINDIR)/|' "$$unit" > "$(DESTDIR)$(UNITDIR)/$$(basename "$$unit")" && \
@@ -61,6 +70,7 @@ uninstall:
 	rm -f "$(DESTDIR)$(MANDIR)/man1/stormctl.1" "$(DESTDIR)$(MANDIR)/man1/stormtop.1" \
 		"$(DESTDIR)$(MANDIR)/man5/storm.conf.5" "$(DESTDIR)$(MANDIR)/man8/stormd.8"
 	rm -f "$(DESTDIR)$(UNITDIR)/stormd.service" "$(DESTDIR)$(UNITDIR)/stormd@.service"
+	rm -f "$(DESTDIR)$(BASHCOMPDIR)/stormctl" "$(DESTDIR)$(ZSHCOMPDIR)/_stormctl" "$(DESTDIR)$(FISHCOMPDIR)/stormctl.fish"
 
 run:
 	./scripts/run

@@ -21,8 +21,10 @@ struct Stormctl: AsyncParsableCommand {
               stormctl bench --subscribers 10000 --rate 200 --duration 30
 
             \(ExitStatus.helpText)
+
+            stormctl check alone exits as monitoring plugins do: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
             """,
         version: StormVersion.current,
-        subcommands: [Publish.self, Subscribe.self, History.self, Bench.self, Presence.self, Gateways.self, User.self, Channel.self, Token.self, Context.self]
+        subcommands: [Publish.self, Subscribe.self, History.self, Channels.self, Bench.self, Presence.self, Gateways.self, Info.self, Check.self, Disconnect.self, User.self, Channel.self, Token.self, Context.self, Completion.self]
     )
 }

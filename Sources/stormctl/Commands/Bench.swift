@@ -10,15 +10,9 @@ extension Stormctl {
         static let configuration = CommandConfiguration(
             abstract: "Load-test the gateway: hold N subscribers, publish at R msg/s, measure delivery.",
             discussion: """
-                Connects and subscribes every subscriber first (counting failures), then publishes
-                --rate messages per second for --duration seconds with POST /publish. Every subscriber
-                checks each message: deliveries, per-publisher order, and latency from the envelope's
-                ts (the time the gateway accepted the message) to arrival. The run is bounded: connect
-                time + duration + 10 s to drain, then it reports and exits.
+                Connects and subscribes every subscriber first (counting failures), then publishes --rate messages per second for --duration seconds with POST /publish. Every subscriber checks each message: deliveries, per-publisher order, and latency from the envelope's ts (the time the gateway accepted the message) to arrival. The run is bounded: connect time + duration + 10 s to drain, then it reports and exits.
 
-                One process holds at most ~19,900 sockets (open-file limit) and one source address
-                ~28,000 connections to the gateway (fewer keep connect() cheap): past those, use --processes;
-                --source-addresses defaults to one address per 5,000 subscribers.
+                One process holds at most ~19,900 sockets (open-file limit) and one source address ~28,000 connections to the gateway (fewer keep connect() cheap): past those, use --processes; --source-addresses defaults to one address per 5,000 subscribers.
 
                 Examples:
                   stormctl bench

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import NIOHTTP1
 import NIOPosix
 import StormCore
 
@@ -8,9 +10,11 @@ extension Stormctl {
         static let configuration = CommandConfiguration(
             abstract: "Publish a message on a channel (HTTP POST /publish).",
             discussion: """
-                DATA is sent as is: valid JSON stays JSON, other UTF-8 text is delivered as text, other \
-                bytes as base64. Use - to read DATA from standard input (binary-safe).
-                The command exits 0 only after the gateway accepted (HTTP 200) every message.
+                DATA is sent as is: valid JSON stays JSON, other UTF-8 text is delivered as text, other bytes as base64. Use - to read DATA from standard input (binary-safe). The command exits 0 only after the gateway accepted (HTTP 200) every message.
+
+                --header K=V adds an HTTP header to every request (repeatable): Idempotency-Key makes a retry safe (a repeat within 2 minutes is stored once), traceparent carries W3C trace context.
+
+                --batch FILE publishes one message per line of an NDJSON file (- for standard input): {"channel":"c","data":…}, where a line without "channel" goes to CHANNEL. A JSON string in "data" is published as its text, any other JSON value as JSON. A line that is not valid or that the gateway refuses is reported with its line number and the others are still published; the command then exits 65.
 
                 Examples:
                   stormctl publish chat.lobby '{"text":"hi"}'
@@ -18,6 +22,9 @@ extension Stormctl {
                   stormctl publish files.in - < picture.png
                   stormctl publish load.test '{"n":{n}}' --count 1000 --rate 200
                   stormctl publish chat.lobby hi --json    # prints {"id":…,"channel":…,"ts":…}
+                  stormctl publish orders.new '{"id":7}' --header Idempotency-Key=order-7
+                  stormctl publish --batch events.ndjson
+                  stormctl publish chat.lobby --batch - < lines.ndjson
 
                 \(ExitStatus.helpText)
                 """
@@ -25,11 +32,17 @@ extension Stormctl {
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: "Channel to publish on, e.g. chat.lobby.")
-        var channel: String
+        @Argument(help: "Channel to publish on, e.g. chat.lobby (with --batch: for lines that name none).")
+        var channel: String?
 
-        @Argument(help: "Payload, or - to read it from standard input.")
-        var data: String
+        @Argument(help: "Payload, or - to read it from standard input (not with --batch).")
+        var data: String?
+
+        @Option(name: .long, help: ArgumentHelp("HTTP header to send with each message, e.g. Idempotency-Key=k or traceparent=… (repeatable).", valueName: "name=value"))
+        var header: [String] = []
+
+        @Option(name: .long, help: ArgumentHelp("Publish each line of an NDJSON file ({\"channel\":…,\"data\":…}); - for standard input.", valueName: "file"))
+        var batch: String?
 
         @Option(name: .long, help: "Publish N times; {n} in DATA becomes the sequence number 1…N.")
         var count: Int?
@@ -41,6 +54,13 @@ extension Stormctl {
         var verbose = false
 
         func validate() throws {
+            if batch != nil {
+                if data != nil { throw ValidationError("--batch takes no DATA argument") }
+                if count != nil { throw ValidationError("--batch and --count cannot be combined") }
+            } else if channel == nil || data == nil {
+                throw ValidationError("name a CHANNEL and DATA (or use --batch FILE)")
+            }
+            _ = try Self.headers(header)
             if let count, count < 1 { throw ValidationError("--count must be at least 1") }
             if let rate, !(rate > 0) || !rate.isFinite { throw ValidationError("--rate must be a positive number") }
         }
@@ -48,7 +68,10 @@ extension Stormctl {
         func run() async throws {
             try await reportingFailures {
                 let endpoint = try global.endpoint()
-                let channelName = try ChannelName(validating: channel)
+                let headers = try Self.headers(header)
+                if let batch { return try await publishBatch(batch, endpoint: endpoint, headers: headers) }
+                let channelName = try ChannelName(validating: channel ?? "")
+                let data = self.data ?? ""
                 let template = data == "-" ? readStandardInput() : Array(data.utf8)
                 let total = count ?? 1
                 let client = StormHTTPClient(endpoint: endpoint)
@@ -60,7 +83,9 @@ extension Stormctl {
                     if due > clock.now { try await Task.sleep(until: due, clock: clock) }
                     let payload = count == nil ? template : PayloadTemplate.substitute(sequence: index + 1, in: template)
                     let sent = clock.now
-                    let reply = try await client.publish(channel: channelName, payload: payload)
+                    let reply = try await client.request(
+                        method: .POST, path: "/publish", query: [("subject", channelName.rawValue)], body: payload, headers: headers
+                    ).body
                     if global.json {
                         StandardOutput.write(reply.last == 0x0A ? reply : reply + [0x0A])
                     } else if verbose {
@@ -76,6 +101,64 @@ extension Stormctl {
                 }
                 await client.close()
             }
+        }
+
+        /// `K=V` (or `K: V`) pairs as HTTP headers.
+        static func headers(_ pairs: [String]) throws(ValidationError) -> HTTPHeaders {
+            var headers = HTTPHeaders()
+            for pair in pairs {
+                guard let separator = pair.firstIndex(where: { $0 == "=" || $0 == ":" }) else {
+                    throw ValidationError("--header '\(pair)' is not NAME=VALUE")
+                }
+                let name = pair[..<separator].trimmingCharacters(in: .whitespaces)
+                let value = pair[pair.index(after: separator)...].trimmingCharacters(in: .whitespaces)
+                guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_".contains($0)) }) else {
+                    throw ValidationError("--header '\(pair)': '\(name)' is not a header name")
+                }
+                guard !value.contains(where: { $0 == "\r" || $0 == "\n" }) else { throw ValidationError("--header \(name): the value holds a line break") }
+                headers.add(name: name, value: value)
+            }
+            return headers
+        }
+
+        /// Publishes every line of an NDJSON file in order; refused lines are reported and counted.
+        private func publishBatch(_ path: String, endpoint: StormEndpoint, headers: HTTPHeaders) async throws(StormError) {
+            let bytes: [UInt8]
+            if path == "-" {
+                bytes = readStandardInput()
+            } else {
+                guard let contents = FileManager.default.contents(atPath: path) else {
+                    throw StormError(.configuration, "cannot read --batch file '\(path)'")
+                }
+                bytes = Array(contents)
+            }
+            let client = StormHTTPClient(endpoint: endpoint)
+            defer { Task { await client.close() } }
+            var published = 0
+            var refused = 0
+            for (index, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+                let number = index + 1
+                do {
+                    guard let item = try BatchLine.parse(Array(line), defaultChannel: channel) else { continue }
+                    let name = try ChannelName(validating: item.channel)
+                    let reply = try await client.request(
+                        method: .POST, path: "/publish", query: [("subject", name.rawValue)], body: item.payload, headers: headers
+                    ).body
+                    published += 1
+                    if global.json {
+                        StandardOutput.write(reply.last == 0x0A ? reply : reply + [0x0A])
+                    } else if verbose {
+                        StandardOutput.write("line \(number): published \(item.payload.count) bytes on \(name)\n")
+                    }
+                } catch where ExitStatus.code(for: error) == ExitStatus.dataError {
+                    refused += 1
+                    StandardError.write("stormctl: --batch line \(number): \(error.message)\n")
+                }
+            }
+            if !global.json, verbose || refused > 0 {
+                StandardOutput.write("published \(published) message\(published == 1 ? "" : "s"), \(refused) line\(refused == 1 ? "" : "s") refused\n")
+            }
+            if refused > 0 { throw StormError(.badRequest, "\(refused) of \(published + refused) lines were refused") }
         }
     }
 }

@@ -18,8 +18,7 @@ enum ExitStatus {
           69  cannot connect to the server, or the connection was lost
           70  unexpected failure
           75  the server is temporarily unavailable (503: broker down, shutting down)
-          77  not allowed: no or a refused token (401), or the token does not allow it (403);
-              for token check, the token is not valid
+          77  not allowed: a missing or refused token (401), or one that does not allow it (403)
         """
 
     static func code(for error: StormError) -> Int32 {

@@ -66,6 +66,14 @@ final class ChannelRouter: Sendable {
         table.withLockedValue { $0.count }
     }
 
+    /// The channels with local subscribers and how many each has on this gateway (all loops summed): a
+    /// read-only copy for `GET /api/v1/channels`.
+    func subscriberCounts() -> [(channel: ChannelName, subscribers: Int)] {
+        table.withLockedValue { table in
+            table.values.map { (channel: $0.channel, subscribers: $0.loopCounts.reduce(0, +)) }
+        }
+    }
+
     /// Counts one more subscriber of `channel` on `hub`'s loop. The future succeeds on that loop once the
     /// broker delivers the channel's messages, and fails with the broker's error when it cannot, or with
     /// `too_many_channels` (not counted) when the channel is new and the gateway serves `maxChannels`.

@@ -237,6 +237,12 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
+        case (let path, let method) where ChannelsRoutes.handles(path):
+            do {
+                respond(context: context, head: head, status: .ok, contentType: "application/json", body: try ChannelsRoutes.route(method: method, target: target, gateway: gateway))
+            } catch {
+                respond(context: context, head: head, error: error)
+            }
         case (let path, let method) where HistoryRoutes.handles(path):
             HistoryRoutes.route(method: method, target: target, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
                 switch result {
@@ -275,6 +281,8 @@ final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .degraded(let why): body += ",\"consumer\":\"degraded\",\"consumer_error\":\(JSONWriter.quoted(why))"
                 }
             }
+            let limits = gateway.limits
+            body += ",\"limits\":{\"max_message_size\":\(limits.maxMessageSize),\"client_buffer\":\(limits.clientBufferBytes),\"max_channels\":\(limits.maxChannels),\"max_channels_per_connection\":\(limits.maxChannelsPerConnection),\"client_publish_rate\":\(limits.clientPublishRate)}"
             body += "}\n"
             respond(context: context, head: head, status: .ok, contentType: "application/json", body: ByteBuffer(string: body))
         }
