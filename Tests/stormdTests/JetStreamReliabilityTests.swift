@@ -30,15 +30,6 @@ struct JetStreamReliabilityTests {
         return NATSBroker(configuration: configuration, logger: logger("broker"))
     }
 
-    /// Polls `condition` until it holds or `timeout` passes (bounded; never asserts on time).
-    private func eventually(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while try await !condition() {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return true
-    }
 
     private func readyz(_ gateway: Gateway) async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: gateway.port)

@@ -69,15 +69,6 @@ private func envelopeBuffer(channel: ChannelName, index: Int) -> ByteBuffer {
     return ByteBuffer(bytes: envelope.encoded())
 }
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held. Bounded, never asserts time.
-private func eventually(timeout: Duration = .seconds(60), _ condition: () -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        if ContinuousClock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return true
-}
 
 /// Collects deliveries from a nats.c thread.
 private final class Inbox: Sendable {

@@ -54,15 +54,6 @@ private func configurePresence(
     configuration.presence.batchInterval = .milliseconds(20)
 }
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-private func eventually(timeout: Duration = .seconds(60), _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
-        if ContinuousClock.now >= deadline { return false }
-        try? await Task.sleep(for: .milliseconds(25))
-    }
-    return true
-}
 
 extension Gateway {
     /// GETs an API path and returns the status and the JSON members of the answer.

@@ -87,14 +87,6 @@ struct HistoryAdmissionTests {
     "Recovery bounds",
     .enabled(if: NATSTestEnvironment.shouldRun, "STORM_TEST_NATS_URL is not set: run ./scripts/test to start nats-server"))
 struct RecoveryBoundsTests {
-    private func eventually(timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async rethrows -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while try await !condition() {
-            if ContinuousClock.now >= deadline { return false }
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        return true
-    }
 
     @Test("reads queued while the stream hangs are cancelled when their clients go, time out for the others, and a new subscribe is answered after the server resumes")
     func hungStream() async throws {

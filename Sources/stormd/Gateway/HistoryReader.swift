@@ -181,9 +181,9 @@ final class HistoryReader: Sendable {
         for continuation in dropped { continuation.resume(returning: .cancelled) }
     }
 
-    /// Reads `channel` after `offset` within `ticket`'s deadline. Throws `broker_unavailable` naming
-    /// why when the read was refused (too many waiting), timed out or cancelled.
-    func read(_ channel: ChannelName, after offset: UInt64, limit: Int, ticket: HistoryReadTicket) async throws(StormError) -> ChannelHistory {
+    /// Throws (and counts) when `ticket`'s connection went or its deadline passed: a read nobody waits
+    /// for any more must not reach the broker.
+    private func checkStillWanted(_ channel: ChannelName, _ ticket: HistoryReadTicket) throws(StormError) {
         if ticket.isCancelled {
             count(.cancelled)
             throw StormError(.brokerUnavailable, "the history read of '\(channel)' was cancelled: its connection closed")
@@ -192,6 +192,12 @@ final class HistoryReader: Sendable {
             count(.timeout)
             throw timeoutError(channel)
         }
+    }
+
+    /// Reads `channel` after `offset` within `ticket`'s deadline. Throws `broker_unavailable` naming
+    /// why when the read was refused (too many waiting), timed out or cancelled.
+    func read(_ channel: ChannelName, after offset: UInt64, limit: Int, ticket: HistoryReadTicket) async throws(StormError) -> ChannelHistory {
+        try checkStillWanted(channel, ticket)
         switch await admit(ticket) {
         case .refused:
             count(.refused)
@@ -209,14 +215,7 @@ final class HistoryReader: Sendable {
         }
         defer { finish() }
         // Skipped if the connection went or the deadline passed while it waited.
-        if ticket.isCancelled {
-            count(.cancelled)
-            throw StormError(.brokerUnavailable, "the history read of '\(channel)' was cancelled: its connection closed")
-        }
-        if ticket.isExpired {
-            count(.timeout)
-            throw timeoutError(channel)
-        }
+        try checkStillWanted(channel, ticket)
         metrics.recoveryReadsInFlight.increment()
         defer { metrics.recoveryReadsInFlight.decrement() }
         do {
