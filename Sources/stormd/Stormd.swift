@@ -292,6 +292,21 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Host names the gateway answers to: on a loopback listen besides localhost/127.x/[::1], elsewhere the only ones (plus IP addresses); * for every Host. [STORM_ALLOWED_HOSTS, default: loopback names on loopback, any elsewhere]", valueName: "hosts"))
     var allowedHosts: String?
 
+    @Option(help: ArgumentHelp("PEM certificate chain for HTTPS and WSS on the listen port (with --tls-key); reloaded on SIGHUP. [STORM_TLS_CERT, default: plain HTTP]", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert; reloaded on SIGHUP. [STORM_TLS_KEY]", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the NATS server's certificate must chain to; implies TLS to NATS (as tls:// URLs do). [STORM_NATS_CA, default: system trust store]", valueName: "file"))
+    var natsCa: String?
+
+    @Option(help: ArgumentHelp("PEM client certificate for NATS servers that verify clients (with --nats-key). [STORM_NATS_CERT]", valueName: "file"))
+    var natsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --nats-cert. [STORM_NATS_KEY]", valueName: "file"))
+    var natsKey: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -311,6 +326,7 @@ struct StormdOptions: ParsableArguments {
             .jwtSecretFile: jwtSecretFile, .jwtPublicKey: jwtPublicKey.isEmpty ? nil : jwtPublicKey.joined(separator: ","),
             .jwtAudience: jwtAudience, .jwtIssuer: jwtIssuer, .allowAnonymous: allowAnonymous, .insecure: insecure ? "on" : nil,
             .allowedOrigins: allowedOrigins, .allowedHosts: allowedHosts,
+            .tlsCert: tlsCert, .tlsKey: tlsKey, .natsCA: natsCa, .natsCert: natsCert, .natsKey: natsKey,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -371,6 +387,7 @@ extension GatewayConfiguration {
         \(auth.rendered)
         allowed-origins = \(allowedOrigins.rendered)
         allowed-hosts = \(allowedHosts.joined(separator: ","))
+        \(tls.rendered)
         # linked: \(LinkedLibraries.summary)
         """
     }
