@@ -41,6 +41,10 @@ struct Serve: AsyncParsableCommand {
               STORM_JWT_SECRET=… stormd --listen 0.0.0.0:8080 --nats nats://127.0.0.1:4222
               STORM_NATS_URL=nats://10.0.0.5:4222 stormd --config /etc/storm/storm.conf
               stormd --config /etc/storm/storm.conf --check-config
+              stormd --listen 0.0.0.0:8443 --tls-cert /etc/storm/tls/storm.pem --tls-key /etc/storm/tls/storm.key
+
+            TLS: with --tls-cert and --tls-key the listen port serves HTTPS and WSS (TLS 1.2 or newer);
+            SIGHUP rereads both files without dropping open connections (docs/security.md, "TLS").
 
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error only (a NATS
             or JetStream that is not up yet is waited for, with /readyz at 503), 69 when the listening address
@@ -64,6 +68,15 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
             throw ExitCode(78)
         }
+        if let cert = configuration.tls.certificateFile, let key = configuration.tls.keyFile {
+            // Parsed now, so that a bad certificate or key fails here (exit 78), with --check-config too.
+            do throws(StormError) {
+                _ = try TLSCertificateStore.makeContext(certificateFile: cert, keyFile: key)
+            } catch {
+                FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
+                throw ExitCode(78)
+            }
+        }
         if checkConfig {
             print("configuration is valid")
             return
@@ -80,7 +93,7 @@ struct Serve: AsyncParsableCommand {
         // Unset so --workers children don't notify: systemd only listens to the main PID.
         let notifier = SystemdNotifier.fromEnvironment(unsetEnvironment: true, logger: logger)
         if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
-            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
+            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on \(configuration.tls.enabled ? "https" : "http")://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
             fflush(nil)
             let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
             notifier?.ready(status: "\(configuration.workers) workers on http://\(configuration.listen)")
@@ -125,7 +138,11 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(69)
         }
         let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
-        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
+        let (http, ws) = configuration.tls.enabled ? ("https", "wss") : ("http", "ws")
+        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on \(http)://\(address) (broker: \(broker.endpointDescription)); WebSocket \(ws)://\(address)/ws, SSE /events, metrics /metrics") }
+        if let warning = configuration.plainTextWarning {
+            logger.warning("\(warning)", metadata: ["storm.listen": "\(configuration.listen)"])
+        }
         if !configuration.listen.isLoopback, !configuration.auth.enabled {
             logger.warning("INSECURE: listening on a non-loopback address with no authentication (--insecure): every client on the network can publish, subscribe and use the admin API", metadata: ["storm.listen": "\(configuration.listen)"])
             FileHandle.standardError.write(Data("stormd: WARNING: --insecure: \(configuration.listen) is reachable from the network and no token key is configured; anyone can publish, subscribe and administer\n".utf8))
@@ -140,12 +157,31 @@ struct Serve: AsyncParsableCommand {
         // Started with the gateway, stopped after it, so the last spans are flushed.
         if let exporter = tracing?.service { services.insert(.init(service: exporter), at: 0) }
         if let notifier {
-            notifier.ready(status: "listening on http://\(address), broker \(broker.endpointDescription)")
+            notifier.ready(status: "listening on \(http)://\(address), broker \(broker.endpointDescription)")
             // After the gateway: it says STOPPING=1 to systemd before the gateway starts draining.
             services.append(.init(service: SystemdNotifierService(notifier: notifier)))
         }
+        // SIGHUP: reload the TLS certificate and key (new connections get them; open ones keep theirs).
+        let hangup = Self.onHangup(gateway: gateway, logger: logger)
+        defer { hangup.cancel() }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// Installs the SIGHUP handler: `TLSCertificateStore.reload()`, or a note that there is nothing to
+    /// reload. Either way SIGHUP no longer ends the process.
+    static func onHangup(gateway: Gateway, logger: Logger) -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            if let tls = gateway.tls {
+                tls.reload()
+            } else {
+                logger.notice("SIGHUP: nothing to reload (no --tls-cert)")
+            }
+        }
+        source.resume()
+        return source
     }
 
 }
