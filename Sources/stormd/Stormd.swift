@@ -117,6 +117,7 @@ struct Serve: AsyncParsableCommand {
             var nats = NATSBrokerConfiguration()
             nats.urls = configuration.natsURLs
             nats.subjectPrefix = configuration.natsSubjectPrefix
+            nats.tls = configuration.tls.nats
             nats.connectionName = "stormd \(configuration.listen)"
             if configuration.jetStream {
                 nats.jetStream?.stream = configuration.stream
