@@ -1,6 +1,8 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -17,27 +19,38 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var port: Int
     /// The bearer token every transport presents (`Authorization: Bearer`), or nil. Never printed.
     public var token: String?
+    /// TLS (`https://` or `wss://`): every transport verifies the gateway's certificate and host name.
+    public var usesTLS: Bool
+    /// With TLS: a PEM file of CA certificates to trust besides the system's (`--cacert`,
+    /// `STORM_CACERT`), for a gateway whose certificate a private CA issued. Default: the system's only.
+    public var caCertificateFile: String?
 
-    public init(host: String, port: Int) {
+    public init(host: String, port: Int, usesTLS: Bool = false) {
         self.host = host
         self.port = port
+        self.usesTLS = usesTLS
     }
 
-    /// Accepts `http://host:port`, `ws://host:port`, `host:port` or `host`; a path, if any, is ignored.
-    /// `https`/`wss` are refused rather than silently spoken in clear text.
+    /// Accepts `http://host:port`, `ws://host:port`, `https://…`, `wss://…`, `host:port` or `host`; a path,
+    /// if any, is ignored. The port defaults to 80, or 443 with TLS.
     public init(url raw: String) throws(StormError) {
         var rest = Substring(raw.trimmingWhitespace())
+        var usesTLS = false
         if let schemeEnd = rest.range(of: "://") {
             let scheme = rest[..<schemeEnd.lowerBound].lowercased()
-            guard scheme == "http" || scheme == "ws" else {
-                throw StormError(.configuration, "server URL '\(raw)' uses '\(scheme)'; only http:// (or ws://) is supported")
+            switch scheme {
+            case "http", "ws": usesTLS = false
+            case "https", "wss": usesTLS = true
+            default:
+                throw StormError(.configuration, "server URL '\(raw)' uses '\(scheme)'; expected http://, https://, ws:// or wss://")
             }
             rest = rest[schemeEnd.upperBound...]
         }
+        self.usesTLS = usesTLS
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         guard !rest.isEmpty else { throw StormError(.configuration, "server URL '\(raw)' has no host") }
         var host = rest
-        var port = 80
+        var port = usesTLS ? 443 : 80
         if rest.hasPrefix("[") {  // [::1]:8080
             guard let close = rest.firstIndex(of: "]") else {
                 throw StormError(.configuration, "server URL '\(raw)' has an unterminated IPv6 address")
@@ -73,7 +86,7 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
         if let authorization, !headers.contains(name: "Authorization") { headers.add(name: "Authorization", value: authorization) }
     }
 
-    public var description: String { "http://\(hostHeader)" }
+    public var description: String { "\(usesTLS ? "https" : "http")://\(hostHeader)" }
 }
 
 /// How a client connection is opened.
@@ -126,8 +139,31 @@ enum ClientBootstraps {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return bootstrap.channelInitializer(initializer).connect(to: address).flatMapErrorThrowing { error in
+        let secured: @Sendable (any Channel) -> EventLoopFuture<Void> = { channel in
+            do {
+                try addTLS(to: channel, endpoint: endpoint)
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return initializer(channel)
+        }
+        return bootstrap.channelInitializer(secured).connect(to: address).flatMapErrorThrowing { error in
             throw StormError.connectionFailure(error, endpoint: endpoint)
+        }
+    }
+
+    /// With an `https`/`wss` endpoint, puts the TLS client handler first in `channel`'s pipeline: the
+    /// system's trust roots plus `caCertificateFile`, host name verified (an IP address against the
+    /// certificate's IP SANs), TLS 1.2 or newer. Must run on the channel's event loop.
+    static func addTLS(to channel: any Channel, endpoint: StormEndpoint) throws(StormError) {
+        guard endpoint.usesTLS else { return }
+        let context = try ClientTLSContexts.context(caFile: endpoint.caCertificateFile)
+        let isAddress = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
+        do {
+            let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : endpoint.host)
+            try channel.pipeline.syncOperations.addHandler(handler)
+        } catch {
+            throw StormError(.configuration, "cannot set up TLS to \(endpoint): \(error)")
         }
     }
 
@@ -155,6 +191,42 @@ enum ClientBootstraps {
             bootstrap = bootstrap.bind(to: address)
         }
         return bootstrap
+    }
+}
+
+/// One client TLS context per trust file, made on first use: building one parses the trust store, far
+/// too slow to repeat for each of the bench's connections.
+enum ClientTLSContexts {
+    private static let cache = Mutex<[String: NIOSSLContext]>([:])
+
+    static func context(caFile: String?) throws(StormError) -> NIOSSLContext {
+        let key = caFile ?? ""
+        if let cached = cache.withLock({ $0[key] }) { return cached }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["http/1.1"]
+        if let caFile {
+            do {
+                let roots = try NIOSSLCertificate.fromPEMFile(caFile)
+                guard !roots.isEmpty else { throw StormError(.configuration, "no PEM certificate in '\(caFile)'") }
+                configuration.additionalTrustRoots = [.certificates(roots)]
+            } catch let error as StormError {
+                throw error
+            } catch {
+                throw StormError(.configuration, "cannot read the CA certificate file '\(caFile)' (--cacert, STORM_CACERT): \(error); expected PEM")
+            }
+        }
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw StormError(.configuration, "cannot set up TLS: \(error)")
+        }
+        return cache.withLock { cache in
+            if let existing = cache[key] { return existing }
+            cache[key] = context
+            return context
+        }
     }
 }
 
