@@ -267,6 +267,7 @@ struct TLSGatewayTests {
             Issue.record("a client without the test CA must not complete the handshake")
         } catch {
             #expect(error.code == .connection, "\(error.message)")
+            #expect(error.message.contains("--cacert"), "the message should name the fix: \(error.message)")
         }
         await stranger.close()
         // Another CA's trust store fails the same way.

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 #if canImport(Glibc)
@@ -147,9 +148,21 @@ enum ClientBootstraps {
             }
             return initializer(channel)
         }
-        return bootstrap.channelInitializer(secured).connect(to: address).flatMapErrorThrowing { error in
-            throw StormError.connectionFailure(error, endpoint: endpoint)
-        }
+        return bootstrap.channelInitializer(secured).connect(to: address)
+            .flatMap { channel in
+                // With TLS, connected means handshaken: a refused certificate fails the connect, as itself.
+                guard endpoint.usesTLS else { return channel.eventLoop.makeSucceededFuture(channel) }
+                return channel.pipeline.handler(type: TLSHandshakeWaiter.self)
+                    .flatMap { $0.handshake.futureResult }
+                    .map { channel }
+                    .flatMapError { error in
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+            }
+            .flatMapErrorThrowing { error in
+                throw StormError.connectionFailure(error, endpoint: endpoint)
+            }
     }
 
     /// With an `https`/`wss` endpoint, puts the TLS client handler first in `channel`'s pipeline: the
@@ -162,6 +175,7 @@ enum ClientBootstraps {
         do {
             let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : endpoint.host)
             try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake: channel.eventLoop.makePromise()))
         } catch {
             throw StormError(.configuration, "cannot set up TLS to \(endpoint): \(error)")
         }
@@ -191,6 +205,34 @@ enum ClientBootstraps {
             bootstrap = bootstrap.bind(to: address)
         }
         return bootstrap
+    }
+}
+
+/// Completes `handshake` when the TLS handshake does, or fails it with the handshake's error (or the
+/// connection's end); passes everything on.
+final class TLSHandshakeWaiter: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let handshake: EventLoopPromise<Void>
+
+    init(handshake: EventLoopPromise<Void>) { self.handshake = handshake }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event { handshake.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        handshake.fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshake.fail(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshake.fail(ChannelError.ioOnClosedChannel)
     }
 }
 
@@ -235,6 +277,7 @@ extension StormError {
     /// and the usual fix.
     static func connectionFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError {
         if let storm = error as? StormError { return storm }
+        if let tls = tlsFailure(error, endpoint: endpoint) { return tls }
         let reason: String
         if let code = errnoCode(of: error) {
             reason = socketFailureReason(code)
@@ -245,6 +288,22 @@ extension StormError {
         }
         return StormError(
             .connection, "cannot connect to \(endpoint): \(reason) — is stormd running? (set --server or STORM_URL)")
+    }
+
+    /// A failed TLS handshake, with the usual fix: the gateway's certificate is not trusted (a private CA
+    /// needs `--cacert`), names another host, or the server does not speak TLS.
+    static func tlsFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError? {
+        guard endpoint.usesTLS, error is NIOSSLError || error is NIOSSLExtraError else { return nil }
+        let text = "\(error)"
+        let hint: String
+        if (error as? NIOSSLExtraError) == .failedToValidateHostname {
+            hint = "the gateway's certificate does not name '\(endpoint.host)'"
+        } else if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            hint = "the gateway's certificate is not trusted: for a private CA give --cacert FILE (or STORM_CACERT)"
+        } else {
+            hint = "is the server speaking TLS on this port, and is its certificate valid?"
+        }
+        return StormError(.connection, "TLS handshake with \(endpoint) failed: \(hint) (\(text.prefix(300)))")
     }
 
     /// What a socket call's `errno` means for an operator, with the usual fix where there is one.
