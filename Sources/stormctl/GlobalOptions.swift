@@ -17,6 +17,13 @@ struct GlobalOptions: ParsableArguments {
             valueName: "jwt"))
     var token: String?
 
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "With an https:// or wss:// server: PEM CA certificate(s) to trust besides the system's, for a gateway with a private CA (default: $STORM_CACERT).",
+            valueName: "file"))
+    var cacert: String?
+
     @Option(name: .long, help: ArgumentHelp("Saved context to use instead of the current one (stormctl context ls).", valueName: "name"))
     var context: String?
 
@@ -33,6 +40,7 @@ struct GlobalOptions: ParsableArguments {
         let raw = server ?? environment["STORM_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? saved?.server
         var endpoint = try StormEndpoint(url: raw ?? Self.defaultServer)
         endpoint.token = token ?? environment["STORM_TOKEN"].flatMap { $0.isEmpty ? nil : $0 } ?? saved?.token
+        endpoint.caCertificateFile = cacert ?? environment["STORM_CACERT"].flatMap { $0.isEmpty ? nil : $0 }
         return endpoint
     }
 }

@@ -41,6 +41,10 @@ struct Serve: AsyncParsableCommand {
               STORM_JWT_SECRET=… stormd --listen 0.0.0.0:8080 --nats nats://127.0.0.1:4222
               STORM_NATS_URL=nats://10.0.0.5:4222 stormd --config /etc/storm/storm.conf
               stormd --config /etc/storm/storm.conf --check-config
+              stormd --listen 0.0.0.0:8443 --tls-cert /etc/storm/tls/storm.pem --tls-key /etc/storm/tls/storm.key
+
+            TLS: with --tls-cert and --tls-key the listen port serves HTTPS and WSS (TLS 1.2 or newer);
+            SIGHUP rereads both files without dropping open connections (docs/security.md, "TLS").
 
             Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 78 for a configuration error only (a NATS
             or JetStream that is not up yet is waited for, with /readyz at 503), 69 when the listening address
@@ -68,6 +72,15 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("stormd: \(error)\n".utf8))
             throw ExitCode(78)
         }
+        if let cert = configuration.tls.certificateFile, let key = configuration.tls.keyFile {
+            // Parsed now, so that a bad certificate or key fails here (exit 78), with --check-config too.
+            do throws(StormError) {
+                _ = try TLSCertificateStore.makeContext(certificateFile: cert, keyFile: key)
+            } catch {
+                FileHandle.standardError.write(Data("stormd: configuration error: \(error.message)\n".utf8))
+                throw ExitCode(78)
+            }
+        }
         if checkConfig {
             print("configuration is valid")
             return
@@ -84,7 +97,7 @@ struct Serve: AsyncParsableCommand {
         // Unset so --workers children don't notify: systemd only listens to the main PID.
         let notifier = SystemdNotifier.fromEnvironment(unsetEnvironment: true, logger: logger)
         if configuration.workers > 1, WorkerSupervisor.currentWorkerIndex == nil {
-            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on http://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
+            print("stormd \(StormVersion.current) starting \(configuration.workers) workers on \(configuration.tls.enabled ? "https" : "http")://\(configuration.listen) (broker: \(configuration.natsURLs.joined(separator: ",")))")
             fflush(nil)
             let supervisor = WorkerSupervisor(count: configuration.workers, arguments: Array(CommandLine.arguments.dropFirst()), logger: logger)
             notifier?.ready(status: "\(configuration.workers) workers on http://\(configuration.listen)")
@@ -108,6 +121,7 @@ struct Serve: AsyncParsableCommand {
             var nats = NATSBrokerConfiguration()
             nats.urls = configuration.natsURLs
             nats.subjectPrefix = configuration.natsSubjectPrefix
+            nats.tls = configuration.tls.nats
             nats.connectionName = "stormd \(configuration.listen)"
             if configuration.jetStream {
                 nats.jetStream?.stream = configuration.stream
@@ -129,7 +143,11 @@ struct Serve: AsyncParsableCommand {
             throw ExitCode(69)
         }
         let address = gateway.localAddress.map { "\($0.ipAddress ?? configuration.listen.host):\($0.port ?? configuration.listen.port)" } ?? configuration.listen.description
-        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on http://\(address) (broker: \(broker.endpointDescription)); WebSocket ws://\(address)/ws, SSE /events, metrics /metrics") }
+        let (http, ws) = configuration.tls.enabled ? ("https", "wss") : ("http", "ws")
+        if WorkerSupervisor.currentWorkerIndex == nil { print("stormd \(StormVersion.current) listening on \(http)://\(address) (broker: \(broker.endpointDescription)); WebSocket \(ws)://\(address)/ws, SSE /events, metrics /metrics") }
+        if let warning = configuration.plainTextWarning {
+            logger.warning("\(warning)", metadata: ["storm.listen": "\(configuration.listen)"])
+        }
         if !configuration.listen.isLoopback, !configuration.auth.enabled {
             logger.warning("INSECURE: listening on a non-loopback address with no authentication (--insecure): every client on the network can publish, subscribe and use the admin API", metadata: ["storm.listen": "\(configuration.listen)"])
             FileHandle.standardError.write(Data("stormd: WARNING: --insecure: \(configuration.listen) is reachable from the network and no token key is configured; anyone can publish, subscribe and administer\n".utf8))
@@ -144,12 +162,31 @@ struct Serve: AsyncParsableCommand {
         // Started with the gateway, stopped after it, so the last spans are flushed.
         if let exporter = tracing?.service { services.insert(.init(service: exporter), at: 0) }
         if let notifier {
-            notifier.ready(status: "listening on http://\(address), broker \(broker.endpointDescription)")
+            notifier.ready(status: "listening on \(http)://\(address), broker \(broker.endpointDescription)")
             // After the gateway: it says STOPPING=1 to systemd before the gateway starts draining.
             services.append(.init(service: SystemdNotifierService(notifier: notifier)))
         }
+        // SIGHUP: reload the TLS certificate and key (new connections get them; open ones keep theirs).
+        let hangup = Self.onHangup(gateway: gateway, logger: logger)
+        defer { hangup.cancel() }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// Installs the SIGHUP handler: `TLSCertificateStore.reload()`, or a note that there is nothing to
+    /// reload. Either way SIGHUP no longer ends the process.
+    static func onHangup(gateway: Gateway, logger: Logger) -> any DispatchSourceSignal {
+        signal(SIGHUP, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        source.setEventHandler {
+            if let tls = gateway.tls {
+                tls.reload()
+            } else {
+                logger.notice("SIGHUP: nothing to reload (no --tls-cert)")
+            }
+        }
+        source.resume()
+        return source
     }
 
 }
@@ -314,6 +351,21 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Host names the gateway answers to: on a loopback listen besides localhost/127.x/[::1], elsewhere the only ones (plus IP addresses); * for every Host. [STORM_ALLOWED_HOSTS, default: loopback names on loopback, any elsewhere]", valueName: "hosts"))
     var allowedHosts: String?
 
+    @Option(help: ArgumentHelp("PEM certificate chain for HTTPS and WSS on the listen port (with --tls-key); reloaded on SIGHUP. [STORM_TLS_CERT, default: plain HTTP]", valueName: "file"))
+    var tlsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --tls-cert; reloaded on SIGHUP. [STORM_TLS_KEY]", valueName: "file"))
+    var tlsKey: String?
+
+    @Option(help: ArgumentHelp("PEM CA certificate(s) the NATS server's certificate must chain to; implies TLS to NATS (as tls:// URLs do). [STORM_NATS_CA, default: system trust store]", valueName: "file"))
+    var natsCa: String?
+
+    @Option(help: ArgumentHelp("PEM client certificate for NATS servers that verify clients (with --nats-key). [STORM_NATS_CERT]", valueName: "file"))
+    var natsCert: String?
+
+    @Option(help: ArgumentHelp("PEM private key of --nats-cert. [STORM_NATS_KEY]", valueName: "file"))
+    var natsKey: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -335,6 +387,7 @@ struct StormdOptions: ParsableArguments {
             .jwtSecretFile: jwtSecretFile, .jwtPublicKey: jwtPublicKey.isEmpty ? nil : jwtPublicKey.joined(separator: ","),
             .jwtAudience: jwtAudience, .jwtIssuer: jwtIssuer, .allowAnonymous: allowAnonymous, .insecure: insecure ? "on" : nil,
             .allowedOrigins: allowedOrigins, .allowedHosts: allowedHosts,
+            .tlsCert: tlsCert, .tlsKey: tlsKey, .natsCA: natsCa, .natsCert: natsCert, .natsKey: natsKey,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]
@@ -401,6 +454,7 @@ extension GatewayConfiguration {
         \(auth.rendered)
         allowed-origins = \(allowedOrigins.rendered)
         allowed-hosts = \(allowedHosts.joined(separator: ","))
+        \(tls.rendered)
         # linked: \(LinkedLibraries.summary)
         """
     }

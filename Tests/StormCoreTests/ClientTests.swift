@@ -224,7 +224,10 @@ struct ClientPlumbingTests {
         #expect(try StormEndpoint(url: "localhost") == StormEndpoint(host: "localhost", port: 80))
         #expect(try StormEndpoint(url: "[::1]:8080") == StormEndpoint(host: "::1", port: 8080))
         #expect(try StormEndpoint(url: "[::1]:8080").hostHeader == "[::1]:8080")
-        #expect(throws: StormError.self) { try StormEndpoint(url: "https://x:1") }
+        #expect(try StormEndpoint(url: "https://x:1") == StormEndpoint(host: "x", port: 1, usesTLS: true))
+        #expect(try StormEndpoint(url: "wss://storm.example.com/ws") == StormEndpoint(host: "storm.example.com", port: 443, usesTLS: true))
+        #expect(try StormEndpoint(url: "https://x:8443").description == "https://x:8443")
+        #expect(throws: StormError.self) { try StormEndpoint(url: "ftp://x:1") }
         #expect(throws: StormError.self) { try StormEndpoint(url: "http://x:99999") }
         #expect(throws: StormError.self) { try StormEndpoint(url: "http://:80") }
     }

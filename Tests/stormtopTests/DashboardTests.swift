@@ -148,7 +148,9 @@ struct GatewayFiguresTests {
     func targets() throws {
         let parsed = try GatewayTarget.parse(["http://127.0.0.1:8080, 127.0.0.1:8081", "http://127.0.0.1:8080"])
         #expect(parsed.map(\.address) == ["127.0.0.1:8080", "127.0.0.1:8081"])
-        #expect(throws: StormError.self) { try GatewayTarget.parse(["https://secure:443"]) }
+        // https is spoken (StormCore's clients do TLS with the system's trust roots); other schemes are not.
+        #expect(try GatewayTarget.parse(["https://secure:8443"]).map(\.endpoint.usesTLS) == [true])
+        #expect(throws: StormError.self) { try GatewayTarget.parse(["ftp://secure:443"]) }
         #expect(try GatewayTarget.parse([" , "]).isEmpty)
     }
 }

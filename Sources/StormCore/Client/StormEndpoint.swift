@@ -1,6 +1,9 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -17,27 +20,38 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var port: Int
     /// The bearer token every transport presents (`Authorization: Bearer`), or nil. Never printed.
     public var token: String?
+    /// TLS (`https://` or `wss://`): every transport verifies the gateway's certificate and host name.
+    public var usesTLS: Bool
+    /// With TLS: a PEM file of CA certificates to trust besides the system's (`--cacert`,
+    /// `STORM_CACERT`), for a gateway whose certificate a private CA issued. Default: the system's only.
+    public var caCertificateFile: String?
 
-    public init(host: String, port: Int) {
+    public init(host: String, port: Int, usesTLS: Bool = false) {
         self.host = host
         self.port = port
+        self.usesTLS = usesTLS
     }
 
-    /// Accepts `http://host:port`, `ws://host:port`, `host:port` or `host`; a path, if any, is ignored.
-    /// `https`/`wss` are refused rather than silently spoken in clear text.
+    /// Accepts `http://host:port`, `ws://host:port`, `https://…`, `wss://…`, `host:port` or `host`; a path,
+    /// if any, is ignored. The port defaults to 80, or 443 with TLS.
     public init(url raw: String) throws(StormError) {
         var rest = Substring(raw.trimmingWhitespace())
+        var usesTLS = false
         if let schemeEnd = rest.range(of: "://") {
             let scheme = rest[..<schemeEnd.lowerBound].lowercased()
-            guard scheme == "http" || scheme == "ws" else {
-                throw StormError(.configuration, "server URL '\(raw)' uses '\(scheme)'; only http:// (or ws://) is supported")
+            switch scheme {
+            case "http", "ws": usesTLS = false
+            case "https", "wss": usesTLS = true
+            default:
+                throw StormError(.configuration, "server URL '\(raw)' uses '\(scheme)'; expected http://, https://, ws:// or wss://")
             }
             rest = rest[schemeEnd.upperBound...]
         }
+        self.usesTLS = usesTLS
         if let slash = rest.firstIndex(of: "/") { rest = rest[..<slash] }
         guard !rest.isEmpty else { throw StormError(.configuration, "server URL '\(raw)' has no host") }
         var host = rest
-        var port = 80
+        var port = usesTLS ? 443 : 80
         if rest.hasPrefix("[") {  // [::1]:8080
             guard let close = rest.firstIndex(of: "]") else {
                 throw StormError(.configuration, "server URL '\(raw)' has an unterminated IPv6 address")
@@ -73,7 +87,7 @@ public struct StormEndpoint: Sendable, Equatable, CustomStringConvertible {
         if let authorization, !headers.contains(name: "Authorization") { headers.add(name: "Authorization", value: authorization) }
     }
 
-    public var description: String { "http://\(hostHeader)" }
+    public var description: String { "\(usesTLS ? "https" : "http")://\(hostHeader)" }
 }
 
 /// How a client connection is opened.
@@ -126,8 +140,44 @@ enum ClientBootstraps {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return bootstrap.channelInitializer(initializer).connect(to: address).flatMapErrorThrowing { error in
-            throw StormError.connectionFailure(error, endpoint: endpoint)
+        let secured: @Sendable (any Channel) -> EventLoopFuture<Void> = { channel in
+            do {
+                try addTLS(to: channel, endpoint: endpoint)
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+            return initializer(channel)
+        }
+        return bootstrap.channelInitializer(secured).connect(to: address)
+            .flatMap { channel in
+                // With TLS, connected means handshaken: a refused certificate fails the connect, as itself.
+                guard endpoint.usesTLS else { return channel.eventLoop.makeSucceededFuture(channel) }
+                return channel.pipeline.handler(type: TLSHandshakeWaiter.self)
+                    .flatMap { $0.handshake.futureResult }
+                    .map { channel }
+                    .flatMapError { error in
+                        channel.close(promise: nil)
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+            }
+            .flatMapErrorThrowing { error in
+                throw StormError.connectionFailure(error, endpoint: endpoint)
+            }
+    }
+
+    /// With an `https`/`wss` endpoint, puts the TLS client handler first in `channel`'s pipeline: the
+    /// system's trust roots plus `caCertificateFile`, host name verified (an IP address against the
+    /// certificate's IP SANs), TLS 1.2 or newer. Must run on the channel's event loop.
+    static func addTLS(to channel: any Channel, endpoint: StormEndpoint) throws(StormError) {
+        guard endpoint.usesTLS else { return }
+        let context = try ClientTLSContexts.context(caFile: endpoint.caCertificateFile)
+        let isAddress = (try? SocketAddress(ipAddress: endpoint.host, port: 0)) != nil
+        do {
+            let handler = try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : endpoint.host)
+            try channel.pipeline.syncOperations.addHandler(handler)
+            try channel.pipeline.syncOperations.addHandler(TLSHandshakeWaiter(handshake: channel.eventLoop.makePromise()))
+        } catch {
+            throw StormError(.configuration, "cannot set up TLS to \(endpoint): \(error)")
         }
     }
 
@@ -158,11 +208,76 @@ enum ClientBootstraps {
     }
 }
 
+/// Completes `handshake` when the TLS handshake does, or fails it with the handshake's error (or the
+/// connection's end); passes everything on.
+final class TLSHandshakeWaiter: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let handshake: EventLoopPromise<Void>
+
+    init(handshake: EventLoopPromise<Void>) { self.handshake = handshake }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event { handshake.succeed() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        handshake.fail(error)
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        handshake.fail(ChannelError.ioOnClosedChannel)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        handshake.fail(ChannelError.ioOnClosedChannel)
+    }
+}
+
+/// One client TLS context per trust file, made on first use: building one parses the trust store, far
+/// too slow to repeat for each of the bench's connections.
+enum ClientTLSContexts {
+    private static let cache = Mutex<[String: NIOSSLContext]>([:])
+
+    static func context(caFile: String?) throws(StormError) -> NIOSSLContext {
+        let key = caFile ?? ""
+        if let cached = cache.withLock({ $0[key] }) { return cached }
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.applicationProtocols = ["http/1.1"]
+        if let caFile {
+            do {
+                let roots = try NIOSSLCertificate.fromPEMFile(caFile)
+                guard !roots.isEmpty else { throw StormError(.configuration, "no PEM certificate in '\(caFile)'") }
+                configuration.additionalTrustRoots = [.certificates(roots)]
+            } catch let error as StormError {
+                throw error
+            } catch {
+                throw StormError(.configuration, "cannot read the CA certificate file '\(caFile)' (--cacert, STORM_CACERT): \(error); expected PEM")
+            }
+        }
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw StormError(.configuration, "cannot set up TLS: \(error)")
+        }
+        return cache.withLock { cache in
+            if let existing = cache[key] { return existing }
+            cache[key] = context
+            return context
+        }
+    }
+}
+
 extension StormError {
     /// Turns a socket-level failure into the message an operator needs: what we tried, what happened,
     /// and the usual fix.
     static func connectionFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError {
         if let storm = error as? StormError { return storm }
+        if let tls = tlsFailure(error, endpoint: endpoint) { return tls }
         let reason: String
         if let code = errnoCode(of: error) {
             reason = socketFailureReason(code)
@@ -173,6 +288,22 @@ extension StormError {
         }
         return StormError(
             .connection, "cannot connect to \(endpoint): \(reason) — is stormd running? (set --server or STORM_URL)")
+    }
+
+    /// A failed TLS handshake, with the usual fix: the gateway's certificate is not trusted (a private CA
+    /// needs `--cacert`), names another host, or the server does not speak TLS.
+    static func tlsFailure(_ error: any Error, endpoint: StormEndpoint) -> StormError? {
+        guard endpoint.usesTLS, error is NIOSSLError || error is NIOSSLExtraError else { return nil }
+        let text = "\(error)"
+        let hint: String
+        if (error as? NIOSSLExtraError) == .failedToValidateHostname {
+            hint = "the gateway's certificate does not name '\(endpoint.host)'"
+        } else if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            hint = "the gateway's certificate is not trusted: for a private CA give --cacert FILE (or STORM_CACERT)"
+        } else {
+            hint = "is the server speaking TLS on this port, and is its certificate valid?"
+        }
+        return StormError(.connection, "TLS handshake with \(endpoint) failed: \(hint) (\(text.prefix(300)))")
     }
 
     /// What a socket call's `errno` means for an operator, with the usual fix where there is one.

@@ -182,6 +182,7 @@ extension StormError {
     static func lostConnection(_ error: any Error, endpoint: StormEndpoint) -> StormError {
         if let storm = error as? StormError { return storm }
         if errnoCode(of: error) == ECONNREFUSED { return connectionFailure(error, endpoint: endpoint) }
+        if let tls = tlsFailure(error, endpoint: endpoint) { return tls }
         return StormError(.connection, "connection to \(endpoint) lost: \(error)")
     }
 }

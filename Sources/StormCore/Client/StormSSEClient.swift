@@ -31,6 +31,7 @@ public final class StormSSEClient: Sendable {
             connected = try await bootstrap.connect(to: address) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let ready = channel.eventLoop.makePromise(of: Void.self)
+                    try ClientBootstraps.addTLS(to: channel, endpoint: endpoint)
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
                         EventStreamHandler(delegate: makeDelegate(channel.eventLoop), ready: ready))

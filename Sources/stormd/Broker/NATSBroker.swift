@@ -51,6 +51,9 @@ struct NATSBrokerConfiguration: Sendable {
     /// JetStream durability (default on): publishes are acknowledged once stored, messages carry offsets,
     /// and history and recovery work. `nil` uses core NATS only (no history, no offsets).
     var jetStream: JetStreamSettings? = JetStreamSettings()
+    /// TLS to NATS (`--nats-ca`, `--nats-cert`, `--nats-key`): see `NATSTLSFiles`. Default none: TLS only
+    /// for `tls://` URLs, verified against the system's trust store.
+    var tls = NATSTLSFiles()
 
     init(
         urls: [String] = ["nats://127.0.0.1:4222"],
@@ -910,6 +913,25 @@ private func natsAsyncErrorCallback(
 
 // MARK: - The one connect routine (gateway and history consumer)
 
+/// TLS to NATS: required (`natsOptions_SetSecure`) for `tls://` URLs or when a CA or client certificate is
+/// given; the server's certificate is verified against `caFile`, or the system's trust store without it.
+private func applyTLS(_ tls: NATSTLSFiles, urls: [String], to options: OpaquePointer) throws(StormError) {
+    guard tls.isSecure(urls: urls) else { return }
+    try natsCall("natsOptions_SetSecure", .configuration, "require TLS (this libnats may be built without TLS)") {
+        natsOptions_SetSecure(options, true)
+    }
+    if let ca = tls.caFile {
+        try natsCall("natsOptions_LoadCATrustedCertificates", .configuration, "load the NATS CA certificates from '\(ca)' (--nats-ca; expected PEM)") {
+            natsOptions_LoadCATrustedCertificates(options, ca)
+        }
+    }
+    if let cert = tls.certificateFile, let key = tls.keyFile {
+        try natsCall("natsOptions_LoadCertificatesChain", .configuration, "load the NATS client certificate '\(cert)' and key '\(key)' (--nats-cert, --nats-key; expected PEM, matching)") {
+            natsOptions_LoadCertificatesChain(options, cert, key)
+        }
+    }
+}
+
 /// nats.c options for `config`: servers, name, timeouts, reconnecting forever (by default) with capped,
 /// jittered backoff, the global delivery pool, and, when `events` is given, the connection-event
 /// callbacks (the caller retains the box; nats.c's closed callback releases it). The caller destroys the
@@ -929,6 +951,7 @@ func makeNATSOptions(_ config: NATSBrokerConfiguration, events eventsPointer: Un
                 natsOptions_SetServers(options, array, count)
             }
         }
+        try applyTLS(config.tls, urls: config.urls, to: options)
         try natsCall("natsOptions_SetName", .configuration, "set the connection name") {
             natsOptions_SetName(options, config.connectionName)
         }

@@ -55,6 +55,11 @@ enum Setting: String, CaseIterable, Sendable {
     case insecure
     case allowedOrigins = "allowed-origins"
     case allowedHosts = "allowed-hosts"
+    case tlsCert = "tls-cert"
+    case tlsKey = "tls-key"
+    case natsCA = "nats-ca"
+    case natsCert = "nats-cert"
+    case natsKey = "nats-key"
 
     var environmentVariable: String {
         switch self {

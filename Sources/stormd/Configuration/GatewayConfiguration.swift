@@ -64,6 +64,9 @@ struct GatewayConfiguration: Sendable {
     /// Tokens, anonymous access and `--insecure` (`--jwt-secret-file`, `--jwt-public-key`, …): see
     /// `AuthConfiguration`.
     var auth = AuthConfiguration()
+    /// `--tls-cert`, `--tls-key` (HTTPS and WSS on the listen port) and `--nats-ca`, `--nats-cert`,
+    /// `--nats-key` (TLS to NATS): see `TLSSettings`. Default: none (plain HTTP, plain NATS).
+    var tls = TLSSettings()
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     init(sources: ConfigurationSources) throws(StormError) {
@@ -153,6 +156,13 @@ struct GatewayConfiguration: Sendable {
         store = try StoreConfiguration(sources: sources, natsConfigured: !natsURLs.isEmpty)
         try presence.load(from: sources)
         auth = try AuthConfiguration(sources: sources, listen: listen)
+        tls = try TLSSettings(sources: sources, natsURLs: natsURLs)
+    }
+
+    /// The warning logged at start for a listener reachable from the network in clear text, else nil.
+    var plainTextWarning: String? {
+        guard !listen.isLoopback, !tls.enabled else { return nil }
+        return "listening on \(listen) without TLS: tokens and messages cross the network in clear text; give --tls-cert and --tls-key (or terminate TLS in a proxy in front)"
     }
 
     /// The Host and Origin checks every request passes (docs/security.md).

@@ -27,6 +27,8 @@ import Tracing
 /// - `lagSampleInterval` (`Duration`, 2 s): how often `num_pending` is asked for the lag gauge.
 struct HistoryConsumerConfiguration: Sendable {
     var natsURLs: [String]
+    /// TLS to NATS (`--nats-ca`, `--nats-cert`, `--nats-key`), default none.
+    var natsTLS = NATSTLSFiles()
     var stream = JetStreamStreamConfiguration()
     var durableName = "storm-history"
     var connectionName = "stormd consumer"
@@ -416,7 +418,7 @@ final class ConsumerSession: @unchecked Sendable {
     /// changed) and then bound, because nats.c deletes a consumer that the subscribe call itself created
     /// when the subscription ends, and this one must outlive every process.
     static func open(_ configuration: HistoryConsumerConfiguration) throws(StormError) -> ConsumerSession {
-        let session = try JetStreamSession.connect(urls: configuration.natsURLs, name: configuration.connectionName)
+        let session = try JetStreamSession.connect(urls: configuration.natsURLs, name: configuration.connectionName, tls: configuration.natsTLS)
         do throws(StormError) {
             let state = try ensureStream(context: session.context, configuration: configuration.stream)
             try ensureDurable(session: session, configuration: configuration)

@@ -24,12 +24,13 @@ final class JetStreamSession: @unchecked Sendable {
     /// (`makeNATSOptions`, `connectNATS`): the same timeouts, and reconnecting forever with capped backoff
     /// afterwards. Only this first connect can fail; the history consumer retries it with its own backoff,
     /// so nats.c's background retry of a failed first connect is off here.
-    static func connect(urls: [String], name: String) throws(StormError) -> JetStreamSession {
+    static func connect(urls: [String], name: String, tls: NATSTLSFiles = NATSTLSFiles()) throws(StormError) -> JetStreamSession {
         let endpoint = urls.map(redactedNATSURL).joined(separator: ",")
         guard !urls.isEmpty else {
             throw StormError(.configuration, "no NATS server URL is configured: the consumer reads JetStream, give --nats")
         }
         var configuration = NATSBrokerConfiguration(urls: urls, connectionName: name)
+        configuration.tls = tls
         configuration.retryOnFailedConnect = false
         try NATSBroker.validate(configuration)
         let options = try makeNATSOptions(configuration, events: nil)

@@ -79,6 +79,7 @@ struct StoreServices {
 
     static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
         var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
+        consumer.natsTLS = configuration.tls.nats
         // The gateway's stream settings (--stream-*), under the consumer's stream name.
         let name = consumer.stream.name
         consumer.stream = configuration.stream

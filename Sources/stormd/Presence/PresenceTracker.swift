@@ -118,11 +118,11 @@ final class PresenceTracker: Sendable {
 
     /// The URL other gateways and tools reach this gateway at, unless `--advertise-url` says otherwise:
     /// the bound address, with the host name in place of an all-addresses bind (0.0.0.0 is no address).
-    static func advertisedURL(bound: SocketAddress?, listen: GatewayConfiguration.ListenAddress) -> String {
+    static func advertisedURL(bound: SocketAddress?, listen: GatewayConfiguration.ListenAddress, scheme: String = "http") -> String {
         var host = bound?.ipAddress ?? listen.host
         if host == "0.0.0.0" || host == "::" { host = ProcessInfo.processInfo.hostName }
         if host.contains(":") { host = "[\(host)]" }
-        return "http://\(host):\(bound?.port ?? listen.port)"
+        return "\(scheme)://\(host):\(bound?.port ?? listen.port)"
     }
 
     /// The gateway that created a client id (`<gateway>-<n>`).

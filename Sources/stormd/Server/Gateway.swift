@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 #if canImport(Glibc)
 import Glibc
@@ -31,6 +32,8 @@ final class Gateway: Service, Sendable {
     private let gate: NIOLockedValueBox<ConnectionGate>
     /// The PostgreSQL client of the users/channels store, when `--postgres` is set and none was given.
     private let authPostgres: PostgresClient?
+    /// The listener's certificate with `--tls-cert`/`--tls-key` (reloaded on SIGHUP), else nil: plain HTTP.
+    let tls: TLSCertificateStore?
 
     /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory);
     /// `authStore` to PostgreSQL with `--postgres`, else memory. `tracer`: spans for publishes and
@@ -76,6 +79,9 @@ final class Gateway: Service, Sendable {
             store = MemoryAuthStore()
         }
         self.authPostgres = authPostgres
+        self.tls = configuration.tls.certificateFile.flatMap { cert in
+            configuration.tls.keyFile.map { TLSCertificateStore(certificateFile: cert, keyFile: $0, logger: logger) }
+        }
         let auth = Authenticator(configuration: configuration.auth, store: store, metrics: metrics, logger: logger)
         presence.setChannelOverride { [weak auth] channel in auth?.rule(for: channel)?.options.presence }
         self.context = GatewayContext(
@@ -95,12 +101,13 @@ final class Gateway: Service, Sendable {
         if let authPostgres, configuration.store.migrateOnStart {
             try await Migrations.apply(using: authPostgres, logger: logger)
         }
+        try tls?.load()
         try await context.auth.start()
         try await context.broker.start()
         for hub in hubs { hub.start() }
         let channel = try await makeBootstrap().bind(host: configuration.listen.host, port: configuration.listen.port).get()
         serverChannel.withLockedValue { $0 = channel }
-        await context.presence.start(httpURL: PresenceTracker.advertisedURL(bound: channel.localAddress, listen: configuration.listen))
+        await context.presence.start(httpURL: PresenceTracker.advertisedURL(bound: channel.localAddress, listen: configuration.listen, scheme: tls == nil ? "http" : "https"))
     }
 
     func run() async throws {
@@ -242,7 +249,15 @@ final class Gateway: Service, Sendable {
             }
         )
         let sync = channel.pipeline.syncOperations
-        try sync.addHandler(deadlines, position: .first)
+        // With TLS, the handshake comes first and everything after it is as without: the context is the one
+        // current when the connection was accepted (a SIGHUP reload affects later connections only).
+        if let tls {
+            guard let sslContext = tls.current else { throw StormError(.internalError, "TLS connection before the certificate was loaded") }
+            try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+        }
+        // After TLS, so that a 408 is written inside the TLS session (a handshake that never completes
+        // is cut by the same clock, as a connection that sent nothing).
+        try sync.addHandler(deadlines)
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: true,
             withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in

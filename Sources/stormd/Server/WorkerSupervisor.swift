@@ -31,7 +31,15 @@ struct WorkerSupervisor {
             source.resume()
             return source
         }
-        defer { signals.forEach { $0.cancel() } }
+        // SIGHUP (reload the TLS certificate) goes to every worker; the supervisor itself keeps running.
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { supervisor.forward(signal: SIGHUP) }
+        hangup.resume()
+        defer {
+            signals.forEach { $0.cancel() }
+            hangup.cancel()
+        }
         return await supervisor.waitForAll()
     }
 
@@ -117,6 +125,12 @@ struct WorkerSupervisor {
             }
             done?.resume(returning: 0)
             logger.notice("stopping \(running.count) workers")
+            for process in running where process.isRunning { kill(process.processIdentifier, number) }
+        }
+
+        /// Passes a signal on to every running worker (SIGHUP: each reloads its certificate).
+        func forward(signal number: Int32) {
+            let running = lock.withLock { Array(processes.values) }
             for process in running where process.isRunning { kill(process.processIdentifier, number) }
         }
 
