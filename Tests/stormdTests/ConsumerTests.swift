@@ -293,6 +293,11 @@ func runCommand(_ path: String, _ arguments: [String]) -> Int32 {
     for descriptor: Int32 in [0, 1, 2] {
         posix_spawn_file_actions_addopen(&actions, descriptor, "/dev/null", descriptor == 0 ? O_RDONLY : O_WRONLY, 0)
     }
+    // Nothing else of this process may leak into the child: NIO accepts sockets without CLOEXEC, and a
+    // long-lived child (the postmaster `pg_ctl restart` starts) holding a gateway's accepted socket keeps
+    // that connection open after the gateway closed it. Other suites' clients then never saw their
+    // server close (the slow-client tests waited 90 s for a FIN that postgres held back).
+    closeInheritedDescriptors(&actions)
     let argv = ([path] + arguments).map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
@@ -303,4 +308,17 @@ func runCommand(_ path: String, _ arguments: [String]) -> Int32 {
     }
     // WIFEXITED / WEXITSTATUS, spelled out (the macros are not imported).
     return (status & 0x7f) == 0 ? (status >> 8) & 0xff : -1
+}
+
+/// Adds "close every descriptor from 3 up" to `actions` (glibc 2.34's
+/// `posix_spawn_file_actions_addclosefrom_np`, which Swift's Glibc module does not export: looked up
+/// with dlsym). Without it the child inherits every socket of the test process.
+func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+        Issue.record("posix_spawn_file_actions_addclosefrom_np is missing (glibc older than 2.34): children inherit every descriptor")
+        return
+    }
+    let addCloseFrom = unsafeBitCast(symbol, to: AddCloseFrom.self)
+    _ = addCloseFrom(&actions, 3)
 }
