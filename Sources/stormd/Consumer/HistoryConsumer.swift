@@ -159,6 +159,7 @@ final class HistoryConsumer: Service, Sendable {
         var backoff = configuration.initialBackoff
         var lastLagSample = ContinuousClock.now - configuration.lagSampleInterval
         var lastFailure: String?
+        var lagFailureLogged = false
         logger.info(
             "history consumer starting",
             metadata: ["nats.stream": "\(configuration.stream.name)", "nats.consumer": "\(configuration.durableName)", "postgres.server": "\(postgres.endpoint)"])
@@ -193,11 +194,22 @@ final class HistoryConsumer: Service, Sendable {
                 }
                 if ContinuousClock.now - lastLagSample >= configuration.lagSampleInterval {
                     lastLagSample = ContinuousClock.now
-                    if let counts = await onNATSThread({ current.pendingCounts() }) {
+                    let sampled: Result<(pending: UInt64, ackPending: UInt64), StormError> = await onNATSThread {
+                        do throws(StormError) { return .success(try current.pendingCounts()) } catch { return .failure(error) }
+                    }
+                    switch sampled {
+                    case .success(let counts):
                         // Not yet delivered, plus delivered and not acknowledged: both are rows still missing.
                         metrics.lag.set(Int64(clamping: counts.pending &+ counts.ackPending))
                         let held = UInt64(pending?.count ?? 0)
                         awaitingRedelivery.withLockedValue { $0 = counts.ackPending > held ? counts.ackPending - held : 0 }
+                        lagFailureLogged = false
+                    case .failure(let error):
+                        // Not a reason to stop storing: the fetch says soon enough whether NATS is gone.
+                        if !lagFailureLogged {
+                            logger.warning("cannot sample the consumer lag: \(error.message)")
+                            lagFailureLogged = true
+                        }
                     }
                 }
                 if pending == nil {
@@ -400,12 +412,20 @@ final class ConsumerSession: @unchecked Sendable {
     let streamState: JetStreamStreamState
     let batchSize: Int32
     let fetchWaitMilliseconds: Int64
+    /// The stream and the durable consumer, by name: what `pendingCounts` asks JetStream about.
+    let streamName: String
+    let durableName: String
 
-    private init(session: JetStreamSession, subscription: OpaquePointer, streamState: JetStreamStreamState, batchSize: Int32, fetchWaitMilliseconds: Int64) {
+    private init(
+        session: JetStreamSession, subscription: OpaquePointer, streamState: JetStreamStreamState, streamName: String, durableName: String, batchSize: Int32,
+        fetchWaitMilliseconds: Int64
+    ) {
         self.session = session
         self.subscription = subscription
         self.epoch = streamState.epoch
         self.streamState = streamState
+        self.streamName = streamName
+        self.durableName = durableName
         self.batchSize = batchSize
         self.fetchWaitMilliseconds = fetchWaitMilliseconds
     }
@@ -437,7 +457,8 @@ final class ConsumerSession: @unchecked Sendable {
                 throw StormError(.brokerUnavailable, "NATS returned no subscription [js_PullSubscribe]")
             }
             return ConsumerSession(
-                session: session, subscription: subscription, streamState: state, batchSize: Int32(clamping: configuration.batchSize),
+                session: session, subscription: subscription, streamState: state, streamName: configuration.stream.name,
+                durableName: configuration.durableName, batchSize: Int32(clamping: configuration.batchSize),
                 fetchWaitMilliseconds: max(1, milliseconds(configuration.fetchWait)))
         } catch {
             session.close()
@@ -497,11 +518,21 @@ final class ConsumerSession: @unchecked Sendable {
     }
 
     /// `num_pending` (not yet delivered) and `num_ack_pending` (delivered, not acknowledged) of the
-    /// durable consumer, or nil when NATS did not answer.
-    func pendingCounts() -> (pending: UInt64, ackPending: UInt64)? {
+    /// durable consumer.
+    ///
+    /// Asked by stream and durable name (`js_GetConsumerInfo`), not through the subscription:
+    /// nats.c 3.4's `natsSubscription_GetConsumerInfo` answers `NATS_INVALID_SUBSCRIPTION` for a pull
+    /// subscription bound to an existing durable (`jsSubOptions.Consumer`), because it keeps no consumer
+    /// name for it; that is why the lag used to read 0.
+    func pendingCounts() throws(StormError) -> (pending: UInt64, ackPending: UInt64) {
         var info: UnsafeMutablePointer<jsConsumerInfo>?
         var errorCode = jsErrCode(rawValue: 0)
-        guard natsSubscription_GetConsumerInfo(&info, subscription, nil, &errorCode) == NATS_OK, let info else { return nil }
+        try natsCall("js_GetConsumerInfo", .brokerUnavailable, "read the durable consumer '\(durableName)' of stream '\(streamName)'") {
+            js_GetConsumerInfo(&info, session.context, streamName, durableName, nil, &errorCode)
+        }
+        guard let info else {
+            throw StormError(.brokerUnavailable, "NATS returned no consumer info [js_GetConsumerInfo]")
+        }
         defer { jsConsumerInfo_Destroy(info) }
         return (info.pointee.NumPending, UInt64(clamping: info.pointee.NumAckPending))
     }
