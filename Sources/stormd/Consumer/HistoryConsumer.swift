@@ -452,8 +452,10 @@ func insertMessages(_ rows: [HistoryRow], epoch: String, on connection: Postgres
     }
     let data = writer.finish()
     return try connection.transaction(doing: "store a batch of \(rows.count) messages") { connection throws(StormError) -> Int in
+        // One round trip; SET LOCAL (undone at commit) keeps the "already exists, skipping" NOTICE of every
+        // batch after the first out of the log.
         try connection.execute(
-            #"CREATE TEMPORARY TABLE IF NOT EXISTS messages_staging (channel text, "offset" bigint, id text, ts timestamptz, encoding text, envelope bytea) ON COMMIT DELETE ROWS"#,
+            #"SET LOCAL client_min_messages = warning; CREATE TEMPORARY TABLE IF NOT EXISTS messages_staging (channel text, "offset" bigint, id text, ts timestamptz, encoding text, envelope bytea) ON COMMIT DELETE ROWS"#,
             doing: "create the staging table")
         try connection.copyIn(
             #"COPY messages_staging (channel, "offset", id, ts, encoding, envelope) FROM STDIN (FORMAT binary)"#, data: data,
