@@ -162,6 +162,9 @@ final class HistoryConsumer: Service, Sendable {
         var pending: FetchedBatch?
         var ahead: FetchedBatch?
         var prefetch: Task<Result<FetchedBatch, StormError>, Never>?
+        // The acks of the last committed batch, being sent (the last one waits for JetStream's
+        // confirmation, see `FetchedBatch.acknowledge`) while the loop goes on: one batch at a time.
+        var acking: Task<Void, Never>?
         var migrated = !configuration.migrateOnStart
         var epochChecked: String?
         var backoff = configuration.initialBackoff
@@ -186,8 +189,17 @@ final class HistoryConsumer: Service, Sendable {
             }
         }
 
+        /// Waits until the acks being sent went out and JetStream confirmed them.
+        func settleAcks() async {
+            guard let task = acking else { return }
+            acking = nil
+            await task.value
+        }
+
         /// Frees every held batch without acknowledging it: JetStream redelivers them after the ack wait.
+        /// Acks already under way (their batch committed) are finished first.
         func releaseAll() async {
+            await settleAcks()
             if let task = prefetch {
                 prefetch = nil
                 if case .success(let batch) = await task.value { await onNATSThread { batch.release() } }
@@ -227,7 +239,9 @@ final class HistoryConsumer: Service, Sendable {
                 }
                 if ContinuousClock.now - lastLagSample >= configuration.lagSampleInterval {
                     lastLagSample = ContinuousClock.now
-                    // Everything delivered to this process must be in hand while counting what is not.
+                    // Everything delivered to this process must be in hand, and every ack sent confirmed,
+                    // while counting what is not.
+                    await settleAcks()
                     try await landPrefetch()
                     let sampled: Result<(pending: UInt64, ackPending: UInt64), StormError> = await onNATSThread {
                         do throws(StormError) { return .success(try current.pendingCounts()) } catch { return .failure(error) }
@@ -285,7 +299,11 @@ final class HistoryConsumer: Service, Sendable {
                 // Committed: now, and only now, acknowledge.
                 let malformed = batch.malformedCount
                 let fetched = batch.count  // read before acknowledge() frees the list
-                await onNATSThread { batch.acknowledge() }
+                await settleAcks()
+                // Confirmed (one round trip, after JetStream processed the whole batch's acks) only when the
+                // lag is sampled next, so the sample sees these acks; otherwise fire and forget.
+                let confirm = ContinuousClock.now - lastLagSample >= configuration.lagSampleInterval
+                acking = Task { await self.onNATSThread { batch.acknowledge(confirm: confirm) } }
                 metrics.acknowledged.increment(by: Int64(fetched - malformed))
                 if malformed > 0 {
                     metrics.malformed.increment(by: Int64(malformed))
@@ -643,15 +661,31 @@ final class FetchedBatch: @unchecked Sendable {
     var malformedCount: Int { malformed.count }
 
     /// Acknowledges every stored message and terminates the malformed ones, then frees them.
-    func acknowledge() {
+    ///
+    /// Fire and forget (a lost ack means a redelivery, which stores nothing twice). With `confirm`, the last
+    /// stored message is acknowledged synchronously: JetStream processes one connection's acks in order, so
+    /// once it confirmed that one, every ack before it counts, and the lag sample that follows does not
+    /// mistake acks still in flight for messages a dead consumer left behind.
+    func acknowledge(confirm: Bool = false) {
         guard !released else { return }
         let bad = Set(malformed)
-        for index in 0..<Int(list.Count) {
+        let count = Int(list.Count)
+        let lastStored = (0..<count).last { !bad.contains($0) }
+        for index in 0..<count {
             guard let message = list.Msgs?[index] else { continue }
             if bad.contains(index) {
                 natsMsg_Term(message, nil)
+            } else if confirm, index == lastStored {
+                var options = jsOptions()
+                var errorCode = jsErrCode(rawValue: 0)
+                if jsOptions_Init(&options) == NATS_OK {
+                    options.Wait = 2000
+                    // A timeout only delays the confirmation; the ack itself was sent.
+                    _ = natsMsg_AckSync(message, &options, &errorCode)
+                } else {
+                    natsMsg_Ack(message, nil)
+                }
             } else {
-                // Fire and forget: a lost ack means a redelivery, which stores nothing twice.
                 natsMsg_Ack(message, nil)
             }
         }
