@@ -122,6 +122,65 @@ struct PostgresTests {
         #expect(counts.rows == 100 && counts.distinctIDs == 100)
     }
 
+    @Test("the COPY path stores exact values: bytes with NUL, non-ASCII ids, microsecond timestamps, the epoch")
+    func copyStoresExactValues() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("copy"))
+        defer { Task { await client.shutdown() } }
+        try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("copy"))
+        let envelope: [UInt8] = Array("{\"data\":\"a\u{0}b\"}".utf8) + [0, 0xFF, 0x0A, 0x5C]
+        let rows = [
+            HistoryRow(channel: "chat.ü", offset: 7, id: "idé-1", timestampMicros: 1_764_403_915_123_456, encoding: "text", envelope: envelope),
+            HistoryRow(channel: "chat.a", offset: 9, id: "x", timestampMicros: 1, encoding: "base64", envelope: [0]),
+        ]
+        let inserted = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "e-42", on: connection) }
+        #expect(inserted == 2)
+        let read = try await client.withConnection { connection throws(StormError) in
+            try connection.query(
+                #"SELECT channel, "offset", id, (extract(epoch FROM ts) * 1000000)::bigint, encoding, envelope = $1, epoch FROM messages ORDER BY "offset""#,
+                [.bytes(envelope)], doing: "read back")
+        }
+        #expect(read.rows.count == 2)
+        #expect(read.text(0, 0) == "chat.ü" && read.int64(0, 1) == 7 && read.text(0, 2) == "idé-1")
+        #expect(read.int64(0, 3) == 1_764_403_915_123_456 && read.text(0, 4) == "text" && read.text(0, 5) == "t" && read.text(0, 6) == "e-42")
+        #expect(read.int64(1, 3) == 1 && read.text(1, 5) == "f")
+    }
+
+    @Test("one batch holding one id twice stores it once, at the earlier offset")
+    func duplicateWithinOneBatch() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("copy"))
+        defer { Task { await client.shutdown() } }
+        try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("copy"))
+        let rows = [try testHistoryRow("chat.a", 5, id: "same"), try testHistoryRow("chat.a", 3, id: "same"), try testHistoryRow("chat.a", 3, id: "other")]
+        let inserted = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "1", on: connection) }
+        #expect(inserted == 1)
+        let read = try await client.withConnection { connection throws(StormError) in
+            try connection.query(#"SELECT "offset", id FROM messages"#, doing: "read back")
+        }
+        #expect(read.rows.count == 1 && read.int64(0, 0) == 3 && read.text(0, 1) == "same")
+    }
+
+    @Test("a COPY stream the server rejects fails the statement and leaves the connection usable")
+    func malformedCopyStream() async throws {
+        let url = try await PostgresTestEnvironment.freshDatabase()
+        let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("copy"))
+        defer { Task { await client.shutdown() } }
+        let outcome = try await client.withConnection { connection throws(StormError) -> (StormError.Code?, String?) in
+            try connection.execute("CREATE TABLE t (a bigint)", doing: "create t")
+            var failure: StormError.Code?
+            do throws(StormError) {
+                try connection.copyIn("COPY t (a) FROM STDIN (FORMAT binary)", data: Array("not a binary copy".utf8), doing: "copy garbage")
+            } catch {
+                failure = error.code
+            }
+            let alive = try connection.query("SELECT 1 + 1", doing: "check the connection")
+            return (failure, alive.text(0, 0))
+        }
+        #expect(outcome.0 == StormError.Code.internalError)
+        #expect(outcome.1 == "2")
+    }
+
     @Test("HistoryStore returns ascending offsets after the given one, capped, with exact envelope bytes")
     func historyReads() async throws {
         let url = try await PostgresTestEnvironment.freshDatabase()

@@ -25,8 +25,8 @@ final class ConsumerMetrics: Sendable {
     /// Rows deleted by the retention prune.
     let pruned: Prometheus.Counter
 
-    /// Batch sizes from 1 to the maximum fetch (1,000).
-    static let batchBuckets: [Double] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 750, 1000]
+    /// Batch sizes from 1 to the maximum fetch (5,000).
+    static let batchBuckets: [Double] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000]
     /// Transaction times from 0.5 ms to 10 s.
     static let durationBuckets: [Double] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 

@@ -130,6 +130,72 @@ final class PostgresConnection: @unchecked Sendable {
         return try check(PQexec(raw, sql), "PQexec", doing())
     }
 
+    /// Runs one `COPY … FROM STDIN` statement and streams `data` to it (`PQputCopyData` in chunks of
+    /// 256 KiB, `PQputCopyEnd`, `PQgetResult`); returns the rows copied. `data` is the whole COPY stream in
+    /// the statement's format (for `FORMAT binary`: header, tuples and trailer, see `PostgresCopyWriter`).
+    ///
+    /// The server checks the stream: a malformed one fails the statement (`.internalError`), a broken
+    /// socket is `.connection`. Either way the connection is back to idle (or closed) afterwards.
+    @discardableResult
+    func copyIn(_ sql: String, data: [UInt8], doing: @autoclosure () -> String) throws(StormError) -> Int {
+        guard let raw else {
+            throw StormError(.connection, "PostgreSQL at \(endpoint) is not connected; could not \(doing()) [PQexec]")
+        }
+        guard let started = PQexec(raw, sql) else {
+            _ = try check(nil, "PQexec", doing())
+            return 0
+        }
+        guard PQresultStatus(started) == PGRES_COPY_IN else {
+            // An error (or, for a statement that is not COPY FROM STDIN, no copy at all).
+            let rows = try check(started, "PQexec", doing())
+            return rows.affected
+        }
+        PQclear(started)
+        let chunk = 256 * 1024
+        var sent = true
+        data.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            var offset = 0
+            while offset < buffer.count {
+                let length = min(chunk, buffer.count - offset)
+                let status = base.advanced(by: offset).withMemoryRebound(to: CChar.self, capacity: length) {
+                    PQputCopyData(raw, $0, Int32(length))
+                }
+                if status != 1 {
+                    sent = false
+                    return
+                }
+                offset += length
+            }
+        }
+        // Ending with an error message makes the server fail the COPY instead of committing half a stream.
+        let ended = sent ? PQputCopyEnd(raw, nil) : PQputCopyEnd(raw, "stormd could not send the whole COPY stream")
+        if ended != 1 {
+            let message = Self.serverMessage(PQerrorMessage(raw))
+            close()
+            throw StormError(.connection, "PostgreSQL at \(endpoint) could not \(doing()): \(message) [PQputCopyEnd]")
+        }
+        // The COPY's result, then NULL: read both, so the connection is idle for the next statement.
+        let result = PQgetResult(raw)
+        var extra = 0
+        while let more = PQgetResult(raw) {
+            let status = PQresultStatus(more)
+            PQclear(more)
+            extra += 1
+            if status == PGRES_COPY_IN || status == PGRES_COPY_OUT || status == PGRES_COPY_BOTH || extra > 8 {
+                // Still in a copy state after PQputCopyEnd: the protocol is confused; start afresh.
+                if let result { PQclear(result) }
+                close()
+                throw StormError(.connection, "PostgreSQL at \(endpoint) could not \(doing()): the connection stayed in COPY state [PQgetResult]")
+            }
+        }
+        let rows = try check(result, "PQputCopyEnd", doing())
+        if !sent {
+            throw StormError(.connection, "PostgreSQL at \(endpoint) could not \(doing()): sending the COPY data failed [PQputCopyData]")
+        }
+        return rows.affected
+    }
+
     /// Runs `body` inside `BEGIN` … `COMMIT`; any error rolls back (when the connection still lives) and is
     /// rethrown. When COMMIT itself fails the transaction did not happen: callers must not act on it.
     func transaction<T>(doing: String, _ body: (PostgresConnection) throws(StormError) -> T) throws(StormError) -> T {
