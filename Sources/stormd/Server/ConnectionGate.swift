@@ -36,7 +36,8 @@ struct ConnectionLimits: Sendable, Equatable {
     static let probeReserve = 32
     /// Time a refused or probe-only connection has to send its request head (at most the header
     /// timeout): refused connections must not hold descriptors for long.
-    static let refusedHeaderTimeout: TimeAmount = .seconds(2)
+    /// Not a flag; tests raise it so that a busy machine cannot cut a refusal before it is read.
+    var refusedHeaderTimeout: TimeAmount = .seconds(2)
 
     /// `--max-connections` as applied with an open-files soft limit of `openFiles`.
     func effectiveMaxConnections(openFilesLimit openFiles: Int) -> Int {

@@ -209,7 +209,7 @@ final class Gateway: Service, Sendable {
         }
         channel.closeFuture.whenComplete { _ in self.gate.withLockedValue { $0.release(address: address, admission: admission) } }
         let connectionLimits = configuration.connections
-        let headerTimeout = admission == .admitted ? connectionLimits.headerTimeout : min(connectionLimits.headerTimeout, ConnectionLimits.refusedHeaderTimeout)
+        let headerTimeout = admission == .admitted ? connectionLimits.headerTimeout : min(connectionLimits.headerTimeout, connectionLimits.refusedHeaderTimeout)
         let deadlines = RequestDeadlineHandler(headerTimeout: headerTimeout, idleTimeout: connectionLimits.idleTimeout, metrics: context.metrics)
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
