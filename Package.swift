@@ -39,6 +39,7 @@ let package = Package(
         // epoll and eventfd, which Glibc's module does not export (header only).
         .target(name: "CStormLinux"),
 
+        // The programs' shared model: ChannelName, the envelope codec, errors, API clients, Prometheus parser.
         .target(
             name: "StormCore",
             dependencies: [
@@ -57,17 +58,66 @@ let package = Package(
         ),
         // The web page and storm.js as real files (Resources/), copied into the target's resource bundle.
         .target(name: "StormWeb", resources: [.copy("Resources")]),
-        .executableTarget(
-            name: "stormd",
+        // stormd's settings: names, layered sources (flags, STORM_* variables, file) and value parsing.
+        .target(name: "StormConfiguration", dependencies: ["StormCore", nio("NIOCore")]),
+        // Metrics (fixed labels), tracing, JSON logs, systemd notification: what every role reports.
+        .target(
+            name: "StormObservability",
             dependencies: [
-                "StormCore", "StormWeb", "CNATS", "CLibPQ", "CHiredis",
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
+                "StormCore", nio("NIOCore"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLP"])),
+            ]
+        ),
+        // The MessageBroker protocol, its in-memory engine, and the control plane's contract.
+        .target(
+            name: "StormBroker",
+            dependencies: ["StormCore", "StormObservability", nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")]
+        ),
+        // The only importer of nats.c: the NATS connection, JetStream (stream, acks, reads, pull consumer)
+        // and the NATS engine of MessageBroker.
+        .target(
+            name: "StormNATS",
+            dependencies: [
+                "CNATS", "StormCore", "StormObservability", "StormBroker",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The only importer of libpq: the PostgreSQL client, history and auth stores, migrations.
+        .target(
+            name: "StormStore",
+            dependencies: [
+                "CLibPQ", "StormCore", "StormConfiguration", "StormObservability",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // Presence: the tracker, its writer loop, the memory and Redis stores.
+        .target(
+            name: "StormPresence",
+            dependencies: [
+                "StormCore", "StormConfiguration", "StormObservability", "StormBroker",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The gateway role: wire codecs, protocol state machines, fan-out, sessions, routes, the server.
+        .target(
+            name: "StormGateway",
+            dependencies: [
+                "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
+                "StormStore", "StormPresence", "StormWeb",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -75,7 +125,34 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLP"])),
+            ]
+        ),
+        // The consumer role: JetStream → PostgreSQL, exactly once, and its small HTTP server.
+        .target(
+            name: "StormConsumer",
+            dependencies: [
+                "StormCore", "StormObservability", "StormNATS", "StormStore",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        // The composition root: commands, configuration of the roles, the ServiceGroup.
+        .executableTarget(
+            name: "stormd",
+            dependencies: [
+                "StormCore", "StormWeb", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
+                "StormStore", "StormPresence", "StormGateway", "StormConsumer",
+                nio("NIOCore"), nio("NIOPosix"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .executableTarget(
@@ -108,7 +185,11 @@ let package = Package(
         .testTarget(
             name: "stormdTests",
             dependencies: [
-                "stormd", "StormCore",
+                "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
+                "StormStore", "StormPresence", "StormGateway", "StormConsumer", "StormWeb",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -124,3 +205,6 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+/// A SwiftNIO product by name.
+func nio(_ name: String) -> Target.Dependency { .product(name: name, package: "swift-nio") }

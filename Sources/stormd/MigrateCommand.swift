@@ -2,6 +2,9 @@ import ArgumentParser
 import Foundation
 import Logging
 import StormCore
+import StormGateway
+import StormStore
+import StormWeb
 
 /// `stormd migrate`: applies pending PostgreSQL schema migrations and exits. Safe to run while stormd
 /// serves, and from several hosts at once (an advisory lock serialises them).

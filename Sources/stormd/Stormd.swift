@@ -1,12 +1,16 @@
 import ArgumentParser
-import CHiredis
-import CLibPQ
-import CNATS
 import Foundation
 import Logging
 import NIOCore
 import ServiceLifecycle
+import StormBroker
+import StormConfiguration
 import StormCore
+import StormGateway
+import StormNATS
+import StormObservability
+import StormStore
+import StormWeb
 
 /// `stormd`: the STORM daemon. With no subcommand it serves (`stormd serve`): on 127.0.0.1:8080 with the
 /// in-memory broker when given no flags. `stormd migrate` applies the PostgreSQL schema migrations.
@@ -131,7 +135,7 @@ struct Serve: AsyncParsableCommand {
             broker = NATSBroker(configuration: nats, logger: logger)
         }
         // --otlp-endpoint: spans for publishes and fan-out, exported by a service run beside the gateway.
-        let tracing = try OTLPTracing.make(configuration: configuration, logger: logger)
+        let tracing = try OTLPTracing.make(endpoint: configuration.otlpEndpoint, logger: logger)
         let gateway = Gateway(configuration: configuration, broker: broker, logger: logger, tracer: tracing?.tracer)
         do {
             try await gateway.start()
@@ -395,67 +399,5 @@ struct StormdOptions: ParsableArguments {
             fileValues = try ConfigurationSources.parseFile(at: path)
         }
         return ConfigurationSources(flags: flags.compactMapValues { $0 }, environment: environment, fileValues: fileValues)
-    }
-}
-
-/// Versions of the C libraries stormd links, for `stormd --version` style diagnostics and bug reports.
-enum LinkedLibraries {
-    static var summary: String {
-        let nats = String(cString: nats_GetVersion())
-        let pq = Int(PQlibVersion())
-        let hiredis = String(cString: storm_hiredis_version())
-        return "nats.c \(nats), libpq \(pq / 10000).\(pq % 100), hiredis \(hiredis)"
-    }
-}
-
-extension GatewayConfiguration {
-    /// `--print-config`: the effective configuration as config-file lines.
-    func rendered() -> String {
-        """
-        listen = \(listen)
-        nats = \(natsURLs.joined(separator: ","))
-        nats-subject-prefix = \(natsSubjectPrefix)
-        max-message-size = \(limits.maxMessageSize)
-        client-buffer = \(limits.clientBufferBytes)
-        max-channels-per-connection = \(limits.maxChannelsPerConnection)
-        max-channels = \(limits.maxChannels)
-        client-publish-rate = \(limits.clientPublishRate)
-        ws-ping-interval = \(limits.webSocketPingInterval.nanoseconds / 1_000_000)ms
-        sse-heartbeat = \(limits.sseHeartbeatInterval.nanoseconds / 1_000_000)ms
-        flush-interval = \(limits.flushDelay.nanoseconds / 1_000_000)ms
-        max-flush-interval = \(limits.effectiveMaxFlushDelay.nanoseconds / 1_000_000)ms
-        event-loops = \(eventLoops)
-        backlog = \(backlog)
-        max-connections = \(connections.maxConnections.map(String.init) ?? "auto")  # applied: \(connections.effectiveMaxConnections(openFilesLimit: ResourceLimits.openFilesLimit(raised: true)))
-        max-connections-per-ip = \(connections.maxConnectionsPerIP)
-        connect-rate-per-ip = \(connections.connectRatePerIP)
-        limit-loopback = \(connections.limitLoopback ? "on" : "off")
-        header-timeout = \(connections.headerTimeout.nanoseconds / 1_000_000)ms
-        idle-timeout = \(connections.idleTimeout.nanoseconds / 1_000_000)ms
-        drain-timeout = \(drainSeconds)
-        log-level = \(logLevel)
-        log-format = \(logFormat.rawValue)
-        otlp-endpoint = \(otlpEndpoint.map(OTLPTracing.redacted) ?? "")
-        workers = \(workers)
-        web-ui = \(limits.webUI ? "on" : "off")
-        jetstream = \(jetStream ? "on" : "off")
-        stream-replicas = \(stream.replicas)
-        stream-max-bytes = \(stream.maxBytes)
-        stream-max-messages = \(stream.maxMessages)
-        stream-max-age = \(nanoseconds(stream.maxAge) / 1_000_000_000)s
-        stream-discard = \(stream.discard.rawValue)
-        stream-update = \(stream.updateExisting ? "on" : "off")
-        role = \(store.role.rawValue)
-        postgres = \(store.redactedPostgresURL ?? "")
-        migrate-on-start = \(store.migrateOnStart)
-        history-max-age = \(store.historyMaxAge.nanoseconds / 1_000_000_000)s
-        history-max-count = \(store.historyMaxCount)
-        \(presence.rendered)
-        \(auth.rendered)
-        allowed-origins = \(allowedOrigins.rendered)
-        allowed-hosts = \(allowedHosts.joined(separator: ","))
-        \(tls.rendered)
-        # linked: \(LinkedLibraries.summary)
-        """
     }
 }

@@ -3,7 +3,14 @@ import NIOEmbedded
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// JetStream publishes waiting for their acknowledgement: timeouts are swept, pointer reuse is safe.
 @Suite("JetStream acknowledgement table")

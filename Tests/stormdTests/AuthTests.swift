@@ -5,7 +5,14 @@ import Logging
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Tokens, permissions, disabling users, expiry and the admin API, against real gateways on port 0.
 private enum AuthFixture {

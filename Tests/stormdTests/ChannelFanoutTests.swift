@@ -2,7 +2,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The per-channel fan-out of one event loop: a pass writes each subscriber everything it has not had,
 /// including messages that arrived during the pass, in order, once.

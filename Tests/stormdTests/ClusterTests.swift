@@ -3,7 +3,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Two gateways sharing one real nats-server (started by ./scripts/test): what one accepts, the other's
 /// clients receive. In CI these fail, never skip, when the server is missing.

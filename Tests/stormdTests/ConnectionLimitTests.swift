@@ -3,7 +3,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// `--max-connections`, `--max-connections-per-ip`, `--connect-rate-per-ip`, `--header-timeout` and
 /// `--idle-timeout` over real sockets on loopback, and no spinning at the open-files limit.

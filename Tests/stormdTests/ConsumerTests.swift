@@ -4,7 +4,14 @@ import NIOPosix
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The history consumer against a real nats-server (JetStream) and PostgreSQL, both started by
 /// `./scripts/test`. Each test has its own stream, subject prefix, durable and database.

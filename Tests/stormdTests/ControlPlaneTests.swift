@@ -4,7 +4,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Reserved `_` channels and the control plane: the disconnect attack of issue #14 (a non-admin token
 /// publishing `{"disconnect":…}` on `_storm.gateway.<id>`) must fail on every path and in every

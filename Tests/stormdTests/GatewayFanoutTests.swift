@@ -2,7 +2,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Publish and fan-out end to end over real sockets, with the in-memory broker.
 @Suite("Gateway fan-out")

@@ -3,7 +3,14 @@ import NIOPosix
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// `StormHTTPConnection`, which the bench's publishers drive from their event loops and `StormHTTPClient`
 /// wraps for every `stormctl` command, against a real gateway.

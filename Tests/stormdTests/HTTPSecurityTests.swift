@@ -4,7 +4,14 @@ import NIOHTTP1
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The rules of `RequestPolicy`, `HostPolicy`, `OriginPolicy` and `WebSocketHandshakeCheck`, one
 /// decision at a time, without sockets.

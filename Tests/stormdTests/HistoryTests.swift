@@ -3,7 +3,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The two engines history and recovery run on: the in-memory window, and JetStream on a real nats-server.
 enum HistoryEngine: String, CaseIterable, CustomTestStringConvertible, Sendable {

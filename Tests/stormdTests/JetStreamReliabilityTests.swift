@@ -6,7 +6,14 @@ import NIOPosix
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Broker outages and stream settings against real nats-servers: a gateway that starts before NATS, an
 /// existing stream left alone (or updated with `--stream-update`), and a full stream answering 507.

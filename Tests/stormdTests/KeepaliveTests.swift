@@ -2,7 +2,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Idle connections: WebSocket pings find dead peers, SSE heartbeats keep proxies from timing out.
 @Suite("Keepalive")

@@ -6,7 +6,14 @@ import NIOPosix
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Where the integration tests find NATS. `./scripts/test` starts a nats-server and sets these.
 enum NATSTestEnvironment {

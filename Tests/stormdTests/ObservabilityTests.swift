@@ -7,7 +7,14 @@ import StormCore
 import Testing
 import Tracing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 // MARK: - Helpers
 
@@ -480,7 +487,7 @@ struct OTLPExportTests {
         configuration.eventLoops = 1
         var logger = Logger(label: "otlp-test")
         logger.logLevel = .warning
-        let tracing = try #require(try OTLPTracing.make(configuration: configuration, logger: logger, exportDelay: .milliseconds(100)))
+        let tracing = try #require(try OTLPTracing.make(endpoint: configuration.otlpEndpoint, logger: logger, exportDelay: .milliseconds(100)))
         let exporter = Task { try await tracing.service.run() }
         let gateway = Gateway(configuration: configuration, broker: MemoryBroker(), logger: logger, tracer: tracing.tracer)
         try await gateway.start()

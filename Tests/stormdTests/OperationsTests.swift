@@ -4,7 +4,14 @@ import Glibc
 import Foundation
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The systemd notifier against a datagram socket the test binds (path and abstract namespace), and the
 /// process metrics against this very test process.

@@ -3,7 +3,14 @@ import Logging
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Where the integration tests find PostgreSQL. `./scripts/test` starts one (initdb in a temp dir) and
 /// sets these; in CI a missing server fails the suites instead of skipping them.

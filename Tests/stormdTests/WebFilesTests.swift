@@ -3,7 +3,14 @@ import NIOCore
 import NIOHTTP1
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// The page and storm.js come from StormWeb's resource bundle, with the same paths and headers as when
 /// they were Swift strings.

@@ -259,3 +259,8 @@ public final class RedisConnection {
         }
     }
 }
+
+extension RedisConnection {
+    /// The hiredis library this program is linked with, for version reports.
+    public static var libraryVersion: String { String(cString: storm_hiredis_version()) }
+}

@@ -3,18 +3,24 @@ import Foundation
 import Logging
 import Prometheus
 import ServiceLifecycle
+import StormConsumer
 import StormCore
+import StormGateway
+import StormNATS
+import StormObservability
+import StormStore
+import StormWeb
 import Tracing
 
 /// The store side of `stormd serve`: with `--postgres`, the history consumer and the retention prune
 /// (and, for `--role consumer`, the small HTTP server for probes and metrics).
-struct StoreServices {
-    let postgres: PostgresClient?
-    let consumer: HistoryConsumer?
-    let retention: HistoryRetention?
+package struct StoreServices {
+    package let postgres: PostgresClient?
+    package let consumer: HistoryConsumer?
+    package let retention: HistoryRetention?
 
     /// The services to run beside the gateway (none without `--postgres` or without NATS).
-    var services: [any Service] {
+    package var services: [any Service] {
         var services: [any Service] = []
         if let consumer { services.append(consumer) }
         if let retention { services.append(retention) }
@@ -24,7 +30,7 @@ struct StoreServices {
     /// Builds the consumer for `--role all` when PostgreSQL is configured; registers its metrics into the
     /// gateway's registry. Migrations run in the consumer's loop (`--migrate-on-start`), so a database
     /// that is down at start delays history, not the gateway.
-    static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil) throws -> StoreServices {
+    package static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil) throws -> StoreServices {
         let store = configuration.store
         guard store.runsConsumer, let url = store.postgresURL else {
             if store.postgresURL != nil, !store.natsConfigured {
@@ -44,7 +50,7 @@ struct StoreServices {
 
     /// `--role consumer`: the consumer, the prune and `/healthz`, `/readyz`, `/metrics` on `--listen`,
     /// until SIGTERM or SIGINT.
-    static func runConsumerRole(configuration: GatewayConfiguration, logger: Logger) async throws {
+    package static func runConsumerRole(configuration: GatewayConfiguration, logger: Logger) async throws {
         let store = configuration.store
         guard let url = store.postgresURL else {
             FileHandle.standardError.write(Data("stormd: configuration error: --role consumer needs --postgres\n".utf8))
@@ -53,7 +59,7 @@ struct StoreServices {
         warnAboutPasswordInArguments(logger: logger)
         let metrics = ConsumerMetrics()
         let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
-        let tracing = try OTLPTracing.make(configuration: configuration, logger: logger)
+        let tracing = try OTLPTracing.make(endpoint: configuration.otlpEndpoint, logger: logger)
         let consumer = HistoryConsumer(
             configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
@@ -77,7 +83,7 @@ struct StoreServices {
         await postgres.shutdown()
     }
 
-    static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
+    package static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
         var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
         consumer.natsTLS = configuration.tls.nats
         // The gateway's stream settings (--stream-*), under the consumer's stream name.

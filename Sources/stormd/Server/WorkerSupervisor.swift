@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import StormCore
+import StormWeb
 
 /// Runs `stormd --workers N`: N copies of this program, each a full gateway with its own event loops and
 /// broker connection, all listening on the same port with `SO_REUSEPORT` so the kernel spreads accepted
@@ -10,17 +12,17 @@ import Logging
 /// without one process's lock contention. The supervisor forwards SIGTERM/SIGINT to every worker, waits
 /// for them to drain, and exits 0 when all of them did; a worker that dies unexpectedly is restarted
 /// after a second.
-struct WorkerSupervisor {
-    let count: Int
-    let arguments: [String]
-    let logger: Logger
+package struct WorkerSupervisor {
+    package let count: Int
+    package let arguments: [String]
+    package let logger: Logger
 
     /// Index of the worker this process is, when started by a supervisor (`STORM_WORKER_INDEX`).
-    static var currentWorkerIndex: Int? {
+    package static var currentWorkerIndex: Int? {
         ProcessInfo.processInfo.environment["STORM_WORKER_INDEX"].flatMap(Int.init)
     }
 
-    func run() async throws -> Int32 {
+    package func run() async throws -> Int32 {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         let supervisor = Supervisor(executable: executable, arguments: arguments, logger: logger)
         for index in 0..<count { supervisor.start(index) }

@@ -4,7 +4,14 @@ import NIOCore
 import StormCore
 import Testing
 
-@testable import stormd
+@testable import StormBroker
+@testable import StormConfiguration
+@testable import StormConsumer
+@testable import StormGateway
+@testable import StormNATS
+@testable import StormObservability
+@testable import StormPresence
+@testable import StormStore
 
 /// Starts real gateways on port 0 for a test and stops them after it.
 enum TestGateway {

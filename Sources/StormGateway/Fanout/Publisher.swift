@@ -1,0 +1,132 @@
+import Atomics
+import NIOCore
+import StormBroker
+import StormCore
+import StormObservability
+import Tracing
+
+/// The one way a client's message enters STORM, whatever the transport: it checks the size, builds the
+/// envelope once, and returns when the broker has accepted it.
+package final class Publisher: Sendable {
+    private let broker: any MessageBroker
+    private let ids: MessageIDGenerator
+    private let metrics: GatewayMetrics
+    private let maxMessageSize: Int
+    private let state: GatewayState
+    private let allocator = ByteBufferAllocator()
+    /// The gateway's tracer; `nil` traces nothing and forwards no trace context.
+    package let tracing: StormTracing?
+
+    package init(broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, maxMessageSize: Int, state: GatewayState, tracing: StormTracing? = nil) {
+        self.tracing = tracing
+        self.broker = broker
+        self.ids = ids
+        self.metrics = metrics
+        self.maxMessageSize = maxMessageSize
+        self.state = state
+    }
+
+    /// Refuses a payload over the limit before anything else is done with it.
+    package func checkSize(_ size: Int) throws(StormError) {
+        guard size <= maxMessageSize else {
+            throw StormError(.messageTooLarge, "message of \(size) bytes is over the limit of \(maxMessageSize) bytes (--max-message-size)")
+        }
+    }
+
+    /// Checks a client's idempotency key: it becomes the message id, so it must be a short token.
+    package static func validateIdempotencyKey(_ key: String) throws(StormError) {
+        let allowed = key.utf8.allSatisfy { byte in
+            ChannelName.isAllowedCharacter(byte) || byte == UInt8(ascii: ".")
+        }
+        guard (1...64).contains(key.utf8.count), allowed else {
+            throw StormError(.badRequest, "idempotency key must be 1 to 64 characters of A-Z a-z 0-9 _ - : @ = .")
+        }
+    }
+
+    /// Publishes a client's payload; the future (on `eventLoop`) gives the envelope and how the broker
+    /// stored it.
+    ///
+    /// With a client-supplied `idempotencyKey` the key is the message id and the broker's deduplication key
+    /// (JetStream's `Nats-Msg-Id`, scoped to the channel), so a retried publish is stored once and answers
+    /// with the first one's offset and `duplicate: true`.
+    ///
+    /// With a tracer, a `publish` span (a child of the client's `trace`, if any) covers the publish up to
+    /// the broker's acknowledgement, and its context goes into the message headers for the fan-out and the
+    /// history consumer.
+    package func publish(
+        _ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, idempotencyKey: String? = nil,
+        via transport: GatewayMetrics.Transport, trace: TraceHeaders? = nil, eventLoop: any EventLoop
+    ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
+        guard !state.isDraining else {
+            return eventLoop.makeFailedFuture(StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway"))
+        }
+        do {
+            try checkSize(payload.count)
+            if let idempotencyKey { try Self.validateIdempotencyKey(idempotencyKey) }
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let started = NIODeadline.now()
+        let id = idempotencyKey ?? ids.next()
+        let envelope = Envelope(channel: channel, id: id, timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
+        let bytes = envelope.encoded()
+        var buffer = allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        let metrics = self.metrics
+        let key = "\(channel.rawValue)/\(id)"
+        guard let tracing else {
+            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).countingRefusals(metrics).map { receipt in
+                metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+                if !receipt.duplicate {
+                    (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
+                }
+                return (envelope, receipt)
+            }
+        }
+        let span = tracing.startSpan("publish \(channel.rawValue)", context: tracing.context(from: trace), ofKind: .producer)
+        span.attributes["messaging.system"] = "storm"
+        span.attributes["messaging.operation.type"] = "publish"
+        span.attributes["messaging.destination.name"] = channel.rawValue
+        span.attributes["messaging.message.id"] = id
+        span.attributes["messaging.message.body.size"] = payload.count
+        span.attributes["storm.transport"] = transport.rawValue
+        let future = broker.publish(buffer, on: channel, idempotencyKey: key, trace: tracing.headers(continuing: span.context), eventLoop: eventLoop)
+            .countingRefusals(metrics)
+        future.whenComplete { result in
+            switch result {
+            case .success(let receipt):
+                if receipt.offset > 0 { span.attributes["storm.offset"] = Int(clamping: receipt.offset) }
+                if receipt.duplicate { span.attributes["storm.duplicate"] = true }
+            case .failure(let error):
+                span.recordError(error)
+                span.setStatus(SpanStatus(code: .error, message: (error as? StormError)?.message))
+            }
+            span.end()
+        }
+        return future.map { receipt in
+            metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
+            if !receipt.duplicate {
+                (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
+            }
+            return (envelope, receipt)
+        }
+    }
+}
+
+extension EventLoopFuture where Value == PublishReceipt {
+    /// Counts a publish the broker refused for lack of room (`storm_publish_refused_total`).
+    fileprivate func countingRefusals(_ metrics: GatewayMetrics) -> EventLoopFuture<PublishReceipt> {
+        whenFailure { error in
+            if (error as? StormError)?.code == .storageFull { metrics.publishRefusedStorageFull.increment() }
+        }
+        return self
+    }
+}
+
+/// Gateway-wide flags that every connection reads.
+package final class GatewayState: Sendable {
+    private let draining = ManagedAtomic(false)
+
+    package var isDraining: Bool { draining.load(ordering: .relaxed) }
+    package func beginDraining() { draining.store(true, ordering: .relaxed) }
+}
