@@ -1,6 +1,31 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// A SwiftNIO product by name.
+func nio(_ name: String) -> Target.Dependency { .product(name: name, package: "swift-nio") }
+
+/// The daemon's library modules, in dependency order.
+let stormModules: [Target.Dependency] = [
+    "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS", "StormStore",
+    "StormPresence", "StormGateway", "StormConsumer", "StormWeb",
+]
+
+/// Each daemon module's test target sees the modules (integration suites run whole gateways) and the
+/// shared support.
+let daemonTestDependencies: [Target.Dependency] = stormModules + [
+    "StormTestSupport",
+    .product(name: "JWTKit", package: "jwt-kit"),
+    .product(name: "Crypto", package: "swift-crypto"),
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "Prometheus", package: "swift-prometheus"),
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+    .product(name: "NIOSSL", package: "swift-nio-ssl"),
+    .product(name: "Tracing", package: "swift-distributed-tracing"),
+    .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+    nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOEmbedded"), nio("NIOTLS"), nio("NIOConcurrencyHelpers"),
+    nio("NIOWebSocket"),
+]
+
 /// STORM: a real-time messaging backend. See README.md for the tour and docs/ for the protocol.
 let package = Package(
     name: "storm",
@@ -182,29 +207,25 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ]),
         .testTarget(name: "stormtopTests", dependencies: ["stormtop", "StormCore"]),
-        .testTarget(
-            name: "stormdTests",
-            dependencies: [
-                "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
-                "StormStore", "StormPresence", "StormGateway", "StormConsumer", "StormWeb",
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        // What the daemon's test suites share: real servers on private ports (NATS, PostgreSQL, Redis
+        // come from ./scripts/test), gateways on port 0, raw sockets, condition waits.
+        .target(
+            name: "StormTestSupport",
+            dependencies: stormModules + [
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "JWTKit", package: "jwt-kit"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-                .product(name: "NIOTLS", package: "swift-nio"),
-                .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
-            ]
+            ],
+            path: "Tests/StormTestSupport"
         ),
+        .testTarget(name: "StormConfigurationTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormObservabilityTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormBrokerTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormNATSTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormStoreTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormPresenceTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormGatewayTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormConsumerTests", dependencies: daemonTestDependencies),
     ],
     swiftLanguageModes: [.v6]
 )
 
-/// A SwiftNIO product by name.
-func nio(_ name: String) -> Target.Dependency { .product(name: name, package: "swift-nio") }

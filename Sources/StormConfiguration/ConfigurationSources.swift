@@ -77,6 +77,11 @@ package struct ConfigurationSources: Sendable {
         package var value: String
         /// Where it came from, for error messages: "--listen", "STORM_LISTEN", "/etc/storm.conf:3".
         package var origin: String
+
+        package init(value: String, origin: String) {
+            self.value = value
+            self.origin = origin
+        }
     }
 
     package var flags: [Setting: String] = [:]

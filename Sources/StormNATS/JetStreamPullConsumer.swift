@@ -53,6 +53,16 @@ package struct HistoryRow: Sendable {
     package var envelope: [UInt8]
     /// The W3C trace context the message carried in its NATS headers, if any.
     package var trace: TraceHeaders? = nil
+
+    package init(channel: String, offset: Int64, id: String, timestampMicros: UInt64, encoding: String, envelope: [UInt8], trace: TraceHeaders? = nil) {
+        self.channel = channel
+        self.offset = offset
+        self.id = id
+        self.timestampMicros = timestampMicros
+        self.encoding = encoding
+        self.envelope = envelope
+        self.trace = trace
+    }
 }
 
 // MARK: - nats.c side
