@@ -49,17 +49,18 @@ public struct Envelope: Sendable, Equatable {
         return "\(micros / 1000).\(pad)\(fraction)"
     }
 
-    /// The envelope's JSON bytes.
+    /// The envelope's JSON bytes, in `EnvelopeLayout`'s field order.
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(payload.count + channel.rawValue.utf8.count + 96)
-        out.append(contentsOf: #"{"type":"message","channel":"#.utf8)
+        out.append(EnvelopeLayout.messagePrefix)
+        out.append(EnvelopeLayout.channelKey)
         JSONWriter.appendString(utf8: channel.rawValue.utf8, to: &out)
-        out.append(contentsOf: #","id":"#.utf8)
+        out.append(EnvelopeLayout.idKey)
         JSONWriter.appendString(utf8: id.utf8, to: &out)
-        out.append(contentsOf: #","ts":"#.utf8)
+        out.append(EnvelopeLayout.timestampKey)
         out.append(contentsOf: Self.formatTimestamp(timestampMicros).utf8)
-        out.append(contentsOf: #","data":"#.utf8)
+        out.append(EnvelopeLayout.dataKey)
         switch encoding {
         case .json:
             out.append(contentsOf: JSONScanner.compacted(payload))
@@ -71,7 +72,7 @@ public struct Envelope: Sendable, Equatable {
             out.append(UInt8(ascii: "\""))
         }
         if encoding != .json {
-            out.append(contentsOf: #","encoding":"#.utf8)
+            out.append(EnvelopeLayout.encodingKey)
             JSONWriter.appendString(utf8: encoding.rawValue.utf8, to: &out)
         }
         out.append(UInt8(ascii: "}"))

@@ -30,7 +30,7 @@ package struct Delivery: Sendable {
         self.channel = channel
         self.offset = offset
         self.publishedAtMicros = fields.timestampMicros
-        let framed = offset > 0 ? Self.withOffset(envelope, offset: offset, allocator: allocator) : envelope
+        let framed = offset > 0 ? EnvelopeLayout.withOffset(envelope, offset: offset, allocator: allocator) : envelope
         self.webSocketFrame = WebSocketWire.textFrame(payload: framed, allocator: allocator)
         if offset > 0 {
             self.sseChunk = SSEWire.eventChunk(id: ByteBuffer(string: String(offset)).readableBytesView, envelope: framed, allocator: allocator)
@@ -47,22 +47,6 @@ package struct Delivery: Sendable {
         let length = second & 0x7F
         frame.moveReaderIndex(forwardBy: min(frame.readableBytes, length < 126 ? 2 : (length == 126 ? 4 : 10)))
         return frame
-    }
-
-    private static let typePrefix = Array(#"{"type":"message","#.utf8)
-
-    package static func withOffset(_ envelope: ByteBuffer, offset: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: envelope.readableBytes + 32)
-        let view = envelope.readableBytesView
-        if view.starts(with: typePrefix) {
-            out.writeBytes(typePrefix)
-            out.writeString("\"offset\":\(offset),")
-            out.writeBytes(view.dropFirst(typePrefix.count))
-        } else {
-            out.writeString("{\"offset\":\(offset),")
-            out.writeBytes(view.dropFirst())
-        }
-        return out
     }
 }
 
@@ -102,106 +86,16 @@ package final class DeliveryRun {
 }
 
 /// The two envelope fields the gateway needs without parsing the whole JSON: the message id (SSE `id:`)
-/// and the publish timestamp. Envelopes are written by `Envelope.encoded()`, whose field order is fixed.
+/// and the publish timestamp, found by `EnvelopeLayout.scan`.
 package struct EnvelopeFields {
     package let id: ByteBufferView
     package let timestampMicros: UInt64
 
     package init?(_ envelope: ByteBuffer) {
+        guard let scanned = envelope.withUnsafeReadableBytes({ EnvelopeLayout.scan($0) }) else { return nil }
         let view = envelope.readableBytesView
-        guard view.first == UInt8(ascii: "{"), view.last == UInt8(ascii: "}"),
-            let idStart = Self.valueStart(of: Self.idKey, in: view),
-            let idEnd = view[idStart...].firstIndex(of: UInt8(ascii: "\"")),
-            let tsStart = Self.valueStart(of: Self.tsKey, in: view)
-        else { return nil }
-        var index = tsStart
-        var millis: UInt64 = 0
-        var digits = 0
-        while index < view.endIndex, let digit = Self.digit(view[index]), digits < 16 {
-            millis = millis * 10 + digit
-            index += 1
-            digits += 1
-        }
-        guard digits > 0 else { return nil }
-        var micros = millis * 1000
-        if index < view.endIndex, view[index] == UInt8(ascii: ".") {
-            index += 1
-            var scale: UInt64 = 100
-            while index < view.endIndex, let digit = Self.digit(view[index]) {
-                micros += digit * scale
-                scale /= 10
-                index += 1
-            }
-        }
-        self.id = view[idStart..<idEnd]
-        self.timestampMicros = micros
-    }
-
-    private static let idKey = Array(#","id":""#.utf8)
-    private static let tsKey = Array(#","ts":"#.utf8)
-
-    @inline(__always)
-    private static func digit(_ byte: UInt8) -> UInt64? {
-        byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") ? UInt64(byte - UInt8(ascii: "0")) : nil
-    }
-
-    /// Index just after the first occurrence of `key`; envelopes put `id` and `ts` before the payload, so the
-    /// first match is the envelope's own field, never one inside `data`.
-    private static func valueStart(of key: [UInt8], in view: ByteBufferView) -> Int? {
-        guard let first = key.first else { return nil }
-        var index = view.startIndex
-        let end = view.endIndex - key.count
-        while index <= end {
-            if view[index] == first {
-                var matched = true
-                for offset in 1..<key.count where view[index + offset] != key[offset] {
-                    matched = false
-                    break
-                }
-                if matched { return index + key.count }
-            }
-            index += 1
-        }
-        return nil
-    }
-}
-
-/// Server-side WebSocket framing (RFC 6455 section 5.2). Server frames are never masked, so a frame is a
-/// 2-to-10-byte header and the payload: written once here and then shared.
-package enum WebSocketWire {
-    package static func frame(opcode: UInt8, payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        let length = payload.readableBytes
-        var frame = allocator.buffer(capacity: length + 10)
-        frame.writeInteger(0x80 | opcode)  // FIN + opcode
-        if length < 126 {
-            frame.writeInteger(UInt8(length))
-        } else if length <= Int(UInt16.max) {
-            frame.writeInteger(UInt8(126))
-            frame.writeInteger(UInt16(length))
-        } else {
-            frame.writeInteger(UInt8(127))
-            frame.writeInteger(UInt64(length))
-        }
-        frame.writeImmutableBuffer(payload)
-        return frame
-    }
-
-    package static func textFrame(payload: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
-        frame(opcode: 0x1, payload: payload, allocator: allocator)
-    }
-
-    package static func closeFrame(code: UInt16, reason: String, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var payload = allocator.buffer(capacity: 2 + reason.utf8.count)
-        payload.writeInteger(code)
-        // Control frames carry at most 125 bytes: cut the reason on a character boundary.
-        var budget = 123
-        for scalar in reason.unicodeScalars {
-            let size = String(scalar).utf8.count
-            if size > budget { break }
-            budget -= size
-            payload.writeString(String(scalar))
-        }
-        return frame(opcode: 0x8, payload: payload, allocator: allocator)
+        self.id = view[(view.startIndex + scanned.id.lowerBound)..<(view.startIndex + scanned.id.upperBound)]
+        self.timestampMicros = scanned.timestampMicros
     }
 }
 

@@ -24,7 +24,6 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private var context: ChannelHandlerContext?
     /// Where pre-encoded frames are written: the encoder's context, so they skip the encoder.
     private var writer: ChannelHandlerContext?
-    private var fragments: ByteBuffer?
     private var closing = false
     private var flushPending = false
     /// Mirrors the channel's writability (outbound bytes under `--client-buffer`), kept up to date by
@@ -102,6 +101,12 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         switch error {
+        case let violation as WebSocketViolation:
+            close(code: violation.code, reason: violation.reason)
+        case let refused as NIOWebSocketFrameAggregator.Error:
+            let violation = ClientFrameRules.violation(
+                for: refused, maxMessageSize: gateway.limits.maxWebSocketMessageSize, maxFragments: ClientFrameRules.maxFragments)
+            close(code: violation.code, reason: violation.reason)
         case NIOWebSocketError.invalidFrameLength:
             close(code: 1009, reason: "frame larger than \(gateway.limits.maxWebSocketMessageSize) bytes")
         case let error as NIOWebSocketError:
@@ -193,12 +198,9 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             if frame.opcode == .connectionClose { context.close(promise: nil) }
             return
         }
-        guard frame.maskKey != nil else {
-            return close(code: 1002, reason: "client frames must be masked")
-        }
-        guard !frame.rsv1, !frame.rsv2, !frame.rsv3 else {
-            return close(code: 1002, reason: "reserved bits set but no extension was negotiated")
-        }
+        // Masks, reserved bits, opcodes and fragments were checked and joined below this handler
+        // (`ClientFrameCheck`, NIO's `NIOWebSocketFrameAggregator`): here every frame is a whole message
+        // or a control frame.
         switch frame.opcode {
         case .ping:
             send(WebSocketWire.frame(opcode: 0xA, payload: frame.unmaskedData, allocator: allocator))
@@ -207,34 +209,9 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         case .connectionClose:
             answerClose(frame.unmaskedData)
         case .text:
-            guard fragments == nil else {
-                return close(code: 1002, reason: "a new message started before the fragmented one ended")
-            }
-            if frame.fin {
-                handleMessage(frame.unmaskedData)
-            } else {
-                fragments = frame.unmaskedData
-            }
-        case .continuation:
-            guard var message = fragments else {
-                return close(code: 1002, reason: "continuation frame with no message to continue")
-            }
-            var piece = frame.unmaskedData
-            guard message.readableBytes + piece.readableBytes <= gateway.limits.maxWebSocketMessageSize else {
-                fragments = nil
-                return close(code: 1009, reason: "message larger than \(gateway.limits.maxWebSocketMessageSize) bytes")
-            }
-            fragments = nil  // release our reference so the append does not copy
-            message.writeBuffer(&piece)
-            if frame.fin {
-                handleMessage(message)
-            } else {
-                fragments = message
-            }
-        case .binary:
-            close(code: 1003, reason: "binary frames are not supported: send JSON requests in text frames")
+            handleMessage(frame.unmaskedData)
         default:
-            close(code: 1002, reason: "unknown opcode \(frame.opcode)")
+            close(code: 1002, reason: "unexpected opcode \(frame.opcode)")
         }
     }
 
@@ -510,7 +487,6 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
     private func close(code: UInt16, reason: String) {
         guard !closing, let context, let writer else { return }
         closing = true
-        fragments = nil
         if code == 1002 || code == 1007 || code == 1009 || code == 1003 {
             gateway.metrics.countClientError(.protocolViolation)
         }

@@ -85,7 +85,7 @@ package enum HistoryRoutes {
         body.writeString(",\"latest\":\(history.latestOffset ?? 0),\"complete\":\(since >= history.lostUpTo),\"messages\":[")
         for (index, message) in history.messages.enumerated() {
             if index > 0 { body.writeString(",") }
-            var framed = Delivery.withOffset(message.envelope, offset: message.offset, allocator: allocator)
+            var framed = EnvelopeLayout.withOffset(message.envelope, offset: message.offset, allocator: allocator)
             body.writeBuffer(&framed)
         }
         body.writeString("]}\n")

@@ -225,6 +225,7 @@ package final class Gateway: Service, Sendable {
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
         // on this connection's event loop).
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
+        let maxMessageSize = limits.maxWebSocketMessageSize
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: limits.maxWebSocketMessageSize,
             automaticErrorHandling: false,
@@ -248,7 +249,13 @@ package final class Gateway: Service, Sendable {
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
                     guard let who = principal.value else { throw StormError(.unauthorized, "upgrade without an authenticated request") }
-                    try channel.pipeline.syncOperations.addHandler(WebSocketSession(gateway: gateway, hub: hub, principal: who, connectionID: connectionID))
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ClientFrameCheck(),
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: ClientFrameRules.maxFragments,
+                            maxAccumulatedFrameSize: maxMessageSize),
+                        WebSocketSession(gateway: gateway, hub: hub, principal: who, connectionID: connectionID),
+                    ])
                 }
             }
         )
