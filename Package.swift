@@ -99,10 +99,16 @@ let package = Package(
                 .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTLP"])),
             ]
         ),
-        // The MessageBroker protocol, its in-memory engine, and the control plane's contract.
+        // The MessageBroker protocol, its in-memory engine, the control plane's contract, and the one publish
+        // path (Publisher).
         .target(
             name: "StormBroker",
-            dependencies: ["StormCore", "StormObservability", nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers")]
+            dependencies: [
+                "StormCore", "StormObservability", nio("NIOCore"), nio("NIOPosix"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+            ]
         ),
         // The only importer of nats.c: the NATS connection, JetStream (stream, acks, reads, pull consumer)
         // and the NATS engine of MessageBroker.

@@ -33,6 +33,8 @@ package final class GatewayMetrics: Sendable {
     package let sseAccepted: Prometheus.Counter
     package let publishedHTTP: Prometheus.Counter
     package let publishedWebSocket: Prometheus.Counter
+    /// Events the gateway publishes itself (presence join and leave).
+    package let publishedServer: Prometheus.Counter
     package let deliveredWebSocket: Prometheus.Counter
     package let deliveredSSE: Prometheus.Counter
     package let droppedSlowClient: Prometheus.Counter
@@ -88,8 +90,9 @@ package final class GatewayMetrics: Sendable {
         sseConnections = r.makeGauge(name: "storm_connections", labels: [("transport", "sse")], help: "Open client connections by transport.")
         webSocketAccepted = r.makeCounter(name: "storm_connections_accepted_total", labels: [("transport", "websocket")], help: "Client connections accepted since start, by transport.")
         sseAccepted = r.makeCounter(name: "storm_connections_accepted_total", labels: [("transport", "sse")], help: "Client connections accepted since start, by transport.")
-        publishedHTTP = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "http")], help: "Messages accepted from clients by this gateway, by transport.")
-        publishedWebSocket = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "websocket")], help: "Messages accepted from clients by this gateway, by transport.")
+        publishedHTTP = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "http")], help: "Messages accepted by this gateway, by transport (server: its own presence events).")
+        publishedWebSocket = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "websocket")], help: "Messages accepted by this gateway, by transport (server: its own presence events).")
+        publishedServer = r.makeCounter(name: "storm_messages_published_total", labels: [("transport", "server")], help: "Messages accepted by this gateway, by transport (server: its own presence events).")
         deliveredWebSocket = r.makeCounter(name: "storm_messages_delivered_total", labels: [("transport", "websocket")], help: "Messages written to client connections, by transport.")
         deliveredSSE = r.makeCounter(name: "storm_messages_delivered_total", labels: [("transport", "sse")], help: "Messages written to client connections, by transport.")
         droppedSlowClient = r.makeCounter(name: "storm_messages_dropped_total", labels: [("reason", "slow_client")], help: "Deliveries not made, by reason.")

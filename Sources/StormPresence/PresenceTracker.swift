@@ -40,7 +40,8 @@ package final class PresenceTracker: Sendable {
     package let store: any PresenceStore
     package let gatewayID: String
     private let broker: any MessageBroker
-    private let ids: MessageIDGenerator
+    /// Join and leave events go out through the one publish path.
+    private let publisher: Publisher
     private let metrics: GatewayMetrics
     private let logger: Logger
     private let startedMillis = unixMillisNow()
@@ -100,12 +101,15 @@ package final class PresenceTracker: Sendable {
         var stop: StopMode?
     }
 
-    package init(configuration: PresenceConfiguration, store: any PresenceStore, broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, logger: Logger) {
+    package init(
+        configuration: PresenceConfiguration, store: any PresenceStore, broker: any MessageBroker, publisher: Publisher, ids: MessageIDGenerator,
+        metrics: GatewayMetrics, logger: Logger
+    ) {
+        self.publisher = publisher
         self.configuration = configuration
         self.store = store
         self.gatewayID = ids.instanceID
         self.broker = broker
-        self.ids = ids
         self.metrics = metrics
         self.logger = logger
         (eventStream, events) = AsyncStream.makeStream(of: (ChannelName, [UInt8]).self, bufferingPolicy: .bufferingNewest(100_000))
@@ -154,14 +158,12 @@ package final class PresenceTracker: Sendable {
         thread.name = "storm-presence"
         thread.start()
         let stream = eventStream
-        let broker = self.broker
-        let ids = self.ids
+        let publisher = self.publisher
         let logger = self.logger
         let task = Task {
             for await (channel, payload) in stream {
-                let envelope = Envelope(channel: channel, id: ids.next(), timestampMicros: unixMicrosNow(), payload: payload, encoding: .json)
                 do {
-                    try await broker.publish(ByteBuffer(bytes: envelope.encoded()), on: channel)
+                    _ = try await publisher.publishEvent(payload, on: channel, eventLoop: MultiThreadedEventLoopGroup.singleton.any()).get()
                 } catch {
                     logger.debug("presence event not published", metadata: ["storm.channel": "\(channel)", "error": "\(error)"])
                 }

@@ -69,7 +69,7 @@ package final class Gateway: Service, Sendable {
         let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing, maxChannels: configuration.limits.maxChannels)
         let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state, tracing: tracing)
         let presence = PresenceTracker(
-            configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
+            configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, publisher: publisher, ids: ids,
             metrics: metrics, logger: logger)
         var authPostgres: PostgresClient?
         let store: any AuthStore

@@ -1,12 +1,15 @@
 import Atomics
 import NIOCore
-import StormBroker
+import Prometheus
 import StormCore
 import StormObservability
 import Tracing
 
-/// The one way a client's message enters STORM, whatever the transport: it checks the size, builds the
-/// envelope once, and returns when the broker has accepted it.
+/// The one way a message enters STORM, whatever sends it: clients over HTTP or WebSocket (`publish`), and
+/// the gateway itself for presence join/leave events (`publishEvent`). It checks the size, builds the
+/// envelope once, counts it (`storm_messages_published_total{transport}`, refusals for lack of room) and
+/// returns when the broker has accepted it. Gateway-to-gateway requests never come here: they go on the
+/// control plane (`MessageBroker.sendControl`), outside the channels and the stream.
 package final class Publisher: Sendable {
     private let broker: any MessageBroker
     private let ids: MessageIDGenerator
@@ -66,8 +69,30 @@ package final class Publisher: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+        let counter = transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP
+        return send(
+            payload, encoding: encoding, on: channel, id: idempotencyKey ?? ids.next(), countedBy: counter,
+            transportName: transport.rawValue, trace: trace, eventLoop: eventLoop)
+    }
+
+    /// Publishes an event the gateway itself makes (presence join and leave), on the same path as a
+    /// client's message. Unlike `publish` it is not refused while draining: a draining gateway's leave
+    /// events are how the others learn that its clients went.
+    package func publishEvent(_ payload: [UInt8], on channel: ChannelName, eventLoop: any EventLoop) -> EventLoopFuture<PublishReceipt> {
+        do {
+            try checkSize(payload.count)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return send(payload, encoding: .json, on: channel, id: ids.next(), countedBy: metrics.publishedServer, transportName: "server", trace: nil, eventLoop: eventLoop)
+            .map { $0.1 }
+    }
+
+    private func send(
+        _ payload: [UInt8], encoding: PayloadEncoding?, on channel: ChannelName, id: String, countedBy counter: Prometheus.Counter,
+        transportName: String, trace: TraceHeaders?, eventLoop: any EventLoop
+    ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
         let started = NIODeadline.now()
-        let id = idempotencyKey ?? ids.next()
         let envelope = Envelope(channel: channel, id: id, timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
         let bytes = envelope.encoded()
         var buffer = allocator.buffer(capacity: bytes.count)
@@ -77,9 +102,7 @@ package final class Publisher: Sendable {
         guard let tracing else {
             return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).countingRefusals(metrics).map { receipt in
                 metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
-                if !receipt.duplicate {
-                    (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
-                }
+                if !receipt.duplicate { counter.increment() }
                 return (envelope, receipt)
             }
         }
@@ -89,7 +112,7 @@ package final class Publisher: Sendable {
         span.attributes["messaging.destination.name"] = channel.rawValue
         span.attributes["messaging.message.id"] = id
         span.attributes["messaging.message.body.size"] = payload.count
-        span.attributes["storm.transport"] = transport.rawValue
+        span.attributes["storm.transport"] = transportName
         let future = broker.publish(buffer, on: channel, idempotencyKey: key, trace: tracing.headers(continuing: span.context), eventLoop: eventLoop)
             .countingRefusals(metrics)
         future.whenComplete { result in
@@ -105,9 +128,7 @@ package final class Publisher: Sendable {
         }
         return future.map { receipt in
             metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
-            if !receipt.duplicate {
-                (transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP).increment()
-            }
+            if !receipt.duplicate { counter.increment() }
             return (envelope, receipt)
         }
     }
@@ -125,6 +146,8 @@ extension EventLoopFuture where Value == PublishReceipt {
 
 /// Gateway-wide flags that every connection reads.
 package final class GatewayState: Sendable {
+    package init() {}
+
     private let draining = ManagedAtomic(false)
 
     package var isDraining: Bool { draining.load(ordering: .relaxed) }
