@@ -166,6 +166,8 @@ final class NATSBroker: MessageBroker {
         subjectPrefixWithDot + channel.rawValue
     }
 
+    var streamStatus: StreamStatus? { state.withLockedValue { $0.jetStream }?.streamStatus }
+
     var isConnected: Bool {
         guard case .running(let connection) = state.withLockedValue({ $0.phase }) else { return false }
         return natsConnection_Status(connection.raw) == NATS_CONN_STATUS_CONNECTED

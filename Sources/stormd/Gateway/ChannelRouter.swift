@@ -32,6 +32,9 @@ final class ChannelRouter: Sendable {
         let channel: ChannelName
         var loopCounts: [Int]
         var state: State
+        /// Messages the broker delivered for this channel since its subscription started (for the
+        /// `messages` of `GET /api/v1/channels`, from which stormtop computes per-channel rates).
+        var messages: UInt64 = 0
 
         init(channel: ChannelName, loops: Int) {
             self.channel = channel
@@ -68,9 +71,9 @@ final class ChannelRouter: Sendable {
 
     /// The channels with local subscribers and how many each has on this gateway (all loops summed): a
     /// read-only copy for `GET /api/v1/channels`.
-    func subscriberCounts() -> [(channel: ChannelName, subscribers: Int)] {
+    func subscriberCounts() -> [(channel: ChannelName, subscribers: Int, messages: UInt64)] {
         table.withLockedValue { table in
-            table.values.map { (channel: $0.channel, subscribers: $0.loopCounts.reduce(0, +)) }
+            table.values.map { (channel: $0.channel, subscribers: $0.loopCounts.reduce(0, +), messages: $0.messages) }
         }
     }
 
@@ -189,7 +192,10 @@ final class ChannelRouter: Sendable {
             return
         }
         // Copy the counts out so the lock is not held while enqueueing.
-        let counts = table.withLockedValue { _ in entry.loopCounts }
+        let counts = table.withLockedValue { _ in
+            entry.messages &+= 1
+            return entry.loopCounts
+        }
         if let tracing, let trace {
             delivery.trace = FanoutTrace.start(tracing, trace: trace, channel: entry.channel, offset: offset, loops: counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) })
         }

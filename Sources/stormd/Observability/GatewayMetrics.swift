@@ -33,6 +33,8 @@ final class GatewayMetrics: Sendable {
     let fanoutWrites: Prometheus.Counter
     let brokerConnected: Gauge
     let brokerSubscriptions: Gauge
+    /// `storm_stream_*`: the JetStream stream as the broker last sampled it (none without JetStream).
+    let streamGauges: StreamGauges
     let redisConnected: Gauge
     let presenceWrites: Prometheus.Counter
     let presenceErrors: Prometheus.Counter
@@ -129,6 +131,7 @@ final class GatewayMetrics: Sendable {
         connectionsRefused = refused
         headerTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "header")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
         idleTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "idle")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
+        streamGauges = StreamGauges(registry: r)
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
     }
 
@@ -168,7 +171,8 @@ final class GatewayMetrics: Sendable {
 
     /// The exposition text, with the standard `process_*` metrics (CPU, memory, open files, start time)
     /// after STORM's own; the gauges that are read rather than counted are set first.
-    func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int) -> [UInt8] {
+    func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int, stream: StreamStatus? = nil) -> [UInt8] {
+        streamGauges.set(stream)
         brokerConnected.set(Int64(connected ? 1 : 0))
         brokerSubscriptions.set(Int64(subscriptions))
         var text = registry.emitToBuffer()

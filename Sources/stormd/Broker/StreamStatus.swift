@@ -1,0 +1,113 @@
+import CNATS
+import Prometheus
+import Synchronization
+
+/// What JetStream last said about the message stream: replicas, leader, contents and limits, for the
+/// `storm_stream_*` gauges that stormtop's broker view and `stormctl check --stream-replicas` read.
+///
+/// Sampled in the background by `JetStreamContext` (one `js_GetStreamInfo` every `sampleInterval`), never
+/// on a scrape: `/metrics` must not wait on NATS.
+struct StreamStatus: Sendable, Equatable {
+    /// Replicas the stream is configured with (`--stream-replicas`).
+    var configuredReplicas: Int
+    /// Copies in sync now: the leader plus each follower JetStream reports current and online. A stream
+    /// on a single server (no cluster information) counts 1.
+    var currentReplicas: Int
+    /// The server that leads the stream, when JetStream names one.
+    var leader: String?
+    var messages: UInt64
+    var bytes: UInt64
+    /// Caps, -1 when unlimited.
+    var maxMessages: Int64
+    var maxBytes: Int64
+
+    /// Seconds between two samples.
+    static let sampleInterval: Duration = .seconds(2)
+
+    init(configuredReplicas: Int, currentReplicas: Int, leader: String?, messages: UInt64, bytes: UInt64, maxMessages: Int64, maxBytes: Int64) {
+        self.configuredReplicas = configuredReplicas
+        self.currentReplicas = currentReplicas
+        self.leader = leader
+        self.messages = messages
+        self.bytes = bytes
+        self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
+    }
+
+    /// Reads a `jsStreamInfo` as nats.c returns it.
+    init(info: jsStreamInfo) {
+        let config = info.Config?.pointee
+        configuredReplicas = max(1, Int(clamping: config?.Replicas ?? 1))
+        maxMessages = config?.MaxMsgs ?? -1
+        maxBytes = config?.MaxBytes ?? -1
+        messages = info.State.Msgs
+        bytes = info.State.Bytes
+        guard let cluster = info.Cluster?.pointee else {
+            leader = nil
+            currentReplicas = 1
+            return
+        }
+        leader = cluster.Leader.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        var current = leader == nil ? 0 : 1
+        if let peers = cluster.Replicas {
+            for index in 0..<Int(max(0, cluster.ReplicasLen)) {
+                guard let peer = peers[index]?.pointee else { continue }
+                if peer.Current && !peer.Offline { current += 1 }
+            }
+        }
+        currentReplicas = current
+    }
+}
+
+/// The `storm_stream_*` gauges. They are made at the first sample, so a gateway without JetStream
+/// (memory broker, `--jetstream off`) exports none of them and checks that need them say UNKNOWN.
+/// Fixed labels only; the leader's name is a label of `storm_stream_leader_info`, one series per NATS
+/// server that led the stream (a handful), the current one at 1 and the others at 0.
+final class StreamGauges: Sendable {
+    private struct Gauges {
+        var replicas: Gauge
+        var configuredReplicas: Gauge
+        var messages: Gauge
+        var bytes: Gauge
+        var maxMessages: Gauge
+        var maxBytes: Gauge
+        var leaders: [String: Gauge] = [:]
+    }
+
+    /// Most leader series kept: server names come from the NATS cluster's configuration, but stay bounded.
+    static let leaderLimit = 16
+
+    private let registry: PrometheusCollectorRegistry
+    private let gauges = Mutex<Gauges?>(nil)
+
+    init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+    }
+
+    func set(_ status: StreamStatus?) {
+        guard let status else { return }
+        gauges.withLock { gauges in
+            let r = registry
+            var made = gauges ?? Gauges(
+                replicas: r.makeGauge(name: "storm_stream_replicas", help: "Copies of the message stream in sync now: the leader and the followers JetStream reports current (1 on a single server)."),
+                configuredReplicas: r.makeGauge(name: "storm_stream_replicas_configured", help: "Replicas the message stream is configured with (--stream-replicas)."),
+                messages: r.makeGauge(name: "storm_stream_messages", help: "Messages the JetStream stream holds."),
+                bytes: r.makeGauge(name: "storm_stream_bytes", help: "Bytes the JetStream stream holds."),
+                maxMessages: r.makeGauge(name: "storm_stream_max_messages", help: "The stream's message cap (--stream-max-messages); -1 is unlimited."),
+                maxBytes: r.makeGauge(name: "storm_stream_max_bytes", help: "The stream's byte cap (--stream-max-bytes); -1 is unlimited."))
+            made.replicas.set(Int64(status.currentReplicas))
+            made.configuredReplicas.set(Int64(status.configuredReplicas))
+            made.messages.set(Int64(clamping: status.messages))
+            made.bytes.set(Int64(clamping: status.bytes))
+            made.maxMessages.set(status.maxMessages)
+            made.maxBytes.set(status.maxBytes)
+            if let leader = status.leader, made.leaders[leader] == nil, made.leaders.count < Self.leaderLimit {
+                made.leaders[leader] = r.makeGauge(
+                    name: "storm_stream_leader_info", labels: [("leader", leader)],
+                    help: "1 for the NATS server that leads the message stream now, 0 for servers that led it before.")
+            }
+            for (name, gauge) in made.leaders { gauge.set(Int64(name == status.leader ? 1 : 0)) }
+            gauges = made
+        }
+    }
+}
