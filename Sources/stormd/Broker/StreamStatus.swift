@@ -15,6 +15,9 @@ struct StreamStatus: Sendable, Equatable {
     var currentReplicas: Int
     /// The server that leads the stream, when JetStream names one.
     var leader: String?
+    /// JetStream reports cluster information (a clustered JetStream); false for a single server, which
+    /// names no leader.
+    var clustered: Bool
     var messages: UInt64
     var bytes: UInt64
     /// Caps, -1 when unlimited.
@@ -24,10 +27,11 @@ struct StreamStatus: Sendable, Equatable {
     /// Seconds between two samples.
     static let sampleInterval: Duration = .seconds(2)
 
-    init(configuredReplicas: Int, currentReplicas: Int, leader: String?, messages: UInt64, bytes: UInt64, maxMessages: Int64, maxBytes: Int64) {
+    init(configuredReplicas: Int, currentReplicas: Int, leader: String?, clustered: Bool, messages: UInt64, bytes: UInt64, maxMessages: Int64, maxBytes: Int64) {
         self.configuredReplicas = configuredReplicas
         self.currentReplicas = currentReplicas
         self.leader = leader
+        self.clustered = clustered
         self.messages = messages
         self.bytes = bytes
         self.maxMessages = maxMessages
@@ -44,9 +48,11 @@ struct StreamStatus: Sendable, Equatable {
         bytes = info.State.Bytes
         guard let cluster = info.Cluster?.pointee else {
             leader = nil
+            clustered = false
             currentReplicas = 1
             return
         }
+        clustered = true
         leader = cluster.Leader.map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
         var current = leader == nil ? 0 : 1
         if let peers = cluster.Replicas {
@@ -67,6 +73,7 @@ final class StreamGauges: Sendable {
     private struct Gauges {
         var replicas: Gauge
         var configuredReplicas: Gauge
+        var clustered: Gauge
         var messages: Gauge
         var bytes: Gauge
         var maxMessages: Gauge
@@ -91,12 +98,14 @@ final class StreamGauges: Sendable {
             var made = gauges ?? Gauges(
                 replicas: r.makeGauge(name: "storm_stream_replicas", help: "Copies of the message stream in sync now: the leader and the followers JetStream reports current (1 on a single server)."),
                 configuredReplicas: r.makeGauge(name: "storm_stream_replicas_configured", help: "Replicas the message stream is configured with (--stream-replicas)."),
+                clustered: r.makeGauge(name: "storm_stream_clustered", help: "1 when the stream lives in a clustered JetStream (it then has a leader, storm_stream_leader_info), 0 on a single server."),
                 messages: r.makeGauge(name: "storm_stream_messages", help: "Messages the JetStream stream holds."),
                 bytes: r.makeGauge(name: "storm_stream_bytes", help: "Bytes the JetStream stream holds."),
                 maxMessages: r.makeGauge(name: "storm_stream_max_messages", help: "The stream's message cap (--stream-max-messages); -1 is unlimited."),
                 maxBytes: r.makeGauge(name: "storm_stream_max_bytes", help: "The stream's byte cap (--stream-max-bytes); -1 is unlimited."))
             made.replicas.set(Int64(status.currentReplicas))
             made.configuredReplicas.set(Int64(status.configuredReplicas))
+            made.clustered.set(Int64(status.clustered ? 1 : 0))
             made.messages.set(Int64(clamping: status.messages))
             made.bytes.set(Int64(clamping: status.bytes))
             made.maxMessages.set(status.maxMessages)
