@@ -50,6 +50,9 @@ struct StreamStatusTests {
         #expect(leaderless.leader == nil && leaderless.clustered && leaderless.currentReplicas == 2)
         let single = withInfo(replicas: 1, leader: nil, peers: [], clustered: false) { StreamStatus(info: $0) }
         #expect(single.currentReplicas == 1 && !single.clustered && single.leader == nil, "a single server holds its one copy")
+        var failed = status
+        failed.unconfirmed()
+        #expect(failed.currentReplicas == 0 && failed.leader == nil && failed.messages == 900, "a failed sample confirms no copy, keeps the contents")
     }
 
     @Test("the gauges appear at the first status, and the leader series follows the leader")

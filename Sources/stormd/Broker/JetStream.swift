@@ -148,8 +148,11 @@ final class JetStreamContext: Sendable {
         guard start else { return }
         DispatchQueue(label: "stormd.stream-status").async { [self] in
             while let sample = sampleStreamStatus() {
-                // A failed read keeps the last figures: storm_broker_connected says NATS is away.
-                if let sample { streamStatusValue.withLockedValue { $0 = sample } }
+                // A failed read (NATS away, or a clustered stream with no leader to answer) keeps the
+                // contents and limits but confirms no copy: replicas in sync 0, no leader.
+                streamStatusValue.withLockedValue { status in
+                    if let sample { status = sample } else { status?.unconfirmed() }
+                }
                 _ = samplerWake.wait(timeout: .now() + .seconds(Int(StreamStatus.sampleInterval.components.seconds)))
             }
         }

@@ -11,7 +11,7 @@ struct StreamStatus: Sendable, Equatable {
     /// Replicas the stream is configured with (`--stream-replicas`).
     var configuredReplicas: Int
     /// Copies in sync now: the leader plus each follower JetStream reports current and online. A stream
-    /// on a single server (no cluster information) counts 1.
+    /// on a single server (no cluster information) counts 1; 0 after a sample that failed.
     var currentReplicas: Int
     /// The server that leads the stream, when JetStream names one.
     var leader: String?
@@ -23,6 +23,12 @@ struct StreamStatus: Sendable, Equatable {
     /// Caps, -1 when unlimited.
     var maxMessages: Int64
     var maxBytes: Int64
+
+    /// After a failed sample: no copy is known to be in sync and no leader is known.
+    mutating func unconfirmed() {
+        currentReplicas = 0
+        leader = nil
+    }
 
     /// Seconds between two samples.
     static let sampleInterval: Duration = .seconds(2)
@@ -96,7 +102,7 @@ final class StreamGauges: Sendable {
         gauges.withLock { gauges in
             let r = registry
             var made = gauges ?? Gauges(
-                replicas: r.makeGauge(name: "storm_stream_replicas", help: "Copies of the message stream in sync now: the leader and the followers JetStream reports current (1 on a single server)."),
+                replicas: r.makeGauge(name: "storm_stream_replicas", help: "Copies of the message stream in sync now: the leader and the followers JetStream reports current (1 on a single server; 0 when the last sample failed)."),
                 configuredReplicas: r.makeGauge(name: "storm_stream_replicas_configured", help: "Replicas the message stream is configured with (--stream-replicas)."),
                 clustered: r.makeGauge(name: "storm_stream_clustered", help: "1 when the stream lives in a clustered JetStream (it then has a leader, storm_stream_leader_info), 0 on a single server."),
                 messages: r.makeGauge(name: "storm_stream_messages", help: "Messages the JetStream stream holds."),
