@@ -202,6 +202,8 @@ let package = Package(
             dependencies: [
                 "StormCore", "CNCursesW",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -77,6 +77,9 @@ package protocol MessageBroker: AnyObject, Sendable {
     /// Why publishing cannot work right now (`/readyz` answers 503 with it), or nil when it can.
     var unavailableReason: String? { get }
 
+    /// The durable stream as last sampled (`storm_stream_*` gauges), nil for a broker without one.
+    var streamStatus: StreamStatus? { get }
+
     /// Connects. Throws a `.configuration` or `.connection` `StormError` when that is impossible.
     func start() async throws(StormError)
 
@@ -131,6 +134,8 @@ package protocol BrokerSubscription: AnyObject, Sendable {
 }
 
 extension MessageBroker {
+    package var streamStatus: StreamStatus? { nil }
+
     /// Not connected is the only reason a broker without a store of its own can give.
     package var unavailableReason: String? {
         isConnected ? nil : "broker \(endpointDescription) is not connected"

@@ -1,5 +1,6 @@
 import Atomics
 import CNATS
+import Dispatch
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -43,6 +44,12 @@ package final class JetStreamContext: Sendable {
     package let storeHealth: StoreHealth
     /// A room check (`probeRoomIfFull`) is running.
     private let probingRoom = ManagedAtomic(false)
+    /// The stream as last sampled (`StreamStatus`), nil until the first sample after the stream is ready.
+    private let streamStatusValue = NIOLockedValueBox<StreamStatus?>(nil)
+    /// The sampler's state; a sample holds this lock around its `js_GetStreamInfo`, so `destroy` waits
+    /// for it instead of freeing the context under it.
+    private let sampler = NIOLockedValueBox((started: false, destroyed: false))
+    private let samplerWake = DispatchSemaphore(value: 0)
 
     package init(connection: NATSConnectionHandle, settings: JetStreamSettings, endpoint: String, logger: Logger) throws(StormError) {
         self.settings = settings
@@ -80,6 +87,8 @@ package final class JetStreamContext: Sendable {
 
     /// Frees the context. Call only once the connection is closed (no callback can run any more).
     package func destroy() {
+        sampler.withLockedValue { $0.destroyed = true }
+        samplerWake.signal()
         jsCtx_Destroy(raw.raw)
         failPending()
         Unmanaged<AckTable>.fromOpaque(acksPointer.raw).release()
@@ -109,6 +118,7 @@ package final class JetStreamContext: Sendable {
         logStreamPlan(state, stream: settings.streamName, endpoint: endpoint, logger: logger)
         streamProblemValue.withLockedValue { $0 = nil }
         epochValue.withLockedValue { $0 = state.epoch }
+        startStatusSampler()
         logger.info(
             "JetStream stream ready",
             metadata: ["nats.stream": "\(settings.streamName)", "nats.subjects": "\(settings.stream.subjects)", "storm.epoch": "\(state.epoch)"])
@@ -123,6 +133,42 @@ package final class JetStreamContext: Sendable {
             let hasRoom = await runBlocking { self.streamHasRoom() }
             if hasRoom { self.storeHealth.stored() }
             self.probingRoom.store(false, ordering: .releasing)
+        }
+    }
+
+    /// The stream's replicas, leader, contents and limits as last sampled; nil before the first sample.
+    package var streamStatus: StreamStatus? { streamStatusValue.withLockedValue { $0 } }
+
+    /// Samples the stream every `StreamStatus.sampleInterval` on a queue of its own (the call blocks up to
+    /// the JetStream API timeout while NATS is away), until `destroy`. Started once, when the stream is ready.
+    private func startStatusSampler() {
+        let start = sampler.withLockedValue { state -> Bool in
+            guard !state.started, !state.destroyed else { return false }
+            state.started = true
+            return true
+        }
+        guard start else { return }
+        DispatchQueue(label: "stormd.stream-status").async { [self] in
+            while let sample = sampleStreamStatus() {
+                // A failed read (NATS away, or a clustered stream with no leader to answer) keeps the
+                // contents and limits but confirms no copy: replicas in sync 0, no leader.
+                streamStatusValue.withLockedValue { status in
+                    if let sample { status = sample } else { status?.unconfirmed() }
+                }
+                _ = samplerWake.wait(timeout: .now() + .seconds(Int(StreamStatus.sampleInterval.components.seconds)))
+            }
+        }
+    }
+
+    /// One `js_GetStreamInfo`: nil once the context is destroyed, `.some(nil)` when the read failed.
+    private func sampleStreamStatus() -> StreamStatus?? {
+        sampler.withLockedValue { state -> StreamStatus?? in
+            guard !state.destroyed else { return nil }
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var errorCode = jsErrCode(rawValue: 0)
+            guard js_GetStreamInfo(&info, raw.raw, settings.streamName, nil, &errorCode) == NATS_OK, let info else { return .some(nil) }
+            defer { jsStreamInfo_Destroy(info) }
+            return .some(StreamStatus(info: info.pointee))
         }
     }
 
@@ -334,24 +380,24 @@ package struct AckTablePointer: @unchecked Sendable {
 /// 16,000 publishes/s, each firing later only to find its publish long acknowledged.
 package final class AckTable: Sendable {
     private struct Entry {
-        var ticket: UInt64
-        var promise: EventLoopPromise<PublishReceipt>
+        package var ticket: UInt64
+        package var promise: EventLoopPromise<PublishReceipt>
     }
 
     private struct Expiry {
-        var key: UInt
-        var ticket: UInt64
-        var deadline: NIODeadline
+        package var key: UInt
+        package var ticket: UInt64
+        package var deadline: NIODeadline
     }
 
     private struct Table {
-        var entries: [UInt: Entry] = [:]
-        var nextTicket: UInt64 = 0
+        package var entries: [UInt: Entry] = [:]
+        package var nextTicket: UInt64 = 0
         /// Publishes in the order they were made, so oldest (first to time out) first; `head` is the first
         /// not yet looked at.
-        var expiries: [Expiry] = []
-        var head = 0
-        var sweeper: RepeatedTask?
+        package var expiries: [Expiry] = []
+        package var head = 0
+        package var sweeper: RepeatedTask?
     }
 
     private let table = NIOLockedValueBox(Table())

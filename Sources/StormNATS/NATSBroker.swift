@@ -117,13 +117,13 @@ package final class NATSBroker: MessageBroker {
     }
 
     private struct State {
-        var phase: Phase = .idle
+        package var phase: Phase = .idle
         /// Live subscriptions, so `shutdown()` can free the ones nobody cancelled.
-        var subscriptions: [ObjectIdentifier: NATSSubscription] = [:]
+        package var subscriptions: [ObjectIdentifier: NATSSubscription] = [:]
         /// The JetStream context, when durability is on and the connection exists.
-        var jetStream: JetStreamContext?
+        package var jetStream: JetStreamContext?
         /// A background attempt to create the stream is running (NATS was down at start).
-        var ensuringStream = false
+        package var ensuringStream = false
     }
 
     package let configuration: NATSBrokerConfiguration
@@ -167,6 +167,8 @@ package final class NATSBroker: MessageBroker {
     package func subject(for channel: ChannelName) -> String {
         subjectPrefixWithDot + channel.rawValue
     }
+
+    package var streamStatus: StreamStatus? { state.withLockedValue { $0.jetStream }?.streamStatus }
 
     package var isConnected: Bool {
         guard case .running(let connection) = state.withLockedValue({ $0.phase }) else { return false }

@@ -48,6 +48,8 @@ package final class GatewayMetrics: Sendable {
     package let fanoutWrites: Prometheus.Counter
     package let brokerConnected: Gauge
     package let brokerSubscriptions: Gauge
+    /// `storm_stream_*`: the JetStream stream as the broker last sampled it (none without JetStream).
+    package let streamGauges: StreamGauges
     package let redisConnected: Gauge
     package let presenceWrites: Prometheus.Counter
     package let presenceErrors: Prometheus.Counter
@@ -145,6 +147,7 @@ package final class GatewayMetrics: Sendable {
         connectionsRefused = refused
         headerTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "header")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
         idleTimeouts = r.makeCounter(name: "storm_connections_timed_out_total", labels: [("reason", "idle")], help: "HTTP connections closed by a timeout, by reason (header: --header-timeout, idle: --idle-timeout).")
+        streamGauges = StreamGauges(registry: r)
         r.makeGauge(name: "storm_build_info", labels: [("version", StormVersion.current), ("instance_id", instanceID)], help: "Always 1; labels carry the build.").set(Int64(1))
     }
 
@@ -184,7 +187,8 @@ package final class GatewayMetrics: Sendable {
 
     /// The exposition text, with the standard `process_*` metrics (CPU, memory, open files, start time)
     /// after STORM's own; the gauges that are read rather than counted are set first.
-    package func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int) -> [UInt8] {
+    package func exposition(brokerConnected connected: Bool, brokerSubscriptions subscriptions: Int, stream: StreamStatus? = nil) -> [UInt8] {
+        streamGauges.set(stream)
         brokerConnected.set(Int64(connected ? 1 : 0))
         brokerSubscriptions.set(Int64(subscriptions))
         var text = registry.emitToBuffer()

@@ -32,12 +32,21 @@ struct ChannelsRouteTests {
             }
             let all = try await get(gateway, "/api/v1/channels")
             #expect(all.status == 200)
-            #expect(all.text.contains(#""channels":[{"channel":"chat.a","subscribers":2},{"channel":"news.b","subscribers":1}]"#))
+            #expect(all.text.contains(#""channels":[{"channel":"chat.a","subscribers":2,"messages":0},{"channel":"news.b","subscribers":1,"messages":0}]"#))
             let chat = try await get(gateway, "/api/v1/channels?pattern=chat.*")
-            #expect(chat.text.contains(#""channels":[{"channel":"chat.a","subscribers":2}]"#))
+            #expect(chat.text.contains(#""channels":[{"channel":"chat.a","subscribers":2,"messages":0}]"#))
             #expect(try await get(gateway, "/api/v1/channels?pattern=none.*").text.contains(#""channels":[]"#))
             #expect(try await get(gateway, "/api/v1/channels?pattern=bad..x").status == 400)
             #expect(try await get(gateway, "/api/v1/channels", method: "POST").status == 405)
+
+            // Each message the broker delivers for a channel is counted once, however many subscribers it has.
+            try await gateway.publish("chat.a", "one")
+            try await gateway.publish("chat.a", "two")
+            let counted = try await eventually(timeout: .seconds(20)) {
+                try await get(gateway, "/api/v1/channels?pattern=chat.*").text.contains(#"{"channel":"chat.a","subscribers":2,"messages":2}"#)
+            }
+            #expect(counted, "two messages on chat.a")
+            #expect(try await get(gateway, "/api/v1/channels?pattern=news.*").text.contains(#""messages":0"#))
 
             // A subscriber that leaves is no longer counted (bounded wait for the close to be processed).
             await sockets[0].close()

@@ -167,7 +167,7 @@ struct KeyTests {
         #expect(fresh.handle(.interrupt, pageSize: 10, rowCount: 3) == .quit)
     }
 
-    @Test("1-3 and Tab switch views; Shift-Tab goes back")
+    @Test("1-6 and Tab switch views; Shift-Tab goes back")
     func views() {
         var state = ViewState()
         _ = state.handle(.character("2"), pageSize: 10, rowCount: 3)
@@ -175,11 +175,14 @@ struct KeyTests {
         _ = state.handle(.character("3"), pageSize: 10, rowCount: 3)
         #expect(state.view == .errors)
         _ = state.handle(.tab, pageSize: 10, rowCount: 3)
-        #expect(state.view == .gateways)
+        #expect(state.view == .consumers)
         _ = state.handle(.backTab, pageSize: 10, rowCount: 3)
         #expect(state.view == .errors)
+        _ = state.handle(.character("1"), pageSize: 10, rowCount: 3)
+        _ = state.handle(.backTab, pageSize: 10, rowCount: 3)
+        #expect(state.view == .connections, "Shift-Tab from the first view wraps to the last")
         _ = state.handle(.character("9"), pageSize: 10, rowCount: 3)
-        #expect(state.view == .errors, "no view 9")
+        #expect(state.view == .connections, "no view 9")
     }
 
     @Test("s cycles the sort column of the current view, o reverses it")

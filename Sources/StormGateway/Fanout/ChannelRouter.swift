@@ -26,16 +26,19 @@ package final class ChannelRouter: Sendable {
     /// while the broker was still busy) delivers nothing.
     private final class Entry: @unchecked Sendable {
         // @unchecked: every mutable field is read and written under `ChannelRouter.table`'s lock.
-        enum State {
+        package enum State {
             case pending([EventLoopPromise<Void>])
             case active(any BrokerSubscription)
             case released
         }
-        let channel: ChannelName
-        var loopCounts: [Int]
-        var state: State
+        package let channel: ChannelName
+        package var loopCounts: [Int]
+        package var state: State
+        /// Messages the broker delivered for this channel since its subscription started (for the
+        /// `messages` of `GET /api/v1/channels`, from which stormtop computes per-channel rates).
+        package var messages: UInt64 = 0
 
-        init(channel: ChannelName, loops: Int) {
+        package init(channel: ChannelName, loops: Int) {
             self.channel = channel
             self.loopCounts = Array(repeating: 0, count: loops)
             self.state = .pending([])
@@ -70,9 +73,9 @@ package final class ChannelRouter: Sendable {
 
     /// The channels with local subscribers and how many each has on this gateway (all loops summed): a
     /// read-only copy for `GET /api/v1/channels`.
-    package func subscriberCounts() -> [(channel: ChannelName, subscribers: Int)] {
+    package func subscriberCounts() -> [(channel: ChannelName, subscribers: Int, messages: UInt64)] {
         table.withLockedValue { table in
-            table.values.map { (channel: $0.channel, subscribers: $0.loopCounts.reduce(0, +)) }
+            table.values.map { (channel: $0.channel, subscribers: $0.loopCounts.reduce(0, +), messages: $0.messages) }
         }
     }
 
@@ -191,7 +194,10 @@ package final class ChannelRouter: Sendable {
             return
         }
         // Copy the counts out so the lock is not held while enqueueing.
-        let counts = table.withLockedValue { _ in entry.loopCounts }
+        let counts = table.withLockedValue { _ in
+            entry.messages &+= 1
+            return entry.loopCounts
+        }
         if let tracing, let trace {
             delivery.trace = FanoutTrace.start(tracing, trace: trace, channel: entry.channel, offset: offset, loops: counts.reduce(0) { $0 + ($1 > 0 ? 1 : 0) })
         }

@@ -6,7 +6,9 @@ import StormCore
 /// local subscriber counts, sorted by name (Centrifugo's `channels` API, per gateway).
 ///
 /// `pattern` takes what `--presence-channels` takes (`*`, `chat.*`, `news.eu`, a comma list); default
-/// every channel. The answer is `{"gateway":"ID","channels":[{"channel":"chat.a","subscribers":3}…]}`.
+/// every channel. The answer is `{"gateway":"ID","channels":[{"channel":"chat.a","subscribers":3,"messages":120}…]}`:
+/// `messages` counts what the broker delivered for the channel since this gateway subscribed to it (it
+/// restarts at 0 when the last subscriber leaves); stormtop's connections view turns it into rates.
 /// `stormctl channels` asks every gateway of the cluster and sums.
 package enum ChannelsRoutes {
     package static func handles(_ path: String) -> Bool { path == "/api/v1/channels" }
@@ -30,7 +32,7 @@ package enum ChannelsRoutes {
         var body = "{\"gateway\":\(JSONWriter.quoted(gateway.presence.gatewayID)),\"channels\":["
         for (index, item) in counts.enumerated() {
             if index > 0 { body += "," }
-            body += "{\"channel\":\(JSONWriter.quoted(item.channel.rawValue)),\"subscribers\":\(item.subscribers)}"
+            body += "{\"channel\":\(JSONWriter.quoted(item.channel.rawValue)),\"subscribers\":\(item.subscribers),\"messages\":\(item.messages)}"
         }
         return ByteBuffer(string: body + "]}\n")
     }

@@ -232,7 +232,7 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         case ("/readyz", .GET), ("/readyz", .HEAD):
             readiness(context: context, head: head)
         case ("/metrics", .GET):
-            let text = gateway.metrics.exposition(brokerConnected: gateway.broker.isConnected, brokerSubscriptions: gateway.router.activeChannelCount)
+            let text = gateway.metrics.exposition(brokerConnected: gateway.broker.isConnected, brokerSubscriptions: gateway.router.activeChannelCount, stream: gateway.broker.streamStatus)
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
         case ("/ws", .GET) where gateway.state.isDraining:
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))

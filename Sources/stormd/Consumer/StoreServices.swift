@@ -42,7 +42,7 @@ package struct StoreServices {
         let metrics = ConsumerMetrics(registry: registry)
         let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
         let consumer = HistoryConsumer(
-            configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
+            configuration: configuration.historyConsumer, postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         logger.info("history consumer enabled", metadata: ["postgres.server": "\(postgres.endpoint)"])
         return StoreServices(postgres: postgres, consumer: consumer, retention: retention)
@@ -61,7 +61,7 @@ package struct StoreServices {
         let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
         let tracing = try OTLPTracing.make(endpoint: configuration.otlpEndpoint, logger: logger)
         let consumer = HistoryConsumer(
-            configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
+            configuration: configuration.historyConsumer, postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         let server = ConsumerHTTPServer(host: configuration.listen.host, port: configuration.listen.port, consumer: consumer, registry: metrics.registry, logger: logger)
         do {
@@ -82,20 +82,6 @@ package struct StoreServices {
         try await group.run()
         await postgres.shutdown()
     }
-
-    package static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
-        var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
-        consumer.natsTLS = configuration.tls.nats
-        // The gateway's stream settings (--stream-*), under the consumer's stream name.
-        let name = consumer.stream.name
-        consumer.stream = configuration.stream
-        consumer.stream.name = name
-        consumer.stream.subjectPrefix = configuration.natsSubjectPrefix
-        consumer.migrateOnStart = configuration.store.migrateOnStart
-        consumer.connectionName = "stormd consumer \(configuration.listen)"
-        return consumer
-    }
-
     /// `ps` shows argv to every user of the machine: say so when `--postgres` carries a password.
     private static func warnAboutPasswordInArguments(logger: Logger) {
         let arguments = CommandLine.arguments

@@ -41,7 +41,68 @@ enum BatchReport {
             lines.append(line)
         }
         if let presence = frame.presence { lines += presenceLines(presence) }
+        lines += clusterViewLines(frame)
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The alerts, the stream, the consumers and the busiest channels, as the views 4-6 show them.
+    static func clusterViewLines(_ frame: DashboardFrame) -> [String] {
+        var lines = ["alerts: " + (frame.alerts.isEmpty ? "none" : frame.alerts.map(\.text).joined(separator: "; "))]
+        if let stream = frame.gateways.lazy.filter({ $0.state == .up }).compactMap(\.stream).first {
+            lines.append(
+                "stream: replicas \(Format.count(stream.replicas))/\(Format.count(stream.configuredReplicas))  leader \(stream.leaderLabel)"
+                    + "  messages \(Format.count(stream.messages)) of \(stream.maxMessages.map { Format.count($0) } ?? "unlimited")"
+                    + "  bytes \(Format.bytes(stream.bytes)) of \(stream.maxBytes.map { Format.bytes($0) } ?? "unlimited")  full \(Format.percent(stream.fullPercent))")
+        }
+        if !frame.consumers.isEmpty {
+            let columns: [(String, Int, (ConsumerFigures) -> String)] = [
+                ("CONSUMER", 21, { $0.address }), ("STATE", 5, { $0.state.label }), ("READY", 9, { $0.readyLabel }),
+                ("LAG", 8, { Format.count($0.lag) }), ("ROWS/s", 8, { Format.quantity($0.rowsPerSecond) }),
+                ("BATCH", 6, { Format.quantity($0.batchSize) }), ("P95INS", 8, { Format.latency($0.p95InsertSeconds, ascii: true) }),
+                ("FAIL/s", 6, { Format.quantity($0.failuresPerSecond) }), ("FAILURES", 8, { Format.count($0.failuresTotal) }),
+            ]
+            let left: Set<String> = ["CONSUMER", "STATE", "READY"]
+            lines.append(columns.map { pad($0.0, $0.1, left: left.contains($0.0)) }.joined(separator: " "))
+            for consumer in frame.consumers {
+                var line = columns.map { pad($0.2(consumer), $0.1, left: left.contains($0.0)) }.joined(separator: " ")
+                if case .down(let reason) = consumer.state { line += "  (\(reason))" } else if let reason = consumer.readyReason { line += "  (\(reason))" }
+                lines.append(line)
+            }
+        }
+        let channels = frame.channelRates.sorted { ($0.deliveriesPerSecond ?? -1, $1.channel) > ($1.deliveriesPerSecond ?? -1, $0.channel) }
+        if !channels.isEmpty {
+            lines.append([pad("CHANNEL", 28, left: true), pad("GATEWAY", 21, left: true), pad("SUBS", 6, left: false), pad("MSGS/s", 8, left: false), pad("OUT/s", 8, left: false)].joined(separator: " "))
+            for rate in channels.prefix(textChannelLimit) {
+                lines.append(
+                    [pad(rate.channel, 28, left: true), pad(rate.gateway, 21, left: true), pad(Format.count(Double(rate.subscribers)), 6, left: false),
+                     pad(Format.quantity(rate.messagesPerSecond), 8, left: false), pad(Format.quantity(rate.deliveriesPerSecond), 8, left: false)].joined(separator: " "))
+            }
+            if channels.count > textChannelLimit { lines.append("... \(channels.count - textChannelLimit) more channels (--json lists all)") }
+        }
+        return lines
+    }
+
+    static func streamJSON(_ stream: StreamFigures?) -> JSONValue {
+        guard let stream else { return .null }
+        return .object([
+            ("replicas", .number(stream.replicas)), ("replicas_configured", .number(stream.configuredReplicas)),
+            ("leader", stream.leader.map(JSONValue.string) ?? .null), ("clustered", stream.clustered.map(JSONValue.bool) ?? .null), ("messages", .number(stream.messages)), ("bytes", .number(stream.bytes)),
+            ("max_messages", .number(stream.maxMessages)), ("max_bytes", .number(stream.maxBytes)), ("full_percent", .number(stream.fullPercent)),
+        ])
+    }
+
+    static func consumerJSON(_ consumer: ConsumerFigures) -> JSONValue {
+        var error: JSONValue = .null
+        if case .down(let reason) = consumer.state { error = .string(reason) }
+        return .object([
+            ("address", .string(consumer.address)), ("url", .string(consumer.url)),
+            ("state", .string(consumer.state.isDown ? "down" : consumer.state == .up ? "up" : "waiting")), ("error", error),
+            ("ready", consumer.ready.map(JSONValue.bool) ?? .null), ("ready_error", consumer.readyReason.map(JSONValue.string) ?? .null),
+            ("lag_messages", .number(consumer.lag)), ("rows_per_second", .number(consumer.rowsPerSecond)), ("rows_total", .number(consumer.rowsTotal)),
+            ("batch_size", .number(consumer.batchSize)), ("p95_insert_seconds", .number(consumer.p95InsertSeconds)),
+            ("failures_per_second", .number(consumer.failuresPerSecond)), ("failures_total", .number(consumer.failuresTotal)),
+            ("postgres_connected", consumer.postgresConnected.map(JSONValue.bool) ?? .null),
+        ])
     }
 
     /// Channels listed by the text report; the JSON report has them all.
@@ -161,6 +222,9 @@ enum BatchReport {
                 ("broker_connected", g.brokerConnected.map(JSONValue.bool) ?? .null),
                 ("broker_subscriptions", .number(g.brokerSubscriptions)),
                 ("redis_connected", g.redisConnected.map(JSONValue.bool) ?? .null),
+                ("rate_limited_per_second", .number(g.rateLimitedPerSecond)),
+                ("rate_limited_total", .number(g.rateLimitedTotal)),
+                ("stream", streamJSON(g.stream)),
             ])
         }
         return JSONValue.object([
@@ -169,6 +233,14 @@ enum BatchReport {
             ("cluster", cluster),
             ("gateways", .array(gateways)),
             ("presence", presenceJSON(frame.presence)),
+            ("consumers", .array(frame.consumers.map(consumerJSON))),
+            ("channels", .array(frame.channelRates.map { rate -> JSONValue in
+                .object([
+                    ("channel", .string(rate.channel)), ("gateway", .string(rate.gateway)), ("subscribers", .int(rate.subscribers)),
+                    ("messages_per_second", .number(rate.messagesPerSecond)), ("deliveries_per_second", .number(rate.deliveriesPerSecond)),
+                ])
+            })),
+            ("alerts", .array(frame.alerts.map { .object([("kind", .string($0.kind.rawValue)), ("text", .string($0.text))]) })),
         ]).rendered + "\n"
     }
 }

@@ -52,8 +52,56 @@ struct GatewayTracker: Sendable {
     private(set) var latest: ScrapeSample?
     private(set) var previous: ScrapeSample?
     private(set) var failure: String?
+    /// The last two reads of `GET /api/v1/channels` (gateways only), or why it failed.
+    private(set) var channelsLatest: ChannelSample?
+    private(set) var channelsPrevious: ChannelSample?
+    private(set) var channelsFailure: String?
 
     init(target: GatewayTarget) { self.target = target }
+
+    /// A tracker as `--record` wrote it.
+    init(
+        target: GatewayTarget, latest: ScrapeSample?, previous: ScrapeSample?, failure: String?,
+        channelsLatest: ChannelSample?, channelsPrevious: ChannelSample?, channelsFailure: String?
+    ) {
+        self.target = target
+        self.latest = latest
+        self.previous = previous
+        self.failure = failure
+        self.channelsLatest = channelsLatest
+        self.channelsPrevious = channelsPrevious
+        self.channelsFailure = channelsFailure
+    }
+
+    mutating func recordChannels(_ result: Result<ChannelSample, StormError>) {
+        switch result {
+        case .success(let sample):
+            channelsPrevious = channelsLatest
+            channelsLatest = sample
+            channelsFailure = nil
+        case .failure(let error):
+            channelsFailure = DashboardStore.reason(error)
+            channelsLatest = nil
+            channelsPrevious = nil
+        }
+    }
+
+    /// The rows of the connections view from this gateway.
+    var channelRates: [ChannelRate] {
+        guard failure == nil, let channelsLatest else { return [] }
+        return ChannelSample.rates(gateway: target.address, latest: channelsLatest, previous: channelsPrevious)
+    }
+
+    /// The figures of a history consumer (the consumers view).
+    var consumerFigures: ConsumerFigures {
+        if let failure {
+            var figures = ConsumerFigures(address: target.address, url: target.url)
+            figures.state = .down(failure)
+            return figures
+        }
+        guard let latest else { return ConsumerFigures(address: target.address, url: target.url) }
+        return ConsumerFigures(address: target.address, url: target.url, latest: latest, previous: previous)
+    }
 
     mutating func record(_ sample: ScrapeSample) {
         previous = latest
@@ -92,6 +140,16 @@ struct DashboardFrame: Sendable {
     var generation: Int
     /// What was read from Redis; nil without `--redis`.
     var presence: PresenceSnapshot? = nil
+    /// History consumers (`--consumer`).
+    var consumers: [ConsumerFigures] = []
+    /// Every gateway's channels from `GET /api/v1/channels`.
+    var channelRates: [ChannelRate] = []
+    /// Why a gateway's channel list could not be read, by gateway address.
+    var channelFailures: [String: String] = [:]
+    /// The header's alerts.
+    var alerts: [Alert] = []
+    /// `--replay`: which recorded poll this is ("replay 3/120"), for the header.
+    var replayPosition: String? = nil
 }
 
 /// The shared state between the pollers (which write) and the screen or report (which read).
@@ -106,6 +164,7 @@ struct DashboardFrame: Sendable {
 final class DashboardStore: Sendable {
     struct State: Sendable {
         var trackers: [GatewayTracker]
+        var consumers: [GatewayTracker] = []
         var history: [Double?] = []
         var generation = 0
         var presence: PresenceSnapshot?
@@ -117,11 +176,41 @@ final class DashboardStore: Sendable {
 
     /// Gateways given on the command line.
     let configured: [GatewayTarget]
+    let thresholds: AlertThresholds
     private let state: Mutex<State>
 
-    init(targets: [GatewayTarget], presence: PresenceSnapshot? = nil) {
+    init(targets: [GatewayTarget], consumers: [GatewayTarget] = [], presence: PresenceSnapshot? = nil, thresholds: AlertThresholds = AlertThresholds()) {
         self.configured = targets
-        self.state = Mutex(State(trackers: targets.map(GatewayTracker.init(target:)), presence: presence))
+        self.thresholds = thresholds
+        self.state = Mutex(State(trackers: targets.map(GatewayTracker.init(target:)), consumers: consumers.map(GatewayTracker.init(target:)), presence: presence))
+    }
+
+    /// The history consumers to poll.
+    var consumerTargets: [GatewayTarget] { state.withLock { $0.consumers.map(\.target) } }
+
+    func recordConsumer(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
+        state.withLock { state in
+            guard let index = state.consumers.firstIndex(where: { $0.target.key == target.key }) else { return }
+            switch result {
+            case .success(let sample): state.consumers[index].record(sample)
+            case .failure(let error): state.consumers[index].recordFailure(Self.reason(error))
+            }
+        }
+    }
+
+    func recordChannels(_ target: GatewayTarget, _ result: Result<ChannelSample, StormError>) {
+        state.withLock { state in
+            guard let index = state.trackers.firstIndex(where: { $0.target.key == target.key }) else { return }
+            state.trackers[index].recordChannels(result)
+        }
+    }
+
+    /// A copy of everything known, for `--record`.
+    var snapshot: State { state.withLock { $0 } }
+
+    /// Replaces everything known (`--replay`).
+    func restore(_ replacement: State) {
+        state.withLock { $0 = replacement }
     }
 
     /// The gateways to poll now.
@@ -182,9 +271,14 @@ final class DashboardStore: Sendable {
     func frame(wallClock: Double) -> DashboardFrame {
         let copy = state.withLock { $0 }
         let gateways = copy.trackers.map(\.figures)
+        let consumers = copy.consumers.map(\.consumerFigures)
+        var failures: [String: String] = [:]
+        for tracker in copy.trackers { if let failure = tracker.channelsFailure { failures[tracker.target.address] = failure } }
         return DashboardFrame(
             gateways: gateways, cluster: ClusterFigures(gateways), deliveryHistory: copy.history, wallClock: wallClock,
-            generation: copy.generation, presence: copy.presence)
+            generation: copy.generation, presence: copy.presence, consumers: consumers,
+            channelRates: copy.trackers.flatMap(\.channelRates), channelFailures: failures,
+            alerts: Alert.evaluate(gateways: gateways, consumers: consumers, thresholds: thresholds))
     }
 
     /// A short reason for the table: the error message without the code prefix and the repeated URL.

@@ -7,6 +7,9 @@ struct ScrapeSample: Sendable {
     var elapsed: Double
     /// Seconds since the epoch, only to turn `process_start_time_seconds` into an uptime.
     var wallClock: Double
+    /// Consumers only: whether `/readyz` answered 200, and its reason when it did not.
+    var ready: Bool? = nil
+    var readyReason: String? = nil
 }
 
 /// Whether a gateway answers.
@@ -61,6 +64,11 @@ struct GatewayFigures: Sendable {
     /// From `storm_redis_connected`: 1 while presence in Redis is writable, 0 when down or not
     /// configured; nil from a gateway without presence support.
     var redisConnected: Bool?
+    /// Publishes refused by `--client-publish-rate` (`rate_limited`), per second and in total.
+    var rateLimitedPerSecond: Double?
+    var rateLimitedTotal: Double?
+    /// The JetStream stream as this gateway's broker last sampled it (`storm_stream_*`; nil without JetStream).
+    var stream: StreamFigures?
     /// Observations between the last two scrapes, kept to aggregate the cluster's percentiles.
     var publishWindow: PrometheusHistogram?
     var fanoutWindow: PrometheusHistogram?
@@ -105,6 +113,8 @@ struct GatewayFigures: Sendable {
         brokerConnected = now.value("storm_broker_connected").map { $0 >= 1 }
         brokerSubscriptions = now.value("storm_broker_subscriptions")
         redisConnected = now.value("storm_redis_connected").map { $0 >= 1 }
+        rateLimitedTotal = now.sum("storm_publish_rate_limited_total")
+        stream = StreamFigures(now)
 
         guard let previous else { return }
         let before = previous.exposition
@@ -118,6 +128,7 @@ struct GatewayFigures: Sendable {
         acceptedPerSecond = rate("storm_connections_accepted_total")
         slowClientDropsPerSecond = rate("storm_messages_dropped_total", ["reason": "slow_client"])
         clientErrorsPerSecond = rate("storm_client_errors_total")
+        rateLimitedPerSecond = rate("storm_publish_rate_limited_total")
         cpuPercent = rate("process_cpu_seconds_total").map { $0 * 100 }
         publishWindow = Self.window("storm_publish_duration_seconds", now: now, before: before)
         fanoutWindow = Self.window("storm_fanout_latency_seconds", now: now, before: before)

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOHTTP1
 import StormCore
 import Synchronization
 
@@ -20,13 +22,63 @@ final class Poller: Sendable {
     private let scrapers = Mutex<[String: PrometheusScraper]>([:])
     /// Gateways whose loop runs, by key: a gateway that leaves and comes back is not polled twice.
     private let running = Mutex<Set<String>>([])
+    /// One kept-alive API client per gateway (`/api/v1/channels`) and per consumer (`/readyz`), by key.
+    private let clients = Mutex<[String: StormHTTPClient]>([:])
+    /// Sent as `Authorization: Bearer` to `/api/v1/channels` (`STORM_TOKEN`); nil sends none.
+    let token: String?
+    /// `--record`: a line per interval (interactive) or per report (batch).
+    let recorder: Recorder?
 
-    init(store: DashboardStore, presence: PresenceReader? = nil, interval: Double, timeout: Double) {
+    init(store: DashboardStore, presence: PresenceReader? = nil, interval: Double, timeout: Double, token: String? = nil, recorder: Recorder? = nil) {
         self.store = store
         self.presence = presence
         self.interval = interval
         self.timeout = timeout
+        self.token = token
+        self.recorder = recorder
         self.started = ContinuousClock.now
+    }
+
+    private func client(for target: GatewayTarget) -> StormHTTPClient {
+        clients.withLock { clients in
+            if let existing = clients[target.key] { return existing }
+            let milliseconds = Int64(max(1, min(timeout * 1000, 3_600_000)))
+            let made = StormHTTPClient(endpoint: target.endpoint, options: StormConnectOptions(connectTimeout: .milliseconds(milliseconds)))
+            clients[target.key] = made
+            return made
+        }
+    }
+
+    private var timeoutAmount: TimeAmount { .milliseconds(Int64(max(1, min(timeout * 1000, 3_600_000)))) }
+
+    /// Reads a gateway's `GET /api/v1/channels` once (the connections view).
+    func pollChannels(_ target: GatewayTarget) async {
+        var headers = HTTPHeaders()
+        if let token { headers.add(name: "Authorization", value: "Bearer \(token)") }
+        let result: Result<ChannelSample, StormError>
+        do {
+            let answer = try await client(for: target).request(path: "/api/v1/channels", headers: headers, timeout: timeoutAmount)
+            result = .success(try ChannelSample.decode(answer.body, elapsed: elapsed))
+        } catch {
+            result = .failure(error)
+        }
+        store.recordChannels(target, result)
+    }
+
+    /// Polls one history consumer: `/metrics`, then `/readyz`.
+    func pollConsumer(_ target: GatewayTarget) async {
+        let result: Result<ScrapeSample, StormError>
+        do {
+            let exposition = try await scraper(for: target).scrape()
+            var sample = ScrapeSample(exposition: exposition, elapsed: elapsed, wallClock: Date().timeIntervalSince1970)
+            let answer = try await client(for: target).request(path: "/readyz", timeout: timeoutAmount, throwingOnErrorStatus: false)
+            sample.ready = answer.status == 200
+            if answer.status != 200 { sample.readyReason = StormError(httpStatus: answer.status, body: answer.body).message }
+            result = .success(sample)
+        } catch {
+            result = .failure(error)
+        }
+        store.recordConsumer(target, result)
     }
 
     /// Monotonic seconds since the poller was made.
@@ -67,7 +119,13 @@ final class Poller: Sendable {
         await refreshPresence()
         await withTaskGroup(of: Void.self) { group in
             for target in store.targets {
-                group.addTask { await self.poll(target) }
+                group.addTask {
+                    await self.poll(target)
+                    await self.pollChannels(target)
+                }
+            }
+            for target in store.consumerTargets {
+                group.addTask { await self.pollConsumer(target) }
             }
         }
     }
@@ -80,8 +138,18 @@ final class Poller: Sendable {
                 while !Task.isCancelled {
                     try? await Task.sleep(until: due, clock: self.clock)
                     self.store.sampleHistory()
+                    self.recorder?.write(self.store, interval: self.interval)
                     due = due + .seconds(self.interval)
                     if due < self.clock.now { due = self.clock.now + .seconds(self.interval) }
+                }
+            }
+            for target in store.consumerTargets {
+                group.addTask {
+                    while !Task.isCancelled {
+                        let due = self.clock.now + .seconds(self.interval)
+                        await self.pollConsumer(target)
+                        try? await Task.sleep(until: due, clock: self.clock)
+                    }
                 }
             }
             while !Task.isCancelled {
@@ -101,6 +169,7 @@ final class Poller: Sendable {
         while !Task.isCancelled && store.isPolled(target) {
             let due = clock.now + .seconds(interval)
             await poll(target)
+            await pollChannels(target)
             // A poll that took longer than the interval is followed at once by the next.
             try? await Task.sleep(until: due, clock: clock)
         }
@@ -115,6 +184,12 @@ final class Poller: Sendable {
             return Array(scrapers.values)
         }
         for scraper in all { await scraper.close() }
+        let apiClients = clients.withLock { clients in
+            defer { clients.removeAll() }
+            return Array(clients.values)
+        }
+        for client in apiClients { await client.close() }
         presence?.close()
+        recorder?.close()
     }
 }

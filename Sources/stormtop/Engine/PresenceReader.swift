@@ -3,7 +3,7 @@ import StormCore
 import Synchronization
 
 /// A gateway found in the registry in Redis (`P:gateway:<id>`, see docs/protocol.md, "Data model in Redis").
-struct DiscoveredGateway: Sendable, Equatable {
+struct DiscoveredGateway: Sendable, Equatable, Codable {
     var id: String
     var metricsURL: String
     var version: String
@@ -36,7 +36,7 @@ struct DiscoveredGateway: Sendable, Equatable {
 }
 
 /// One row of the busiest-channels view: who is subscribed to a channel, across the cluster.
-struct ChannelFigures: Sendable, Equatable {
+struct ChannelFigures: Sendable, Equatable, Codable {
     var channel: String
     /// Subscribed connections held by live gateways.
     var clients: Int

@@ -15,6 +15,8 @@ struct Dashboard {
     let poller: Poller
     let interval: Double
     let colours: Bool
+    /// `--replay`: the recorded frames, shown one per `interval` instead of polling.
+    var replay: [DashboardFrame]? = nil
     /// The screen's tick: the longest a key or a new poll result waits to be shown.
     static let tickMilliseconds: Int32 = 200
 
@@ -28,21 +30,34 @@ struct Dashboard {
         let terminal = Terminal()
         try terminal.start(colours: colours, refreshMilliseconds: Self.tickMilliseconds)
         defer { terminal.stop() }
-        let polling = Task.detached { [poller] in await poller.run() }
-        defer { polling.cancel() }
+        let polling = replay == nil ? Task.detached { [poller] in await poller.run() } : nil
+        defer { polling?.cancel() }
+        let clock = ContinuousClock()
+        var replayIndex = 0
+        var replayShown = clock.now
 
         var state = poller.presence == nil ? ViewState() : ViewState.withPresenceChannels()
         var frozen: DashboardFrame?
         while true {
             let signalNumber = receivedSignal.load(ordering: .relaxed)
             if signalNumber != 0 { return 128 + signalNumber }
-            let live = store.frame(wallClock: Date().timeIntervalSince1970)
-            if state.paused {
-                if frozen == nil { frozen = live }
+            var frame: DashboardFrame
+            if let replay, !replay.isEmpty {
+                if !state.paused, replayShown.duration(to: clock.now) >= .seconds(interval), replayIndex < replay.count - 1 {
+                    replayIndex += 1
+                    replayShown = clock.now
+                }
+                frame = replay[min(replayIndex, replay.count - 1)]
+                frame.replayPosition = "replay \(replayIndex + 1)/\(replay.count)"
             } else {
-                frozen = nil
+                let live = store.frame(wallClock: Date().timeIntervalSince1970)
+                if state.paused {
+                    if frozen == nil { frozen = live }
+                } else {
+                    frozen = nil
+                }
+                frame = frozen ?? live
             }
-            let frame = frozen ?? live
             let rowCount = Layout.rowCount(frame, state: state)
             let pageSize = Layout.pageSize(rows: terminal.rows, view: state.view)
             state.clampScroll(pageSize: pageSize, rowCount: rowCount)
@@ -55,7 +70,13 @@ struct Dashboard {
                 terminal.forceRepaint()
                 continue
             }
-            if state.handle(key, pageSize: pageSize, rowCount: rowCount) == .quit { return 0 }
+            switch state.handle(key, pageSize: pageSize, rowCount: rowCount) {
+            case .quit: return 0
+            case .step(let steps):
+                if let replay { replayIndex = max(0, min(replay.count - 1, replayIndex + steps)) }
+                replayShown = clock.now
+            case .none: break
+            }
         }
     }
 }

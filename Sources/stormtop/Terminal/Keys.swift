@@ -1,12 +1,15 @@
-/// The three screens `Tab` and `1`-`3` switch between.
+/// The screens `Tab` and `1`-`6` switch between.
 enum View: Int, CaseIterable, Sendable {
-    case gateways, channels, errors
+    case gateways, channels, errors, consumers, broker, connections
 
     var title: String {
         switch self {
         case .gateways: return "Gateways"
         case .channels: return "Channels"
         case .errors: return "Errors"
+        case .consumers: return "Consumers"
+        case .broker: return "Broker"
+        case .connections: return "Connections"
         }
     }
 
@@ -20,11 +23,14 @@ struct ViewState: Sendable, Equatable {
     enum Outcome: Equatable {
         case none
         case quit
+        /// `--replay`: show the recorded poll this many steps later (negative: earlier); pauses.
+        case step(Int)
     }
 
     var view: View = .gateways
-    /// Sort column per view, an index into `Layout.columns(view)`.
-    var sortColumn: [View: Int] = [:]
+    /// Sort column per view, an index into the view's columns. The consumers view starts on LAG and the
+    /// connections view on OUT/s, so the one that matters comes first.
+    var sortColumn: [View: Int] = [.consumers: 3, .connections: Layout.connectionsDefaultSort]
     /// Sort direction per view; columns start in their natural direction (names ascending, figures
     /// descending, so the busiest gateway comes first).
     var sortReversed: [View: Bool] = [:]
@@ -105,7 +111,7 @@ struct ViewState: Sendable, Equatable {
             switchTo(view.next)
         case .backTab:
             switchTo(view.previous)
-        case .character("1"), .character("2"), .character("3"):
+        case .character("1"), .character("2"), .character("3"), .character("4"), .character("5"), .character("6"):
             if case .character(let digit) = key, let number = digit.wholeNumberValue, let target = View(rawValue: number - 1) {
                 switchTo(target)
             }
@@ -125,6 +131,12 @@ struct ViewState: Sendable, Equatable {
             scroll = 0
         case .end, .character("G"):
             scroll = rowCount
+        case .right, .character("."):
+            paused = true
+            return .step(1)
+        case .left, .character(","):
+            paused = true
+            return .step(-1)
         default:
             break
         }
@@ -145,7 +157,7 @@ struct ViewState: Sendable, Equatable {
     static let help: [(String, String)] = [
         ("q", "quit (Ctrl-C too); the terminal is restored"),
         ("p  space", "pause / resume the display (polling goes on)"),
-        ("Tab  1 2 3", "switch view: 1 gateways, 2 channels, 3 errors (Shift-Tab back)"),
+        ("Tab  1-6", "switch view: 1 gateways, 2 channels, 3 errors, 4 consumers, 5 broker, 6 connections (Shift-Tab back)"),
         ("s  S", "sort by the next / previous column"),
         ("o", "reverse the sort order"),
         ("/", "filter rows by address, state or channel (Enter applies, Esc cancels)"),
@@ -153,6 +165,7 @@ struct ViewState: Sendable, Equatable {
         ("Up Down  j k", "scroll one row"),
         ("PgUp PgDn", "scroll one page"),
         ("Home End  g G", "first / last rows"),
+        ("Right Left  . ,", "--replay: next / previous recorded poll (pauses; space resumes)"),
         ("?  h", "this help (any key closes it)"),
     ]
 }

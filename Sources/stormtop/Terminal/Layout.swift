@@ -33,13 +33,14 @@ struct Column<Row>: Sendable {
 /// row 0      title: version, gateways up/down, clock or PAUSED
 /// rows 1-3   cluster totals: connections, msg/s, p95s, drops, broker
 /// row 4      sparkline of the cluster's delivered msg/s
-/// row 5      view tabs, sort column, filter
-/// row 6      column titles
-/// rows 7…    one row per gateway (scrolls)
+/// row 5      alerts (gateway or consumer down, consumer lag, stream under-replicated or full)
+/// row 6      view tabs, sort column, filter
+/// row 7      column titles
+/// rows 8…    one row per gateway, consumer or channel (scrolls)
 /// last row   key hints, or the filter being typed
 /// ```
 enum Layout {
-    static let headerRows = 7
+    static let headerRows = 8
     static let minimumRows = 12
     static let minimumColumns = 50
 
@@ -82,6 +83,39 @@ enum Layout {
                     sortValue: { .number($0.brokerConnected.map { $0 ? 1 : 0 }) },
                     style: { $0.brokerConnected == false ? .down : .normal }),
             ]
+        case .broker:
+            return [
+                gatewayColumn, stateColumn,
+                Column(
+                    title: "NATS", width: 6, leftAligned: true, descendingFirst: false,
+                    text: { figures, _ in figures.brokerConnected.map { $0 ? "up" : "DOWN" } ?? Format.unknown },
+                    sortValue: { .number($0.brokerConnected.map { $0 ? 1 : 0 }) },
+                    style: { $0.brokerConnected == false ? .down : .normal }),
+                Column(
+                    title: "REPLICAS", width: 8, descendingFirst: false,
+                    text: { figures, _ in
+                        guard let stream = figures.stream else { return Format.unknown }
+                        return "\(Format.count(stream.replicas))/\(Format.count(stream.configuredReplicas))"
+                    },
+                    sortValue: { .number($0.stream?.replicas) },
+                    style: { $0.stream?.underReplicated == true ? .down : .normal }),
+                Column(
+                    title: "LEADER", width: 14, leftAligned: true, descendingFirst: false,
+                    text: { figures, _ in figures.stream?.leaderLabel ?? Format.unknown }, sortValue: { .text($0.stream?.leaderLabel ?? "") },
+                    style: { $0.stream?.leaderless == true ? .down : .normal }),
+                .number("MSGS", 8, { $0.stream?.messages }, Format.count),
+                .number("BYTES", 9, { $0.stream?.bytes }, Format.bytes),
+                .number("MAX MSGS", 8, { $0.stream?.maxMessages }, Format.count),
+                .number("MAX BYTES", 9, { $0.stream?.maxBytes }, Format.bytes),
+                Column(
+                    title: "FULL", width: 6, text: { figures, _ in Format.percent(figures.stream?.fullPercent) },
+                    sortValue: { .number($0.stream?.fullPercent) },
+                    style: { ($0.stream?.fullPercent ?? 0) > 90 ? .warning : .normal }),
+                .number("SUBS", 6, { $0.brokerSubscriptions }, Format.count),
+            ]
+        case .consumers, .connections:
+            // Their rows are consumers and channels: `consumerColumns`, `connectionColumns`.
+            return []
         case .errors:
             return [
                 gatewayColumn, stateColumn,
@@ -113,6 +147,60 @@ enum Layout {
         .number("GATEWAYS", 8, { $0.gateways.map { Double($0) } }, Format.count),
     ]
 
+    /// The consumers view: one row per history consumer (`--consumer`).
+    static let consumerColumns: [Column<ConsumerFigures>] = [
+        Column(
+            title: "CONSUMER", width: 21, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.address },
+            sortValue: { .text($0.address) }),
+        Column(
+            title: "STATE", width: 5, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.state.label },
+            sortValue: { .text($0.state.isDown ? "0" : $0.state == .up ? "2" : "1") },
+            style: { $0.state.isDown ? .down : $0.state == .up ? .up : .dim }),
+        Column(
+            title: "READY", width: 9, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.readyLabel },
+            sortValue: { .text($0.readyLabel) }, style: { $0.ready == false ? .down : $0.ready == true ? .up : .dim }),
+        .number("LAG", 8, { $0.lag }, Format.count),
+        .number("ROWS/s", 8, { $0.rowsPerSecond }, Format.quantity),
+        .number("BATCH", 6, { $0.batchSize }, Format.quantity),
+        .latency("P95 INS", 8, { $0.p95InsertSeconds }),
+        .number("FAIL/s", 6, { $0.failuresPerSecond }, Format.quantity),
+        .number("FAILURES", 8, { $0.failuresTotal }, Format.count),
+        Column(
+            title: "PG", width: 4, leftAligned: true, descendingFirst: false,
+            text: { figures, _ in figures.postgresConnected.map { $0 ? "up" : "DOWN" } ?? Format.unknown },
+            sortValue: { .number($0.postgresConnected.map { $0 ? 1 : 0 }) }, style: { $0.postgresConnected == false ? .down : .normal }),
+    ]
+
+    /// The connections view: one row per channel and gateway, busiest first.
+    static let connectionColumns: [Column<ChannelRate>] = [
+        Column(
+            title: "CHANNEL", width: 28, leftAligned: true, descendingFirst: false, text: { rate, _ in rate.channel },
+            sortValue: { .text($0.channel) }),
+        Column(
+            title: "GATEWAY", width: 21, leftAligned: true, descendingFirst: false, text: { rate, _ in rate.gateway },
+            sortValue: { .text($0.gateway) }),
+        .number("SUBS", 6, { Double($0.subscribers) }, Format.count),
+        .number("MSGS/s", 8, { $0.messagesPerSecond }, Format.quantity),
+        .number("OUT/s", 8, { $0.deliveriesPerSecond }, Format.quantity),
+    ]
+
+    /// The sort column the connections view starts on: deliveries per second.
+    static let connectionsDefaultSort = 4
+
+    static func consumerRows(_ consumers: [ConsumerFigures], state: ViewState) -> [ConsumerFigures] {
+        let needle = state.filter.lowercased()
+        let filtered = needle.isEmpty ? consumers : consumers.filter {
+            $0.address.lowercased().contains(needle) || $0.state.label.lowercased().contains(needle) || $0.readyLabel.lowercased().contains(needle)
+        }
+        return sorted(filtered, columns: consumerColumns, state: state) { $0.address }
+    }
+
+    static func connectionRows(_ rates: [ChannelRate], state: ViewState) -> [ChannelRate] {
+        let needle = state.filter.lowercased()
+        let filtered = needle.isEmpty ? rates : rates.filter { $0.channel.lowercased().contains(needle) || $0.gateway.lowercased().contains(needle) }
+        return sorted(filtered, columns: connectionColumns, state: state) { $0.channel + " " + $0.gateway }
+    }
+
     /// Whether the channels view shows channels from Redis rather than each gateway's broker figures.
     static func showsPresence(_ state: ViewState) -> Bool {
         state.view == .channels && state.presenceChannels
@@ -120,7 +208,12 @@ enum Layout {
 
     /// The number of sortable columns of the view `state` is on (`s` cycles through them).
     static func columnCount(_ state: ViewState) -> Int {
-        showsPresence(state) ? channelColumns.count : columns(state.view).count
+        if showsPresence(state) { return channelColumns.count }
+        switch state.view {
+        case .consumers: return consumerColumns.count
+        case .connections: return connectionColumns.count
+        default: return columns(state.view).count
+        }
     }
 
     /// The title and direction of the current sort column.
@@ -129,7 +222,12 @@ enum Layout {
             let column = columns[min(state.currentSortColumn, columns.count - 1)]
             return (column.title, column.descendingFirst != state.currentSortReversed)
         }
-        return showsPresence(state) ? pick(channelColumns) : pick(columns(state.view))
+        if showsPresence(state) { return pick(channelColumns) }
+        switch state.view {
+        case .consumers: return pick(consumerColumns)
+        case .connections: return pick(connectionColumns)
+        default: return pick(columns(state.view))
+        }
     }
 
     /// The rows of the current view: filtered, then sorted (ties by address, so rows do not jump).
@@ -151,7 +249,11 @@ enum Layout {
     /// The number of rows the current view has, for scrolling.
     static func rowCount(_ frame: DashboardFrame, state: ViewState) -> Int {
         if showsPresence(state) { return channelRows(frame.presence?.channels ?? [], state: state).count }
-        return rows(frame.gateways, state: state).count
+        switch state.view {
+        case .consumers: return consumerRows(frame.consumers, state: state).count
+        case .connections: return connectionRows(frame.channelRates, state: state).count
+        default: return rows(frame.gateways, state: state).count
+        }
     }
 
     static func sorted<Row>(_ filtered: [Row], columns: [Column<Row>], state: ViewState, name: (Row) -> String) -> [Row] {
@@ -175,7 +277,7 @@ enum Layout {
 
     /// Table rows that fit under the header and above the footer (and the channels note).
     static func pageSize(rows: Int, view: View) -> Int {
-        max(1, rows - headerRows - 1 - (view == .channels ? 1 : 0))
+        max(1, rows - headerRows - 1 - (view == .channels || view == .connections ? 1 : 0))
     }
 
     // MARK: - Drawing
@@ -214,7 +316,8 @@ enum Layout {
         if c.gatewaysDown > 0 { title += [("  ", .normal), ("\(c.gatewaysDown) DOWN", .down)] }
         if c.gatewaysWaiting > 0 { title += [("  \(c.gatewaysWaiting) waiting", .dim)] }
         put(canvas, 0, 0, title)
-        let right = state.paused ? "PAUSED" : "every \(Format.quantity(interval))s  \(Format.clock(frame.wallClock))"
+        var right = state.paused ? "PAUSED" : "every \(Format.quantity(interval))s  \(Format.clock(frame.wallClock))"
+        if let replay = frame.replayPosition { right = "\(replay)  \(Format.clock(frame.wallClock))" + (state.paused ? "  PAUSED" : "") }
         canvas.put(0, max(0, canvas.columns - right.count - 1), right, state.paused ? .warning : .normal)
 
         put(canvas, 1, 0, [
@@ -262,18 +365,19 @@ enum Layout {
         let arrow = unicode ? (sort.descending ? "▼" : "▲") : (sort.descending ? "v" : "^")
         tabs.append(("  sort: \(sort.title) \(arrow)", .normal))
         if !state.filter.isEmpty { tabs.append(("  filter: \(state.filter)", .warning)) }
-        put(canvas, 5, 0, tabs)
+        put(canvas, 6, 0, tabs)
+        renderAlerts(frame, on: canvas)
     }
 
     /// Column titles on a full-width bar; the sort column's title stands out. Columns that do not fit are
     /// dropped from the right, never skipped in the middle.
     static func renderTitles<Row>(_ columns: [Column<Row>], state: ViewState, on canvas: any Canvas) {
         let sortIndex = min(state.currentSortColumn, columns.count - 1)
-        canvas.put(6, 0, String(repeating: " ", count: canvas.columns), .bar)
+        canvas.put(headerRows - 1, 0, String(repeating: " ", count: canvas.columns), .bar)
         var x = 0
         for (index, column) in columns.enumerated() {
             guard x + column.width <= canvas.columns else { break }
-            canvas.put(6, x, align(column.title, column.width, left: column.leftAligned), index == sortIndex ? .selected : .bar)
+            canvas.put(headerRows - 1, x, align(column.title, column.width, left: column.leftAligned), index == sortIndex ? .selected : .bar)
             x += column.width + 1
         }
     }
@@ -331,10 +435,68 @@ enum Layout {
         return ("\(c.redisConnected)/\(c.redisKnown) connected", c.redisConnected == c.redisKnown ? .up : .warning)
     }
 
+    /// Row 5: the alerts, or that there are none.
+    static func renderAlerts(_ frame: DashboardFrame, on canvas: any Canvas) {
+        guard !frame.alerts.isEmpty else {
+            put(canvas, 5, 0, [("Alerts   ", .bold), ("none", .dim)])
+            return
+        }
+        var segments: [(String, TextStyle)] = [("Alerts   ", .bold), ("\(frame.alerts.count): ", .down)]
+        for (index, alert) in frame.alerts.enumerated() {
+            segments.append(((index > 0 ? "  |  " : "") + alert.text, alert.kind == .consumerLag || alert.kind == .storeFull ? .warning : .down))
+        }
+        put(canvas, 5, 0, segments)
+    }
+
+    /// Rows of any type under their column titles, scrolled; `message` when there are none.
+    static func renderRows<Row>(_ rows: [Row], columns: [Column<Row>], state: ViewState, empty message: String, on canvas: any Canvas) {
+        renderTitles(columns, state: state, on: canvas)
+        let page = pageSize(rows: canvas.rows, view: state.view)
+        let first = max(0, min(state.scroll, rows.count - page))
+        for (offset, row) in rows.dropFirst(first).prefix(page).enumerated() {
+            var x = 0
+            for column in columns {
+                guard x + column.width <= canvas.columns else { break }
+                canvas.put(headerRows + offset, x, align(column.text(row, canvas.unicode), column.width, left: column.leftAligned), column.style(row))
+                x += column.width + 1
+            }
+        }
+        if rows.isEmpty { canvas.put(headerRows, 0, message, .dim) }
+    }
+
     static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
         if showsPresence(state) {
             renderChannels(frame, state: state, on: canvas)
             return
+        }
+        switch state.view {
+        case .consumers:
+            let rows = consumerRows(frame.consumers, state: state)
+            let message = frame.consumers.isEmpty
+                ? "no history consumer to poll: give --consumer URL (stormd --role consumer, or a gateway with --role all)"
+                : "no consumer matches the filter \"\(state.filter)\" (Esc clears it)"
+            renderRows(rows, columns: consumerColumns, state: state, empty: message, on: canvas)
+            // A consumer that is down or not ready says why under the table.
+            let reasons = frame.consumers.compactMap { consumer -> String? in
+                if case .down(let reason) = consumer.state { return "\(consumer.address): \(reason)" }
+                if consumer.ready == false { return "\(consumer.address): \(consumer.readyReason ?? "not ready")" }
+                return nil
+            }
+            if !reasons.isEmpty { canvas.put(canvas.rows - 2, 0, reasons.joined(separator: "  "), .down) }
+            return
+        case .connections:
+            let rows = connectionRows(frame.channelRates, state: state)
+            let message = frame.channelRates.isEmpty
+                ? (frame.channelFailures.isEmpty ? "no channel has subscribers" : "GET /api/v1/channels: " + frame.channelFailures.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: "; "))
+                : "no channel matches the filter \"\(state.filter)\" (Esc clears it)"
+            renderRows(rows, columns: connectionColumns, state: state, empty: message, on: canvas)
+            let perGateway = frame.gateways.filter { $0.state == .up }.map { gateway in
+                "\(gateway.address): conns \(Format.count(gateway.connections))  drops \(Format.quantity(gateway.slowClientDropsPerSecond))/s (\(Format.count(gateway.slowClientDropsTotal)))  rate-limited \(Format.quantity(gateway.rateLimitedPerSecond))/s (\(Format.count(gateway.rateLimitedTotal)))"
+            }
+            canvas.put(canvas.rows - 2, 0, perGateway.joined(separator: "   "), .dim)
+            return
+        default:
+            break
         }
         let columns = columns(state.view)
         renderTitles(columns, state: state, on: canvas)
@@ -380,7 +542,7 @@ enum Layout {
         put(canvas, row, 0, [
             (position, .normal),
             ("?", .bold), (" help  ", .dim), ("q", .bold), (" quit  ", .dim), ("p", .bold), (" pause  ", .dim),
-            ("Tab/1-3", .bold), (" views  ", .dim), ("s/o", .bold), (" sort/order  ", .dim), ("/", .bold), (" filter", .dim),
+            ("Tab/1-6", .bold), (" views  ", .dim), ("s/o", .bold), (" sort/order  ", .dim), ("/", .bold), (" filter", .dim),
         ])
     }
 
@@ -395,7 +557,10 @@ enum Layout {
         row += 1
         let notes = [
             "Views: 1 Gateways (one row per gateway), 2 Channels (with --redis: clients and users per channel; without: broker",
-            "subscriptions and fan-out per gateway), 3 Errors (drops, client errors).",
+            "subscriptions and fan-out per gateway), 3 Errors (drops, client errors), 4 Consumers (--consumer: lag, rows/s,",
+            "batch size, insert p95, failures, /readyz), 5 Broker (NATS per gateway; the stream's replicas, leader, size, limits),",
+            "6 Connections (channels by deliveries/s from GET /api/v1/channels; drops and rate-limited publishes per gateway).",
+            "Alerts: gateway or consumer down, consumer lag >= --lag-alert, stream under-replicated, stream > --store-alert % full.",
             "With --redis, gateways come from the registry in Redis too; one whose record expired leaves the table.",
             "Rates are per second between the last two polls; p95s are from the histogram buckets observed in that interval.",
             "A gateway that does not answer within --timeout is shown DOWN with the reason.",
