@@ -39,6 +39,8 @@ final class JetStreamContext: Sendable {
     private let streamProblemValue = NIOLockedValueBox<String?>(nil)
     /// Whether publishes are being refused for lack of room.
     let storeHealth: StoreHealth
+    /// Whether publishes keep failing as unavailable (a partition): `/readyz` follows it.
+    let publishHealth: PublishHealth
     /// A room check (`probeRoomIfFull`) is running.
     private let probingRoom = ManagedAtomic(false)
 
@@ -48,7 +50,9 @@ final class JetStreamContext: Sendable {
         self.endpoint = endpoint
         let storeHealth = StoreHealth(stream: settings.stream, endpoint: endpoint, logger: logger)
         self.storeHealth = storeHealth
-        let acks = AckTable(health: storeHealth)
+        let publishHealth = PublishHealth(stream: settings.streamName, endpoint: endpoint, logger: logger)
+        self.publishHealth = publishHealth
+        let acks = AckTable(health: storeHealth, publishHealth: publishHealth)
         self.acks = acks
         // Retained for nats.c's callbacks; released in `deinit`, after the connection is destroyed.
         let acksPointer = Unmanaged.passRetained(acks).toOpaque()
@@ -121,6 +125,29 @@ final class JetStreamContext: Sendable {
             let hasRoom = await runBlocking { self.streamHasRoom() }
             if hasRoom { self.storeHealth.stored() }
             self.probingRoom.store(false, ordering: .releasing)
+        }
+    }
+
+    /// While publishes keep failing, asks JetStream for the stream in the background (at most one probe at
+    /// a time, 1 s each); an answer ends the failing state. `/readyz` calls it.
+    func probePublishPathIfFailing() {
+        let raw = self.raw
+        let name = settings.streamName
+        publishHealth.probeIfFailing {
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var errorCode = jsErrCode(rawValue: 0)
+            var options = jsOptions()
+            jsOptions_Init(&options)
+            options.Wait = 1000
+            guard js_GetStreamInfo(&info, raw.raw, name, &options, &errorCode) == NATS_OK, let info else { return false }
+            defer { jsStreamInfo_Destroy(info) }
+            guard let cluster = info.pointee.Cluster?.pointee else { return true }
+            let leader = cluster.Leader.map { String(cString: $0) }
+            let peers: [StreamQuorum.Peer] = (0..<max(0, Int(cluster.ReplicasLen))).compactMap { index in
+                guard let peer = cluster.Replicas?[index]?.pointee else { return nil }
+                return StreamQuorum.Peer(current: peer.Current, offline: peer.Offline, activeNanoseconds: peer.Active)
+            }
+            return StreamQuorum.reachable(leader: leader, peers: peers)
         }
     }
 
@@ -355,9 +382,12 @@ final class AckTable: Sendable {
     private let table = NIOLockedValueBox(Table())
     /// Told about every refusal for lack of room and every stored message (nil in unit tests).
     let health: StoreHealth?
+    /// Told about every stored message, timeout and unavailable refusal (nil in unit tests).
+    let publishHealth: PublishHealth?
 
-    init(health: StoreHealth? = nil) {
+    init(health: StoreHealth? = nil, publishHealth: PublishHealth? = nil) {
         self.health = health
+        self.publishHealth = publishHealth
     }
 
     /// How often timeouts are looked for: a publish fails at most this much after its deadline.
@@ -401,6 +431,7 @@ final class AckTable: Sendable {
             return expired
         }
         for promise in expired {
+            publishHealth?.failed(reason: "no acknowledgement in time")
             promise.fail(
                 StormError(.brokerUnavailable, "JetStream did not acknowledge the message in time; it may or may not be stored: retry with the same idempotency key"))
         }
@@ -480,6 +511,7 @@ private func jetStreamAckCallback(
     guard let promise = acks.remove(UInt(bitPattern: message)) else { return }  // timed out already
     if let ack {
         acks.health?.stored()
+        acks.publishHealth?.stored()
         promise.succeed(PublishReceipt(offset: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate))
     } else {
         let detail = failure?.pointee.ErrText.map { String(cString: $0) }
@@ -493,6 +525,7 @@ private func jetStreamAckCallback(
         var text = "JetStream refused the message"
         if let detail { text += ": " + detail }
         if errorCode != 0 { text += " (JetStream error code \(errorCode))" }
+        if code == .brokerUnavailable { acks.publishHealth?.failed(reason: text) }
         promise.fail(StormError(code, text))
     }
 }
