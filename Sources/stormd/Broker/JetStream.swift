@@ -301,34 +301,45 @@ final class JetStreamContext: Sendable {
             natsSubscription_Unsubscribe(subscription)
             natsSubscription_Destroy(subscription)
         }
-        var done = false
-        while !done, history.messages.count < limit {
+        // Complete once `latest` is delivered (or the limit reached); NumPending is not trusted, and running
+        // dry before `latest` is an incomplete read, not the end (HistoryFetchProgress).
+        var progress = HistoryFetchProgress(after: offset, latest: latest, limit: limit)
+        while !progress.isFinished {
             // The fetch boundary: a cancelled or late read stops here.
             let wait = try min(2000, remaining())
             var list = natsMsgList()
-            let batch = Int32(clamping: min(256, limit - history.messages.count))
+            let batch = Int32(clamping: progress.nextBatch(256))
             let fetchStatus = natsSubscription_Fetch(&list, subscription, batch, wait, &errorCode)
             guard fetchStatus == NATS_OK else {
-                // A full 2 s without a message: nothing more is stored. A shorter wait cut by the
-                // deadline says nothing, and the check at the top of the loop throws.
+                // A full 2 s without a message. A shorter wait cut by the deadline says nothing, and the
+                // check at the top of the loop throws.
                 if fetchStatus == NATS_TIMEOUT {
-                    if wait >= 2000 { break }
-                    continue
+                    guard wait >= 2000 else { continue }
+                    if case .incomplete(let delivered) = progress.fetchTimedOut() {
+                        throw StormError(.brokerUnavailable, "the history read of '\(subject)' on stream '\(name)' is incomplete: JetStream delivered up to offset \(delivered) of \(latest), then nothing for 2 s (a replica behind after a leader change?); retry")
+                    }
+                    break
                 }
                 throw natsError("natsSubscription_Fetch", fetchStatus, .brokerUnavailable, "read history of '\(subject)'")
             }
+            var unreadable = false
             for index in 0..<Int(list.Count) {
                 guard let message = list.Msgs[index] else { continue }
                 var meta: UnsafeMutablePointer<jsMsgMetaData>?
-                guard natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta else { continue }
+                guard natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta else {
+                    unreadable = true  // never skip a message silently: that is a gap
+                    break
+                }
                 let sequence = meta.pointee.Sequence.Stream
-                let pending = meta.pointee.NumPending
                 jsMsgMetaData_Destroy(meta)
+                guard progress.delivered(sequence: sequence) != .drop else { continue }
                 history.messages.append(StoredEnvelope(offset: sequence, envelope: copyData(of: message, allocator: allocator)))
                 if history.earliestOffset == nil { history.earliestOffset = sequence }
-                if pending == 0 || sequence >= latest { done = true }
             }
             natsMsgList_Destroy(&list)
+            if unreadable {
+                throw StormError(.brokerUnavailable, "the history read of '\(subject)' on stream '\(name)' got a message without JetStream metadata (no stream sequence); retry")
+            }
         }
         return history
     }
