@@ -42,6 +42,8 @@ package final class JetStreamContext: Sendable {
     private let streamProblemValue = NIOLockedValueBox<String?>(nil)
     /// Whether publishes are being refused for lack of room.
     package let storeHealth: StoreHealth
+    /// Whether publishes keep failing as unavailable (a partition): `/readyz` follows it.
+    package let publishHealth: PublishHealth
     /// A room check (`probeRoomIfFull`) is running.
     private let probingRoom = ManagedAtomic(false)
     /// The stream as last sampled (`StreamStatus`), nil until the first sample after the stream is ready.
@@ -57,7 +59,9 @@ package final class JetStreamContext: Sendable {
         self.endpoint = endpoint
         let storeHealth = StoreHealth(stream: settings.stream, endpoint: endpoint, logger: logger)
         self.storeHealth = storeHealth
-        let acks = AckTable(health: storeHealth)
+        let publishHealth = PublishHealth(stream: settings.streamName, endpoint: endpoint, logger: logger)
+        self.publishHealth = publishHealth
+        let acks = AckTable(health: storeHealth, publishHealth: publishHealth)
         self.acks = acks
         // Retained for nats.c's callbacks; released in `deinit`, after the connection is destroyed.
         let acksPointer = Unmanaged.passRetained(acks).toOpaque()
@@ -169,6 +173,29 @@ package final class JetStreamContext: Sendable {
             guard js_GetStreamInfo(&info, raw.raw, settings.streamName, nil, &errorCode) == NATS_OK, let info else { return .some(nil) }
             defer { jsStreamInfo_Destroy(info) }
             return .some(StreamStatus(info: info.pointee))
+        }
+    }
+
+    /// While publishes keep failing, asks JetStream for the stream in the background (at most one probe at
+    /// a time, 1 s each); an answer ends the failing state. `/readyz` calls it.
+    package func probePublishPathIfFailing() {
+        let raw = self.raw
+        let name = settings.streamName
+        publishHealth.probeIfFailing {
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var errorCode = jsErrCode(rawValue: 0)
+            var options = jsOptions()
+            jsOptions_Init(&options)
+            options.Wait = 1000
+            guard js_GetStreamInfo(&info, raw.raw, name, &options, &errorCode) == NATS_OK, let info else { return false }
+            defer { jsStreamInfo_Destroy(info) }
+            guard let cluster = info.pointee.Cluster?.pointee else { return true }
+            let leader = cluster.Leader.map { String(cString: $0) }
+            let peers: [StreamQuorum.Peer] = (0..<max(0, Int(cluster.ReplicasLen))).compactMap { index in
+                guard let peer = cluster.Replicas?[index]?.pointee else { return nil }
+                return StreamQuorum.Peer(current: peer.Current, offline: peer.Offline, activeNanoseconds: peer.Active)
+            }
+            return StreamQuorum.reachable(leader: leader, peers: peers)
         }
     }
 
@@ -322,34 +349,45 @@ package final class JetStreamContext: Sendable {
             natsSubscription_Unsubscribe(subscription)
             natsSubscription_Destroy(subscription)
         }
-        var done = false
-        while !done, history.messages.count < limit {
+        // Complete once `latest` is delivered (or the limit reached); NumPending is not trusted, and running
+        // dry before `latest` is an incomplete read, not the end (HistoryFetchProgress).
+        var progress = HistoryFetchProgress(after: offset, latest: latest, limit: limit)
+        while !progress.isFinished {
             // The fetch boundary: a cancelled or late read stops here.
             let wait = try min(2000, remaining())
             var list = natsMsgList()
-            let batch = Int32(clamping: min(256, limit - history.messages.count))
+            let batch = Int32(clamping: progress.nextBatch(256))
             let fetchStatus = natsSubscription_Fetch(&list, subscription, batch, wait, &errorCode)
             guard fetchStatus == NATS_OK else {
-                // A full 2 s without a message: nothing more is stored. A shorter wait cut by the
-                // deadline says nothing, and the check at the top of the loop throws.
+                // A full 2 s without a message. A shorter wait cut by the deadline says nothing, and the
+                // check at the top of the loop throws.
                 if fetchStatus == NATS_TIMEOUT {
-                    if wait >= 2000 { break }
-                    continue
+                    guard wait >= 2000 else { continue }
+                    if case .incomplete(let delivered) = progress.fetchTimedOut() {
+                        throw StormError(.brokerUnavailable, "the history read of '\(subject)' on stream '\(name)' is incomplete: JetStream delivered up to offset \(delivered) of \(latest), then nothing for 2 s (a replica behind after a leader change?); retry")
+                    }
+                    break
                 }
                 throw natsError("natsSubscription_Fetch", fetchStatus, .brokerUnavailable, "read history of '\(subject)'")
             }
+            var unreadable = false
             for index in 0..<Int(list.Count) {
                 guard let message = list.Msgs[index] else { continue }
                 var meta: UnsafeMutablePointer<jsMsgMetaData>?
-                guard natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta else { continue }
+                guard natsMsg_GetMetaData(&meta, message) == NATS_OK, let meta else {
+                    unreadable = true  // never skip a message silently: that is a gap
+                    break
+                }
                 let sequence = meta.pointee.Sequence.Stream
-                let pending = meta.pointee.NumPending
                 jsMsgMetaData_Destroy(meta)
+                guard progress.delivered(sequence: sequence) != .drop else { continue }
                 history.messages.append(StoredEnvelope(offset: sequence, envelope: copyData(of: message, allocator: allocator)))
                 if history.earliestOffset == nil { history.earliestOffset = sequence }
-                if pending == 0 || sequence >= latest { done = true }
             }
             natsMsgList_Destroy(&list)
+            if unreadable {
+                throw StormError(.brokerUnavailable, "the history read of '\(subject)' on stream '\(name)' got a message without JetStream metadata (no stream sequence); retry")
+            }
         }
         return history
     }
@@ -403,9 +441,12 @@ package final class AckTable: Sendable {
     private let table = NIOLockedValueBox(Table())
     /// Told about every refusal for lack of room and every stored message (nil in unit tests).
     package let health: StoreHealth?
+    /// Told about every stored message, timeout and unavailable refusal (nil in unit tests).
+    package let publishHealth: PublishHealth?
 
-    package init(health: StoreHealth? = nil) {
+    package init(health: StoreHealth? = nil, publishHealth: PublishHealth? = nil) {
         self.health = health
+        self.publishHealth = publishHealth
     }
 
     /// How often timeouts are looked for: a publish fails at most this much after its deadline.
@@ -449,6 +490,7 @@ package final class AckTable: Sendable {
             return expired
         }
         for promise in expired {
+            publishHealth?.failed(reason: "no acknowledgement in time")
             promise.fail(
                 StormError(.brokerUnavailable, "JetStream did not acknowledge the message in time; it may or may not be stored: retry with the same idempotency key"))
         }
@@ -528,6 +570,7 @@ private func jetStreamAckCallback(
     guard let promise = acks.remove(UInt(bitPattern: message)) else { return }  // timed out already
     if let ack {
         acks.health?.stored()
+        acks.publishHealth?.stored()
         promise.succeed(PublishReceipt(offset: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate))
     } else {
         let detail = failure?.pointee.ErrText.map { String(cString: $0) }
@@ -541,6 +584,7 @@ private func jetStreamAckCallback(
         var text = "JetStream refused the message"
         if let detail { text += ": " + detail }
         if errorCode != 0 { text += " (JetStream error code \(errorCode))" }
+        if code == .brokerUnavailable { acks.publishHealth?.failed(reason: text) }
         promise.fail(StormError(code, text))
     }
 }

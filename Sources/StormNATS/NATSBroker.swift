@@ -307,7 +307,7 @@ package final class NATSBroker: MessageBroker {
     }
 
     /// Why publishing cannot work right now, for `/readyz`: NATS disconnected, the stream not ready, or
-    /// the store full (until a publish is stored again).
+    /// the store full (until a publish is stored again), or publishes failing as unavailable (`PublishHealth`).
     package var unavailableReason: String? {
         guard isConnected else { return "broker \(endpointDescription) is not connected" }
         if let waited = subscribeWaits.longestWait(), waited >= BlockingWaits.threshold {
@@ -318,6 +318,10 @@ package final class NATSBroker: MessageBroker {
         if context.storeHealth.isFull {
             context.probeRoomIfFull()
             return "JetStream stream '\(context.settings.streamName)' is full: publishes are refused as storage_full; \(context.storeHealth.action)"
+        }
+        if let problem = context.publishHealth.problem {
+            context.probePublishPathIfFailing()
+            return problem
         }
         return nil
     }

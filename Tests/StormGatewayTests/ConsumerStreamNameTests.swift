@@ -1,3 +1,4 @@
+import StormTestSupport
 import Testing
 
 @testable import StormBroker

@@ -1,6 +1,7 @@
 import CNATS
 import Foundation
 import Prometheus
+import StormTestSupport
 import Testing
 
 @testable import StormBroker
