@@ -73,9 +73,6 @@ package final class HistoryConsumer: Service, ConsumerHealthReporting, Sendable 
         return health
     }
 
-    /// Ready when connected to both NATS and PostgreSQL, the last batch went through, and no message
-    /// awaits redelivery.
-    package var isReady: Bool { health == .ready }
 
     /// `/readyz`'s reason when not ready.
     package var notReadyReason: String? { notReadyError?.message }

@@ -347,9 +347,6 @@ package final class PresenceTracker: Sendable {
         }
     }
 
-    /// Connections this gateway tracks (tests, diagnostics).
-    package var localClientCount: Int { local.withLockedValue { $0.clients.count } }
-
     /// Runs a blocking store read on the reader threads.
     package func read<T: Sendable>(on eventLoop: any EventLoop, _ body: @escaping @Sendable (any PresenceStore) throws -> T) -> EventLoopFuture<T> {
         let store = self.store

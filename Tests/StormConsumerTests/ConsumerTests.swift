@@ -113,7 +113,7 @@ struct ConsumerTests {
             let counts = try await Self.waitForRows(fixture.postgres, 10_000)
             // Anything still arriving would show up now.
             try await Task.sleep(for: .milliseconds(300))
-            #expect(consumer.isReady)
+            #expect(consumer.health == .ready)
             return counts
         }
         let elapsed = ContinuousClock.now - started

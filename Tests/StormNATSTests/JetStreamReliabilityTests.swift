@@ -41,8 +41,15 @@ struct JetStreamReliabilityTests {
 
     private func readyz(_ gateway: Gateway) async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: gateway.port)
-        defer { Task { await connection.close() } }
-        return try await connection.request("GET", "/readyz")
+        let response: TestHTTPResponse
+        do {
+            response = try await connection.request("GET", "/readyz")
+        } catch {
+            await connection.close()
+            throw error
+        }
+        await connection.close()
+        return response
     }
 
     @Test("a gateway started while nothing listens on the NATS port becomes ready once nats-server with JetStream starts there")

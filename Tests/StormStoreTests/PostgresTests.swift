@@ -18,7 +18,10 @@ struct PostgresTests {
     func migrationsAreIdempotent() async throws {
         let url = try await PostgresTestEnvironment.freshDatabase()
         let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("migrate"))
-        defer { Task { await client.shutdown() } }
+        try await PostgresTestEnvironment.closing(client) { try await migrations(client) }
+    }
+
+    private func migrations(_ client: PostgresClient) async throws {
         let logger = PostgresTestEnvironment.logger("migrate")
         #expect(try await Migrations.currentVersion(using: client) == 0)
         let first = try await Migrations.apply(using: client, logger: logger)
@@ -42,7 +45,10 @@ struct PostgresTests {
     func insertIsIdempotent() async throws {
         let url = try await PostgresTestEnvironment.freshDatabase()
         let client = PostgresClient(conninfo: url, logger: PostgresTestEnvironment.logger("insert"))
-        defer { Task { await client.shutdown() } }
+        try await PostgresTestEnvironment.closing(client) { try await inserts(client) }
+    }
+
+    private func inserts(_ client: PostgresClient) async throws {
         try await Migrations.apply(using: client, logger: PostgresTestEnvironment.logger("insert"))
         let rows = try (1...100).map { try testHistoryRow("chat.a", Int64($0)) }
         let first = try await client.withConnection { connection throws(StormError) in try insertMessages(rows, epoch: "1", on: connection) }

@@ -63,6 +63,17 @@ package enum PostgresTestEnvironment {
         return String(url[..<slash]) + "/" + name
     }
 
+    /// Runs `body`, then shuts `client` down, awaited, whether `body` threw or not.
+    package static func closing(_ client: PostgresClient, _ body: () async throws -> Void) async throws {
+        do {
+            try await body()
+        } catch {
+            await client.shutdown()
+            throw error
+        }
+        await client.shutdown()
+    }
+
     /// Counts rows (and distinct ids) of `messages`.
     package static func counts(_ client: PostgresClient) async throws -> (rows: Int, distinctIDs: Int) {
         let result = try await client.withConnection { connection throws(StormError) in

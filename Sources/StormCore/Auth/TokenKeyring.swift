@@ -190,10 +190,11 @@ public struct TokenKeyring: Sendable {
         guard let headerBytes = base64URLDecode(parts[0]), let payloadBytes = base64URLDecode(parts[1]), let signature = base64URLDecode(parts[2]) else {
             throw TokenRejection(.malformed, "token is malformed: a part is not base64url")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(headerBytes)) as? [String: Any], let alg = object["alg"] as? String else {
+        guard let header = try? JSONDecoder().decode(TokenHeader.self, from: Data(headerBytes)) else {
             throw TokenRejection(.malformed, "token is malformed: its header is not a JSON object with an 'alg'")
         }
-        let kid = object["kid"] as? String
+        let alg = header.alg
+        let kid = header.kid
         let claims: TokenClaims
         do {
             claims = try JSONDecoder().decode(TokenClaims.self, from: Data(payloadBytes))
@@ -333,4 +334,10 @@ extension UInt8 {
         (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(self) || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self)
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self) || self == UInt8(ascii: "-") || self == UInt8(ascii: "_")
     }
+}
+
+/// The JOSE header fields the keyring chooses a key by.
+private struct TokenHeader: Decodable {
+    var alg: String
+    var kid: String?
 }
