@@ -199,6 +199,15 @@ struct EnvelopeClientTests {
         Array(#"{"type":"message","offset":7,"channel":"c","id":"i","ts":2,"data":{"p":0,"seq":1}}"#.utf8).withUnsafeBytes {
             #expect(EnvelopeProbe.benchFields($0) == EnvelopeProbe.BenchFields(timestampMicros: 2_000, publisher: 0, sequence: 1))
         }
+        // With --channels the publisher names the channel index between p and seq.
+        Array(#"{"type":"message","channel":"b.3","id":"i","ts":2,"data":{"p":1,"c":3,"seq":9,"pad":""}}"#.utf8).withUnsafeBytes {
+            #expect(
+                EnvelopeProbe.benchFields($0)
+                    == EnvelopeProbe.BenchFields(timestampMicros: 2_000, publisher: 1, sequence: 9, channel: 3))
+        }
+        Array(#"{"type":"message","ts":2,"data":{"p":1,"c":,"seq":9}}"#.utf8).withUnsafeBytes {
+            #expect(EnvelopeProbe.benchFields($0) == nil)
+        }
         // Not the bench's payload: no fields rather than wrong ones.
         for other in [#"{"type":"message","ts":2,"data":{"seq":1,"p":0}}"#, #"{"type":"message","ts":2,"data":"x"}"#, #"{"type":"message","data":{"p":0,"seq":1}}"#] {
             Array(other.utf8).withUnsafeBytes { #expect(EnvelopeProbe.benchFields($0) == nil) }

@@ -22,17 +22,28 @@ public enum EnvelopeProbe {
         return .other
     }
 
+    /// The numeric `id` of a reply or error frame (`{"type":"reply","id":12,…}`): the first `id` field,
+    /// which the gateway writes right after `type`; nil when it is `null`, a string, or absent.
+    public static func requestID(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
+        guard let start = EnvelopeLayout.find(#""id":"#, in: bytes, from: 0) else { return nil }
+        return EnvelopeLayout.integer(in: bytes, at: start)?.value
+    }
+
     /// `ts` in microseconds since the epoch (`1764403915123.456` → `1764403915123456`).
     public static func timestampMicros(_ bytes: UnsafeRawBufferPointer) -> UInt64? {
         EnvelopeLayout.timestampMicros(bytes)
     }
 
-    /// What the bench reads from each of its messages: the gateway's `ts` and the publisher's number and
-    /// sequence, which `stormctl bench` puts first in `data` (`{"p":3,"seq":42,…}`).
+    /// What the bench reads from each of its messages: the gateway's `ts` and the publisher's number,
+    /// the bench's channel index and the sequence, which `stormctl bench` puts first in `data`
+    /// (`{"p":3,"c":7,"seq":42,…}`; `c` may be absent, meaning channel 0).
     public struct BenchFields: Equatable, Sendable {
         public var timestampMicros: UInt64
         public var publisher: UInt64
         public var sequence: UInt64
+        /// Index of the channel the publisher sent it to (`--channels`), so a subscriber can tell a
+        /// message of another channel from one of its own.
+        public var channel: UInt64 = 0
     }
 
     /// Reads `BenchFields` in one forward pass over a `message` envelope (`ts` precedes `data`); `nil` when
@@ -41,11 +52,19 @@ public enum EnvelopeProbe {
         guard let tsStart = EnvelopeLayout.find(EnvelopeLayout.timestampKey, in: bytes, from: 0),
             let (micros, afterTimestamp) = EnvelopeLayout.timestamp(in: bytes, at: tsStart),
             let publisherStart = EnvelopeLayout.find(#""data":{"p":"#, in: bytes, from: afterTimestamp),
-            let (publisher, afterPublisher) = EnvelopeLayout.integer(in: bytes, at: publisherStart),
-            EnvelopeLayout.hasPrefix(#","seq":"#, in: bytes, at: afterPublisher),
-            let (sequence, _) = EnvelopeLayout.integer(in: bytes, at: afterPublisher + 7)
+            let (publisher, afterPublisher) = EnvelopeLayout.integer(in: bytes, at: publisherStart)
         else { return nil }
-        return BenchFields(timestampMicros: micros, publisher: publisher, sequence: sequence)
+        var channel: UInt64 = 0
+        var afterChannel = afterPublisher
+        if EnvelopeLayout.hasPrefix(#","c":"#, in: bytes, at: afterPublisher) {
+            guard let (value, end) = EnvelopeLayout.integer(in: bytes, at: afterPublisher + 5) else { return nil }
+            channel = value
+            afterChannel = end
+        }
+        guard EnvelopeLayout.hasPrefix(#","seq":"#, in: bytes, at: afterChannel),
+            let (sequence, _) = EnvelopeLayout.integer(in: bytes, at: afterChannel + 7)
+        else { return nil }
+        return BenchFields(timestampMicros: micros, publisher: publisher, sequence: sequence, channel: channel)
     }
 }
 

@@ -26,7 +26,11 @@ struct BenchReport: Codable {
 
     var server: String
     var transport: String
+    /// How the publishers published: `http` or `ws`.
+    var publishOver: String
+    /// The channel, or the first and last of them with `--channels`.
     var channel: String
+    var channels: Int
     var processes: Int
     var subscribersRequested: Int
     var subscribersConnected: Int
@@ -46,16 +50,23 @@ struct BenchReport: Codable {
     var publishRoundTrip: Latency
     var expectedDeliveries: UInt64
     var delivered: UInt64
+    /// Deliveries missing, summed channel by channel.
     var lost: UInt64
+    var channelsWithLoss: Int
+    /// Messages a subscriber got from another channel than its own.
+    var misrouted: UInt64
     var outOfOrder: UInt64
     var unreadable: UInt64
     var deliveredPerSecond: Double
     var latency: Latency
+    /// When the last publisher finished (Unix epoch, ms): what `bench/run W4` measures storage lag from.
+    var publishEndedUnixMs: Double
     /// The bench's own CPU use while publishing and draining, in percent of one core (all its processes).
     var benchCPUPercent: Double
 
     var isClean: Bool {
         subscribersFailed == 0 && subscribersDropped == 0 && publishFailed == 0 && lost == 0 && outOfOrder == 0
+            && misrouted == 0
             && unreadable == 0
     }
 
@@ -70,7 +81,10 @@ struct BenchReport: Codable {
     func table() -> String {
         func ms(_ value: Double?) -> String { value.map { Milliseconds.format(micros: $0 * 1000) } ?? "–" }
         var table = KeyValueTable()
-        table.add("server", "\(server)  transport \(transport)  channel \(channel)")
+        table.add(
+            "server",
+            "\(server)  transport \(transport)  publish over \(publishOver)  "
+                + (channels > 1 ? "\(channels) channels \(channel)" : "channel \(channel)"))
         table.add(
             "subscribers",
             "\(subscribersConnected) connected of \(subscribersRequested) in \(String(format: "%.1f", connectSeconds)) s"
@@ -84,7 +98,11 @@ struct BenchReport: Codable {
                 + " (\(payloadSize) B, \(publishers) connections; \(publishFailed) failed, \(publishSkipped) skipped)")
         if let firstPublishError { table.add("  first publish error", firstPublishError) }
         table.add("publish round trip", "p50 \(ms(publishRoundTrip.p50Ms))  p95 \(ms(publishRoundTrip.p95Ms))")
-        table.add("delivered", "\(delivered) of \(expectedDeliveries) expected (\(lost) lost, \(outOfOrder) out of order)")
+        table.add(
+            "delivered",
+            "\(delivered) of \(expectedDeliveries) expected (\(lost) lost"
+                + (channels > 1 ? " on \(channelsWithLoss) channels" : "")
+                + ", \(outOfOrder) out of order\(misrouted > 0 ? ", \(misrouted) from another channel" : ""))")
         table.add("delivered/s", String(format: "%.0f", deliveredPerSecond))
         table.add(
             "latency (gateway ts)",

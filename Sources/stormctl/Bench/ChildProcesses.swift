@@ -20,10 +20,12 @@ struct ChildMessage: Codable, Sendable {
 }
 
 /// Commands the parent sends a child on its stdin: `start` when publishing begins, then
-/// `drain EXPECTED_PER_SUBSCRIBER SECONDS`. End of input means the parent is gone: stop.
+/// `drain EXPECTED SECONDS`, EXPECTED being the deliveries this child's subscribers should have (the
+/// messages accepted on each channel times the child's subscribers of it). End of input means the
+/// parent is gone: stop.
 enum ChildCommand: Sendable, Equatable {
     case start
-    case drain(expectedPerSubscriber: UInt64, seconds: Double)
+    case drain(expected: UInt64, seconds: Double)
     case endOfInput
 
     init?(line: String) {
@@ -32,7 +34,7 @@ enum ChildCommand: Sendable, Equatable {
         case "start": self = .start
         case "drain" where words.count == 3:
             guard let expected = UInt64(words[1]), let seconds = Double(words[2]) else { return nil }
-            self = .drain(expectedPerSubscriber: expected, seconds: seconds)
+            self = .drain(expected: expected, seconds: seconds)
         default: return nil
         }
     }
@@ -112,6 +114,12 @@ final class ChildFleet {
         for child in children {
             try? child.input.write(contentsOf: Data((line + "\n").utf8))
         }
+    }
+
+    /// Sends `line` to child `index` only.
+    func send(_ line: String, to index: Int) {
+        guard children.indices.contains(index) else { return }
+        try? children[index].input.write(contentsOf: Data((line + "\n").utf8))
     }
 
     func finish() {

@@ -1,3 +1,4 @@
+import ArgumentParser
 import NIOCore
 import NIOPosix
 import StormCore
@@ -6,6 +7,8 @@ import StormCore
 struct PublishFigures: Sendable, Codable {
     var roundTrip = LatencyHistogram()
     var accepted = 0
+    /// Accepted messages by channel index.
+    var acceptedPerChannel: [Int] = []
     var failed = 0
     /// Messages the schedule had no time left for.
     var skipped = 0
@@ -15,28 +18,41 @@ struct PublishFigures: Sendable, Codable {
     mutating func merge(_ other: PublishFigures) {
         roundTrip.merge(other.roundTrip)
         accepted += other.accepted
+        mergeCounts(other.acceptedPerChannel, into: &acceptedPerChannel)
         failed += other.failed
         skipped += other.skipped
         firstFailure = firstFailure ?? other.firstFailure
     }
 }
 
-/// Publishes the bench's messages over a few keep-alive HTTP connections at a steady total rate.
+/// How the publishers reach the gateway (`--publish-over`).
+enum PublishTransport: String, CaseIterable, Sendable, Codable {
+    /// `POST /publish` on a kept-alive HTTP/1.1 connection.
+    case http
+    /// The WebSocket `publish` op on `/ws` (docs/protocol.md), one connection per publisher.
+    case ws
+}
+
+/// Publishes the bench's messages over a few kept-alive connections (HTTP or WebSocket) at a steady
+/// total rate, message `m` of the schedule to channel `m % channels.count`.
 ///
-/// Each publisher waits for the gateway's 200 before its next message, so its own sequence numbers are
-/// accepted in order and any reordering a subscriber sees is the gateway's doing.
+/// Each publisher waits for the gateway's answer (HTTP 200, or the WebSocket reply) before its next
+/// message, so its own sequence numbers are accepted in order and any reordering a subscriber sees is the
+/// gateway's doing. A publisher numbers its messages per channel from 1, so a subscriber of one channel
+/// sees each publisher's numbers consecutively.
 struct PublisherPool {
     let endpoint: StormEndpoint
-    let channel: ChannelName
+    let channels: BenchChannels
+    let transport: PublishTransport
     let publishers: Int
     let schedule: RateSchedule
     let payloadSize: Int
     let duration: Duration
     let group: MultiThreadedEventLoopGroup
 
-    /// `{"p":0,"seq":12,"pad":"xxxx"}`, padded to `size` bytes when it is larger than the fields.
-    static func payload(publisher: Int, sequence: Int, size: Int) -> [UInt8] {
-        var bytes = Array(#"{"p":\#(publisher),"seq":\#(sequence),"pad":""#.utf8)
+    /// `{"p":0,"c":3,"seq":12,"pad":"xxxx"}`, padded to `size` bytes when it is larger than the fields.
+    static func payload(publisher: Int, channel: Int, sequence: Int, size: Int) -> [UInt8] {
+        var bytes = Array(#"{"p":\#(publisher),"c":\#(channel),"seq":\#(sequence),"pad":""#.utf8)
         let padding = max(0, size - bytes.count - 2)
         bytes.append(contentsOf: repeatElement(UInt8(ascii: "x"), count: padding))
         bytes.append(contentsOf: Array(#""}"#.utf8))
@@ -81,9 +97,10 @@ private final class Publisher {
     private let cutoff: NIODeadline
     private let loop: any EventLoop
     private let finished: EventLoopPromise<PublishFigures>
-    private var connection: StormHTTPConnection?
+    private var connection: PublishLink?
     private var figures = PublishFigures()
-    private var sequence = 0
+    /// Last sequence number sent on each channel.
+    private var sequences: [Int] = []
 
     init(
         pool: PublisherPool, index: Int, messages: StrideTo<Int>, start: NIODeadline, cutoff: NIODeadline,
@@ -101,7 +118,7 @@ private final class Publisher {
     /// Sends the next message now or when it falls due; completes `finished` after the last.
     func next() {
         guard let message = messages.next() else { return finish() }
-        sequence += 1
+        let channel = pool.channels.channel(ofMessage: message)
         let now = NIODeadline.now()
         if now > cutoff {
             figures.skipped += 1
@@ -110,26 +127,27 @@ private final class Publisher {
         }
         let due = start + .nanoseconds(pool.schedule.dueOffsetNanoseconds(ofMessage: message))
         if due > now {
-            loop.assumeIsolated().scheduleTask(deadline: due) { self.send() }
+            loop.assumeIsolated().scheduleTask(deadline: due) { self.send(channel: channel) }
         } else {
-            send()
+            send(channel: channel)
         }
     }
 
-    private func send() {
-        let payload = PublisherPool.payload(publisher: index, sequence: sequence, size: pool.payloadSize)
+    private func send(channel: Int) {
+        addCount(1, at: channel, to: &sequences)
+        let payload = PublisherPool.payload(
+            publisher: index, channel: channel, sequence: sequences[channel], size: pool.payloadSize)
         let sent = NIODeadline.now()
-        let channel = pool.channel
+        let name = pool.channels.names[channel]
         openConnection()
-            .flatMap { $0.publish(channel: channel, payload: payload) }
+            .flatMap { $0.publish(channel: name, payload: payload) }
             .assumeIsolated()
             .whenComplete { result in
                 switch result {
-                case .success(let response) where response.status < 400:
+                case .success:
                     self.figures.roundTrip.record(UInt64(max(0, (NIODeadline.now() - sent).nanoseconds / 1_000)))
                     self.figures.accepted += 1
-                case .success(let response):
-                    self.fail(StormError(httpStatus: response.status, body: response.body))
+                    addCount(1, at: channel, to: &self.figures.acceptedPerChannel)
                 case .failure(let error):
                     self.fail((error as? StormError) ?? StormError(.connection, "\(error)"))
                 }
@@ -144,17 +162,125 @@ private final class Publisher {
     }
 
     /// The kept-alive connection, reopened if the gateway closed it.
-    private func openConnection() -> EventLoopFuture<StormHTTPConnection> {
+    private func openConnection() -> EventLoopFuture<PublishLink> {
         if let connection, connection.isActive { return loop.makeSucceededFuture(connection) }
         connection = nil
-        return StormHTTPConnection.connect(to: pool.endpoint, on: loop).assumeIsolated().map { connection in
+        return PublishLink.connect(over: pool.transport, to: pool.endpoint, on: loop).assumeIsolated().map { connection in
             self.connection = connection
             return connection
         }.nonisolated()
     }
 
     private func finish() {
-        connection?.close().whenComplete { _ in }
+        connection?.close()
         finished.succeed(figures)
     }
 }
+
+/// One publisher's connection: HTTP or WebSocket, one request in flight at a time.
+enum PublishLink: Sendable {
+    case http(StormHTTPConnection)
+    case webSocket(StormWebSocketClient, NIOLoopBound<WebSocketPublishReplies>)
+
+    static func connect(
+        over transport: PublishTransport, to endpoint: StormEndpoint, on loop: any EventLoop
+    ) -> EventLoopFuture<PublishLink> {
+        switch transport {
+        case .http:
+            return StormHTTPConnection.connect(to: endpoint, on: loop).map { .http($0) }
+        case .ws:
+            // Made on `loop`, where the delegate factory runs and where the publisher uses it.
+            let replies = NIOLoopBound(WebSocketPublishReplies(), eventLoop: loop)
+            return StormWebSocketClient.connecting(to: endpoint, on: loop) { _ in replies.value }
+                .map { .webSocket($0, replies) }
+        }
+    }
+
+    var isActive: Bool {
+        switch self {
+        case .http(let connection): connection.isActive
+        case .webSocket(let client, _): client.channel.isActive
+        }
+    }
+
+    /// Succeeds once the gateway accepted the message (HTTP 2xx or 3xx, or the WebSocket reply), fails
+    /// with the gateway's error otherwise. Call on the connection's loop.
+    func publish(channel: ChannelName, payload: [UInt8]) -> EventLoopFuture<Void> {
+        switch self {
+        case .http(let connection):
+            return connection.publish(channel: channel, payload: payload).flatMapThrowing { response in
+                guard response.status < 400 else { throw StormError(httpStatus: response.status, body: response.body) }
+            }
+        case .webSocket(let client, let replies):
+            return replies.value.publish(channel: channel, payload: payload, on: client)
+        }
+    }
+
+    func close() {
+        switch self {
+        case .http(let connection): connection.close().whenComplete { _ in }
+        case .webSocket(let client, _): client.closeImmediately()
+        }
+    }
+}
+
+/// The WebSocket publisher's side of the protocol: sends `{"id":N,"op":"publish",…}` and completes the
+/// request when the reply (or error) with its id arrives. Used only on its connection's loop.
+final class WebSocketPublishReplies: StormStreamDelegate {
+    private var nextID: UInt64 = 0
+    private var pending: (id: UInt64, promise: EventLoopPromise<Void>)?
+    private var closed: StormError?
+
+    /// `payload` must be JSON (the bench's payloads are): it is sent as `data` and delivered as is.
+    func publish(channel: ChannelName, payload: [UInt8], on client: StormWebSocketClient) -> EventLoopFuture<Void> {
+        let loop = client.channel.eventLoop
+        if let closed { return loop.makeFailedFuture(closed) }
+        guard pending == nil else {
+            return loop.makeFailedFuture(StormError(.internalError, "a WebSocket publisher sent a second request before the first was answered"))
+        }
+        nextID += 1
+        let promise = loop.makePromise(of: Void.self)
+        pending = (nextID, promise)
+        var request = Array(#"{"id":\#(nextID),"op":"publish","channel":"\#(channel.rawValue)","data":"#.utf8)
+        request.append(contentsOf: payload)
+        request.append(UInt8(ascii: "}"))
+        client.sendWithoutWaiting(text: String(decoding: request, as: UTF8.self))
+        return promise.futureResult
+    }
+
+    func streamDidReceive(text: ByteBuffer) {
+        text.withUnsafeReadableBytes { bytes in
+            switch EnvelopeProbe.kind(bytes) {
+            case .reply:
+                guard let pending, Self.id(in: bytes) == pending.id else { return }
+                self.pending = nil
+                pending.promise.succeed()
+            case .error:
+                guard let pending else { return }
+                let id = Self.id(in: bytes)
+                // An error without an id (the request could not be read) answers the one request in flight.
+                guard id == nil || id == pending.id else { return }
+                self.pending = nil
+                pending.promise.fail(MessagePrinter.serverError(Array(bytes)))
+            case .message, .other:
+                break
+            }
+        }
+    }
+
+    func streamDidClose(error: StormError?) {
+        let reason = error ?? StormError(.connection, "the WebSocket closed before the publish was answered")
+        closed = reason
+        if let pending {
+            self.pending = nil
+            pending.promise.fail(reason)
+        }
+    }
+
+    /// The numeric `id` of a reply or error frame.
+    private static func id(in bytes: UnsafeRawBufferPointer) -> UInt64? {
+        EnvelopeProbe.requestID(bytes)
+    }
+}
+
+extension PublishTransport: ExpressibleByArgument {}

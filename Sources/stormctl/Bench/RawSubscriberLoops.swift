@@ -32,13 +32,20 @@ final class RawSubscriberLoops: RawSubscriberSource {
     private let loops: [RawSubscriberLoop]
     private let threads: [ConditionLock<Bool>]
 
-    /// `report` is called once per connection, from a loop thread: nil when it is subscribed.
+    /// One connection to open: from which source address (nil: any), to which channel (its index).
+    struct Connect: Sendable {
+        var sourceAddress: String?
+        var channel: Int
+    }
+
+    /// `report` is called once per connection, from a loop thread, with the connection's channel index:
+    /// nil when it is subscribed.
     init(
-        threads count: Int, endpoint: StormEndpoint, channel: ChannelName, publishers: Int,
-        connectTimeout: TimeAmount, pollInterval: TimeAmount, report: @escaping @Sendable (StormError?) -> Void
+        threads count: Int, endpoint: StormEndpoint, channels: BenchChannels, publishers: Int,
+        connectTimeout: TimeAmount, pollInterval: TimeAmount, report: @escaping @Sendable (StormError?, Int) -> Void
     ) throws(StormError) {
         let plan = try RawSubscriberPlan(
-            endpoint: endpoint, channel: channel, publishers: publishers, connectTimeout: connectTimeout,
+            endpoint: endpoint, channels: channels, publishers: publishers, connectTimeout: connectTimeout,
             pollInterval: pollInterval)
         var loops: [RawSubscriberLoop] = []
         var threads: [ConditionLock<Bool>] = []
@@ -61,10 +68,10 @@ final class RawSubscriberLoops: RawSubscriberSource {
 
     var count: Int { loops.count }
 
-    /// Opens one connection per entry on loop `loop`, each bound to its source address (nil: any); each
-    /// outcome goes to `report`.
-    func connect(loop: Int, sourceAddresses: [String?]) {
-        loops[loop % loops.count].connect(sourceAddresses)
+    /// Opens one connection per entry on loop `loop`, each bound to its source address (nil: any) and
+    /// subscribing to its channel; each outcome goes to `report`.
+    func connect(loop: Int, _ connects: [Connect]) {
+        loops[loop % loops.count].connect(connects)
     }
 
     /// What every subscriber has counted so far (each loop publishes its figures every 100 ms).
@@ -91,21 +98,22 @@ private struct RawSubscriberPlan: Sendable {
     let server: String
     let hostHeader: String
     let authorization: String?
-    /// The subscribe request; masked afresh for each connection (RFC 6455 section 5.3).
-    let subscribeRequest: [UInt8]
+    /// The subscribe request of each channel; masked afresh for each connection (RFC 6455 section 5.3).
+    let subscribeRequests: [[UInt8]]
     let publishers: Int
     let connectTimeoutMicros: UInt64
     let pollInterval: TimeAmount
     let parser = ServerFrameParser(maximumFrameSize: StormWebSocketClient.maximumFrameSize)
 
     init(
-        endpoint: StormEndpoint, channel: ChannelName, publishers: Int, connectTimeout: TimeAmount, pollInterval: TimeAmount
+        endpoint: StormEndpoint, channels: BenchChannels, publishers: Int, connectTimeout: TimeAmount,
+        pollInterval: TimeAmount
     ) throws(StormError) {
         self.address = try endpoint.socketAddress()
         self.server = endpoint.description
         self.hostHeader = endpoint.hostHeader
         self.authorization = endpoint.authorization
-        self.subscribeRequest = Array(SubscriberFleet.subscribeRequest(to: channel).utf8)
+        self.subscribeRequests = channels.names.map { Array(SubscriberFleet.subscribeRequest(to: $0).utf8) }
         self.publishers = max(1, publishers)
         self.connectTimeoutMicros = UInt64(max(0, connectTimeout.nanoseconds / 1_000))
         self.pollInterval = pollInterval
@@ -130,6 +138,8 @@ private final class RawSubscriber {
     }
 
     let fd: Int32
+    /// Index of its channel in the run's `BenchChannels`.
+    let channel: Int
     var state = State.connecting
     let key: String
     let deadlineMicros: UInt64
@@ -140,8 +150,9 @@ private final class RawSubscriber {
     /// Last sequence number seen from each publisher.
     var lastSequence: [UInt64]
 
-    init(fd: Int32, key: String, deadlineMicros: UInt64, publishers: Int) {
+    init(fd: Int32, channel: Int, key: String, deadlineMicros: UInt64, publishers: Int) {
         self.fd = fd
+        self.channel = channel
         self.key = key
         self.deadlineMicros = deadlineMicros
         self.lastSequence = Array(repeating: 0, count: publishers)
@@ -151,13 +162,13 @@ private final class RawSubscriber {
 /// One thread's epoll loop. Everything but `inbox` and `published` is used only on that thread.
 private final class RawSubscriberLoop: @unchecked Sendable {
     private let plan: RawSubscriberPlan
-    private let report: @Sendable (StormError?) -> Void
+    private let report: @Sendable (StormError?, Int) -> Void
     private let epoll: Int32
     private let wakeup: Int32
     private static let wakeupToken = UInt64.max
 
     private struct Inbox {
-        var connects: [String?] = []
+        var connects: [RawSubscriberLoops.Connect] = []
         var stopping = false
     }
     private let inbox = NIOLockedValueBox(Inbox())
@@ -172,7 +183,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
     private let allocator = ByteBufferAllocator()
     private var stopping = false
 
-    init(plan: RawSubscriberPlan, report: @escaping @Sendable (StormError?) -> Void) throws(StormError) {
+    init(plan: RawSubscriberPlan, report: @escaping @Sendable (StormError?, Int) -> Void) throws(StormError) {
         self.plan = plan
         self.report = report
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -188,8 +199,8 @@ private final class RawSubscriberLoop: @unchecked Sendable {
 
     var publishedFigures: SubscriberFigures { published.withLockedValue { $0 } }
 
-    func connect(_ sources: [String?]) {
-        inbox.withLockedValue { $0.connects.append(contentsOf: sources) }
+    func connect(_ connects: [RawSubscriberLoops.Connect]) {
+        inbox.withLockedValue { $0.connects.append(contentsOf: connects) }
         signal()
     }
 
@@ -251,16 +262,18 @@ private final class RawSubscriberLoop: @unchecked Sendable {
             defer { inbox.connects.removeAll(keepingCapacity: true) }
             return (inbox.connects, inbox.stopping)
         }
-        for source in connects { open(from: source) }
+        for connect in connects { open(connect) }
         if stop { stopping = true }
     }
 
     // MARK: Connecting
 
-    private func open(from source: String?) {
+    private func open(_ connect: RawSubscriberLoops.Connect) {
+        let source = connect.sourceAddress
+        let channel = connect.channel
         let family = plan.address.protocol.rawValue
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return report(Self.systemError("socket", errno)) }
+        guard fd >= 0 else { return report(Self.systemError("socket", errno), channel) }
         var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
         if let source {
@@ -271,23 +284,23 @@ private final class RawSubscriberLoop: @unchecked Sendable {
                 bound = try SocketAddress(ipAddress: source, port: 0).withSockAddr { bind(fd, $0, socklen_t($1)) }
             } catch {
                 close(fd)
-                return report(StormError(.configuration, "local address '\(source)' is not an IP address"))
+                return report(StormError(.configuration, "local address '\(source)' is not an IP address"), channel)
             }
             guard bound == 0 else {
                 let code = errno
                 close(fd)
-                return report(Self.systemError("bind to \(source)", code))
+                return report(Self.systemError("bind to \(source)", code), channel)
             }
         }
         let connected = plan.address.withSockAddr { Glibc.connect(fd, $0, socklen_t($1)) }
         guard connected == 0 || errno == EINPROGRESS else {
             let code = errno
             close(fd)
-            return report(Self.systemError("cannot connect to \(plan.server)", code))
+            return report(Self.systemError("cannot connect to \(plan.server)", code), channel)
         }
         let key = Data((0..<16).map { _ in UInt8.random(in: 0...255) }).base64EncodedString()
         let subscriber = RawSubscriber(
-            fd: fd, key: key, deadlineMicros: unixMicrosNow() + plan.connectTimeoutMicros, publishers: plan.publishers)
+            fd: fd, channel: channel, key: key, deadlineMicros: unixMicrosNow() + plan.connectTimeoutMicros, publishers: plan.publishers)
         let slot = freeSlots.popLast() ?? subscribers.count
         if slot == subscribers.count { subscribers.append(subscriber) } else { subscribers[slot] = subscriber }
         opening.insert(slot)
@@ -377,7 +390,9 @@ private final class RawSubscriberLoop: @unchecked Sendable {
             self.end(slot, because: StormError(.connection, problem))
             return false
         }
-        guard send(ClientFrame.masked(opcode: ServerFrame.text, payload: plan.subscribeRequest), on: subscriber) else {
+        guard plan.subscribeRequests.indices.contains(subscriber.channel),
+            send(ClientFrame.masked(opcode: ServerFrame.text, payload: plan.subscribeRequests[subscriber.channel]), on: subscriber)
+        else {
             self.end(slot, because: StormError(.connection, "could not send the subscribe request"))
             return false
         }
@@ -425,13 +440,13 @@ private final class RawSubscriberLoop: @unchecked Sendable {
     private func message(_ payload: ByteBuffer, slot: Int, _ subscriber: RawSubscriber, now: UInt64) {
         payload.withUnsafeReadableBytes { bytes in
             if let fields = EnvelopeProbe.benchFields(bytes) {
-                return figures.count(fields, at: now, lastSequence: &subscriber.lastSequence)
+                return figures.count(fields, channel: subscriber.channel, at: now, lastSequence: &subscriber.lastSequence)
             }
             switch EnvelopeProbe.kind(bytes) {
             case .reply where subscriber.state == .subscribing:
                 subscriber.state = .streaming
                 opening.remove(slot)
-                report(nil)
+                report(nil, subscriber.channel)
             case .error where subscriber.state == .subscribing:
                 end(slot, because: MessagePrinter.serverError(Array(bytes)))
             case .reply, .error:
@@ -453,7 +468,7 @@ private final class RawSubscriberLoop: @unchecked Sendable {
         epoll_ctl(epoll, EPOLL_CTL_DEL, subscriber.fd, nil)
         close(subscriber.fd)
         if opening.remove(slot) != nil {
-            report(reason ?? StormError(.connection, "the bench stopped before the subscription completed"))
+            report(reason ?? StormError(.connection, "the bench stopped before the subscription completed"), subscriber.channel)
         } else if let reason, !stopping {
             figures.dropped += 1
             if figures.firstDropReason == nil { figures.firstDropReason = reason.message }

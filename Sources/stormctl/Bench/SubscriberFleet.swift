@@ -15,6 +15,10 @@ final class LoopTally {
 struct SubscriberFigures: Sendable, Codable {
     var latency = LatencyHistogram()
     var delivered: UInt64 = 0
+    /// Deliveries by channel index (`--channels`); grown on first use.
+    var deliveredPerChannel: [UInt64] = []
+    /// Messages of another channel than the one the subscriber is on.
+    var misrouted: UInt64 = 0
     var outOfOrder: UInt64 = 0
     var unreadable: UInt64 = 0
     /// Subscribers whose connection ended before the bench closed it.
@@ -23,10 +27,19 @@ struct SubscriberFigures: Sendable, Codable {
     /// Wall-clock time of the latest delivery (µs since the epoch), to compute delivered/s.
     var lastDeliveryMicros: UInt64 = 0
 
-    /// Counts one bench delivery that arrived at `now`: its latency, and whether it came in its
-    /// publisher's order (`lastSequence`: the subscriber's last sequence number seen per publisher).
-    mutating func count(_ fields: EnvelopeProbe.BenchFields, at now: UInt64, lastSequence: inout [UInt64]) {
+    /// Counts one bench delivery that arrived at `now` at a subscriber of channel `channel`: its latency,
+    /// and whether it came in its publisher's order (`lastSequence`: the subscriber's last sequence number
+    /// seen per publisher; publishers number their messages per channel, so on one channel they are
+    /// consecutive). A message of another channel is counted as misrouted, not as delivered.
+    mutating func count(
+        _ fields: EnvelopeProbe.BenchFields, channel: Int, at now: UInt64, lastSequence: inout [UInt64]
+    ) {
+        guard fields.channel == UInt64(channel) else {
+            misrouted += 1
+            return
+        }
         delivered += 1
+        addCount(1, at: channel, to: &deliveredPerChannel)
         latency.record(now > fields.timestampMicros ? now - fields.timestampMicros : 0)
         lastDeliveryMicros = now
         guard fields.publisher < UInt64(lastSequence.count) else { return }
@@ -41,6 +54,8 @@ struct SubscriberFigures: Sendable, Codable {
     mutating func merge(_ other: SubscriberFigures) {
         latency.merge(other.latency)
         delivered += other.delivered
+        mergeCounts(other.deliveredPerChannel, into: &deliveredPerChannel)
+        misrouted += other.misrouted
         outOfOrder += other.outOfOrder
         unreadable += other.unreadable
         dropped += other.dropped
@@ -117,13 +132,16 @@ struct TallyRegistry: Sendable {
 /// One bench subscriber: checks every message it gets and adds it to its loop's tally.
 final class BenchSubscriber: StormStreamDelegate {
     private let tally: LoopTally?
+    /// Index of the subscriber's channel in the run's `BenchChannels`.
+    private let channel: Int
     private let subscribed: EventLoopPromise<Void>?
     private var isSubscribed: Bool
     /// Last sequence number seen from each publisher (they number their messages from 1).
     private var lastSequence: [UInt64]
 
-    init(tally: LoopTally?, publishers: Int, subscribed: EventLoopPromise<Void>?) {
+    init(tally: LoopTally?, channel: Int, publishers: Int, subscribed: EventLoopPromise<Void>?) {
         self.tally = tally
+        self.channel = channel
         self.subscribed = subscribed
         self.isSubscribed = subscribed == nil
         self.lastSequence = Array(repeating: 0, count: max(1, publishers))
@@ -141,7 +159,7 @@ final class BenchSubscriber: StormStreamDelegate {
         guard let tally else { return }
         // Nearly every frame is a bench message: read it in one pass, and only classify what is not.
         if let fields = EnvelopeProbe.benchFields(bytes) {
-            return tally.figures.count(fields, at: unixMicrosNow(), lastSequence: &lastSequence)
+            return tally.figures.count(fields, channel: channel, at: unixMicrosNow(), lastSequence: &lastSequence)
         }
         switch EnvelopeProbe.kind(bytes) {
         case .message:
@@ -194,6 +212,8 @@ protocol RawSubscriberSource: Sendable {
 /// How the connect phase went.
 struct ConnectOutcome: Sendable, Codable {
     var subscribed = 0
+    /// Subscribed connections by channel index; grown on first use.
+    var subscribedPerChannel: [Int] = []
     var failed = 0
     var firstFailure: String?
     var seconds = 0.0
@@ -202,7 +222,7 @@ struct ConnectOutcome: Sendable, Codable {
 /// Opens and subscribes the bench's subscribers at a paced rate.
 struct SubscriberFleet: Sendable {
     let endpoint: StormEndpoint
-    let channel: ChannelName
+    let channels: BenchChannels
     let transport: Stormctl.Subscribe.Transport
     let count: Int
     /// Global index of this process's first subscriber, so processes spread over source addresses alike.
@@ -228,24 +248,25 @@ struct SubscriberFleet: Sendable {
         var outcome = ConnectOutcome()
         var inFlight = 0
 
-        /// One connection finished opening: subscribed (`failure` nil) or not.
-        mutating func record(raw failure: StormError?) {
+        /// One connection to channel `channel` finished opening: subscribed (`failure` nil) or not.
+        mutating func record(raw failure: StormError?, channel: Int) {
             inFlight -= 1
             if let failure {
                 outcome.failed += 1
                 if outcome.firstFailure == nil { outcome.firstFailure = failure.message }
             } else {
                 outcome.subscribed += 1
+                addCount(1, at: channel, to: &outcome.subscribedPerChannel)
             }
         }
 
-        mutating func record(_ result: Result<BenchConnection, any Error>) {
+        mutating func record(_ result: Result<BenchConnection, any Error>, channel: Int) {
             switch result {
             case .success(let connection):
                 connections.append(connection)
-                record(raw: nil)
+                record(raw: nil, channel: channel)
             case .failure(let error):
-                record(raw: (error as? StormError) ?? StormError(.connection, "\(error)"))
+                record(raw: (error as? StormError) ?? StormError(.connection, "\(error)"), channel: channel)
             }
         }
     }
@@ -271,8 +292,9 @@ struct SubscriberFleet: Sendable {
                 loop.execute {
                     for index in share {
                         let options = StormConnectOptions(localAddress: sourceAddress(forSubscriber: index))
-                        connectOne(options: options, on: loop).whenComplete { result in
-                            gathered.withLockedValue { $0.record(result) }
+                        let channel = channels.channel(ofSubscriber: firstIndex + index)
+                        connectOne(options: options, channel: channel, on: loop).whenComplete { result in
+                            gathered.withLockedValue { $0.record(result, channel: channel) }
                         }
                     }
                 }
@@ -328,10 +350,10 @@ struct SubscriberFleet: Sendable {
         let loops: RawSubscriberLoops
         do {
             loops = try RawSubscriberLoops(
-                threads: System.coreCount, endpoint: endpoint, channel: channel, publishers: publishers,
+                threads: System.coreCount, endpoint: endpoint, channels: channels, publishers: publishers,
                 connectTimeout: StormConnectOptions().connectTimeout, pollInterval: pollInterval
-            ) { failure in
-                gathered.withLockedValue { $0.record(raw: failure) }
+            ) { failure, channel in
+                gathered.withLockedValue { $0.record(raw: failure, channel: channel) }
             }
         } catch {
             return ([], ConnectOutcome(subscribed: 0, failed: count, firstFailure: error.message, seconds: 0))
@@ -339,8 +361,11 @@ struct SubscriberFleet: Sendable {
         registry.attach(loops)
         let seconds = await paced(gathered) { due in
             for position in 0..<loops.count {
-                let share = stride(from: due.lowerBound + position, to: due.upperBound, by: loops.count).map { sourceAddress(forSubscriber: $0) }
-                if !share.isEmpty { loops.connect(loop: position, sourceAddresses: share) }
+                let share = stride(from: due.lowerBound + position, to: due.upperBound, by: loops.count).map {
+                    RawSubscriberLoops.Connect(
+                        sourceAddress: sourceAddress(forSubscriber: $0), channel: channels.channel(ofSubscriber: firstIndex + $0))
+                }
+                if !share.isEmpty { loops.connect(loop: position, share) }
             }
         }
         var outcome = gathered.withLockedValue { $0.outcome }
@@ -349,7 +374,10 @@ struct SubscriberFleet: Sendable {
     }
     #endif
 
-    private func connectOne(options: StormConnectOptions, on loop: any EventLoop) -> EventLoopFuture<BenchConnection> {
+    private func connectOne(
+        options: StormConnectOptions, channel channelIndex: Int, on loop: any EventLoop
+    ) -> EventLoopFuture<BenchConnection> {
+        let channel = channels.names[channelIndex]
         let registry = self.registry
         let publishers = self.publishers
         switch transport {
@@ -357,7 +385,8 @@ struct SubscriberFleet: Sendable {
             let subscribed = loop.makePromise(of: Void.self)
             let request = Self.subscribeRequest(to: channel)
             return StormWebSocketClient.connecting(to: endpoint, options: options, on: loop) { loop in
-                BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: subscribed)
+                BenchSubscriber(
+                    tally: registry.tally(on: loop), channel: channelIndex, publishers: publishers, subscribed: subscribed)
             }
             .flatMapError { error in
                 subscribed.fail(error)
@@ -379,13 +408,12 @@ struct SubscriberFleet: Sendable {
         case .sse:
             let connected = loop.makePromise(of: BenchConnection.self)
             let endpoint = self.endpoint
-            let channel = self.channel
             let group = self.group
             connected.completeWithTask {
                 let client = try await StormSSEClient.connect(
                     to: endpoint, channels: [channel], options: options, group: group
                 ) { loop in
-                    BenchSubscriber(tally: registry.tally(on: loop), publishers: publishers, subscribed: nil)
+                    BenchSubscriber(tally: registry.tally(on: loop), channel: channelIndex, publishers: publishers, subscribed: nil)
                 }
                 return .serverSentEvents(client)
             }

@@ -10,7 +10,9 @@ extension Stormctl {
         static let configuration = CommandConfiguration(
             abstract: "Load-test the gateway: hold N subscribers, publish at R msg/s, measure delivery.",
             discussion: """
-                Connects and subscribes every subscriber first (counting failures), then publishes --rate messages per second for --duration seconds with POST /publish. Every subscriber checks each message: deliveries, per-publisher order, and latency from the envelope's ts (the time the gateway accepted the message) to arrival. The run is bounded: connect time + duration + 10 s to drain, then it reports and exits.
+                Connects and subscribes every subscriber first (counting failures), then publishes --rate messages per second for --duration seconds with POST /publish (or the WebSocket publish op: --publish-over ws). Every subscriber checks each message: deliveries, per-publisher order, and latency from the envelope's ts (the time the gateway accepted the message) to arrival. The run is bounded: connect time + duration + 10 s to drain, then it reports and exits.
+
+                With --channels N the subscribers are spread round robin over N channels (CHANNEL.0 … CHANNEL.N-1) and so are the messages; each subscriber expects exactly the messages accepted on its own channel, in order, and losses are counted channel by channel.
 
                 One process holds at most ~19,900 sockets (open-file limit) and one source address ~28,000 connections to the gateway (fewer keep connect() cheap): past those, use --processes; --source-addresses defaults to one address per 5,000 subscribers.
 
@@ -19,6 +21,7 @@ extension Stormctl {
                   stormctl bench --subscribers 10000 --rate 50 --duration 30
                   stormctl bench --subscribers 50000 --processes 4 --source-addresses 4 --json
                   stormctl bench --transport sse --subscribers 2000
+                  stormctl bench --subscribers 20000 --channels 2000 --rate 20000 --publishers 64 --publish-over ws --processes 2
 
                 Exits 0 when every subscriber connected and every message reached every subscriber in
                 order; 1 when the run completed with losses or failures; 69 when nothing could connect.
@@ -35,8 +38,14 @@ extension Stormctl {
         @Option(name: .long, help: "ws or sse.")
         var transport: Subscribe.Transport = .ws
 
-        @Option(name: .long, help: "Channel to use (default: bench.<random>).")
+        @Option(name: .long, help: "Channel to use, or the prefix of the channels with --channels (default: bench.<random>).")
         var channel: String?
+
+        @Option(name: .long, help: "Channels to spread subscribers and messages over, round robin.")
+        var channels = 1
+
+        @Option(name: .customLong("publish-over"), help: "http (POST /publish) or ws (the WebSocket publish op).")
+        var publishOver: PublishTransport = .http
 
         @Option(name: .long, help: "Total publish rate, messages per second.")
         var rate: Double = 100
@@ -47,7 +56,7 @@ extension Stormctl {
         @Option(name: .customLong("payload-size"), help: "Payload bytes per message.")
         var payloadSize = 64
 
-        @Option(name: .long, help: "Keep-alive HTTP connections publishing in parallel.")
+        @Option(name: .long, help: "Kept-alive connections publishing in parallel, one message in flight each.")
         var publishers = 4
 
         @Option(
@@ -80,6 +89,9 @@ extension Stormctl {
             if !(duration > 0) || !duration.isFinite { throw ValidationError("--duration must be a positive number") }
             if payloadSize < 0 || payloadSize > 1 << 20 { throw ValidationError("--payload-size must be 0…1048576") }
             if publishers < 1 { throw ValidationError("--publishers must be at least 1") }
+            if !(1...BenchChannels.maximumCount).contains(channels) {
+                throw ValidationError("--channels must be 1…\(BenchChannels.maximumCount)")
+            }
             if let sourceAddresses, !(1...254).contains(sourceAddresses) {
                 throw ValidationError("--source-addresses must be 1…254")
             }
@@ -98,7 +110,8 @@ extension Stormctl {
         func run() async throws {
             try await reportingFailures {
                 let endpoint = try global.endpoint()
-                let channelName = try ChannelName(validating: channel ?? "bench.\(UInt32.random(in: 0...UInt32.max))")
+                let channelName = try BenchChannels(
+                    base: ChannelName(validating: channel ?? "bench.\(UInt32.random(in: 0...UInt32.max))"), count: channels)
                 let fileLimit = raiseOpenFileLimit()
                 let perProcess = (subscribers + processes - 1) / processes
                 if !subscriberOnly, perProcess + publishers + 64 > fileLimit {
@@ -128,23 +141,25 @@ extension Stormctl {
         }
 
         private func fleet(
-            endpoint: StormEndpoint, channel: ChannelName, count: Int, firstIndex: Int, connectRate: Double,
+            endpoint: StormEndpoint, channel: BenchChannels, count: Int, firstIndex: Int, connectRate: Double,
             group: MultiThreadedEventLoopGroup, registry: TallyRegistry
         ) -> SubscriberFleet {
             SubscriberFleet(
-                endpoint: endpoint, channel: channel, transport: transport, count: count, firstIndex: firstIndex,
+                endpoint: endpoint, channels: channel, transport: transport, count: count, firstIndex: firstIndex,
                 sourceAddresses: effectiveSourceAddresses, connectRate: connectRate, publishers: publishers,
                 pollInterval: .nanoseconds(Int64(pollInterval * 1e6)), group: group, registry: registry)
         }
 
         private func runParent(
-            endpoint: StormEndpoint, channel: ChannelName, group: MultiThreadedEventLoopGroup
+            endpoint: StormEndpoint, channel: BenchChannels, group: MultiThreadedEventLoopGroup
         ) async throws -> BenchReport {
             var connect = ConnectOutcome()
             var figures = SubscriberFigures()
             var connections: [BenchConnection] = []
             var registry: TallyRegistry?
             var children: ChildFleet?
+            /// Each child's subscribers by channel, to tell it how many deliveries to wait for.
+            var childSubscribed: [[Int]] = []
             if processes == 1 {
                 let tallies = try await TallyRegistry.make(for: group)
                 registry = tallies
@@ -158,12 +173,14 @@ extension Stormctl {
                 }
                 children = fleet
                 for message in await fleet.collect(.ready) {
+                    childSubscribed.append(message?.connect.subscribedPerChannel ?? [])
                     guard let message else {
                         connect.failed += subscribers / processes
                         connect.firstFailure = connect.firstFailure ?? "a bench child process exited before connecting"
                         continue
                     }
                     connect.subscribed += message.connect.subscribed
+                    mergeCounts(message.connect.subscribedPerChannel, into: &connect.subscribedPerChannel)
                     connect.failed += message.connect.failed
                     connect.firstFailure = connect.firstFailure ?? message.connect.firstFailure
                     connect.seconds = max(connect.seconds, message.connect.seconds)
@@ -176,12 +193,14 @@ extension Stormctl {
             children?.send("start")
             let schedule = RateSchedule(rate: rate, duration: duration)
             let publishing = await PublisherPool(
-                endpoint: endpoint, channel: channel, publishers: publishers, schedule: schedule,
+                endpoint: endpoint, channels: channel, transport: publishOver, publishers: publishers, schedule: schedule,
                 payloadSize: payloadSize, duration: .nanoseconds(Int64(duration * 1e9)), group: group
             ).run()
+            let publishEndMicros = unixMicrosNow()
 
-            let expectedPerSubscriber = UInt64(publishing.accepted)
-            let expected = expectedPerSubscriber * UInt64(connect.subscribed)
+            let expected = BenchChannels.expectation(
+                accepted: publishing.acceptedPerChannel, subscribed: connect.subscribedPerChannel, delivered: []
+            ).expected
             var childCPU = 0.0
             if let registry {
                 let clock = ContinuousClock()
@@ -194,7 +213,12 @@ extension Stormctl {
                 for connection in connections { connection.close() }
                 figures = await registry.snapshot()
             } else if let children {
-                children.send("drain \(expectedPerSubscriber) \(Self.drainSeconds)")
+                for (index, subscribed) in childSubscribed.enumerated() {
+                    let expected = BenchChannels.expectation(
+                        accepted: publishing.acceptedPerChannel, subscribed: subscribed, delivered: []
+                    ).expected
+                    children.send("drain \(expected) \(Self.drainSeconds)", to: index)
+                }
                 for message in await children.collect(.finished) {
                     guard let message else { continue }
                     if let childFigures = message.figures { figures.merge(childFigures) }
@@ -205,10 +229,15 @@ extension Stormctl {
             let wall = wallAtStart.duration(to: .now)
             let wallSeconds = Double(wall.components.seconds) + Double(wall.components.attoseconds) / 1e18
             let cpuSeconds = processCPUSeconds() - cpuAtStart + childCPU
+            let outcome = BenchChannels.expectation(
+                accepted: publishing.acceptedPerChannel, subscribed: connect.subscribedPerChannel,
+                delivered: figures.deliveredPerChannel)
             let deliveryWindow = Double(figures.lastDeliveryMicros > publishStartMicros ? figures.lastDeliveryMicros - publishStartMicros : 0) / 1e6
 
             return BenchReport(
-                server: endpoint.description, transport: transport.rawValue, channel: channel.rawValue,
+                server: endpoint.description, transport: transport.rawValue, publishOver: publishOver.rawValue,
+                channel: channel.count == 1 ? channel.names[0].rawValue : "\(channel.names[0].rawValue)…\(channel.names[channel.count - 1].rawValue)",
+                channels: channel.count,
                 processes: processes, subscribersRequested: subscribers, subscribersConnected: connect.subscribed,
                 subscribersFailed: connect.failed, subscribersDropped: figures.dropped,
                 connectSeconds: (connect.seconds * 100).rounded() / 100, firstConnectError: connect.firstFailure,
@@ -217,30 +246,39 @@ extension Stormctl {
                 publishFailed: publishing.failed, publishSkipped: publishing.skipped,
                 firstPublishError: publishing.firstFailure, publishRoundTrip: .init(publishing.roundTrip),
                 expectedDeliveries: expected, delivered: figures.delivered,
-                lost: expected > figures.delivered ? expected - figures.delivered : 0,
+                lost: outcome.lost, channelsWithLoss: outcome.channelsWithLoss, misrouted: figures.misrouted,
                 outOfOrder: figures.outOfOrder, unreadable: figures.unreadable,
                 deliveredPerSecond: deliveryWindow > 0 ? (Double(figures.delivered) / deliveryWindow).rounded() : 0,
                 latency: .init(figures.latency),
+                publishEndedUnixMs: Double(publishEndMicros / 1_000),
                 benchCPUPercent: wallSeconds > 0 ? (cpuSeconds / wallSeconds * 1000).rounded() / 10 : 0)
         }
 
         /// Child `index` holds subscribers [first, first + count) of the whole run.
-        private func childArguments(index: Int, endpoint: StormEndpoint, channel: ChannelName) -> [String] {
+        private func childArguments(index: Int, endpoint: StormEndpoint, channel: BenchChannels) -> [String] {
             let base = subscribers / processes
             let extra = subscribers % processes
             let count = base + (index < extra ? 1 : 0)
             let first = index * base + min(index, extra)
             return [
-                "bench", "--subscriber-only", "--server", endpoint.description, "--channel", channel.rawValue,
+                "bench", "--subscriber-only", "--server", endpoint.description, "--channel", baseChannel(channel),
+                "--channels", String(channel.count),
                 "--transport", transport.rawValue, "--subscribers", String(count), "--first-index", String(first),
                 "--source-addresses", String(effectiveSourceAddresses), "--publishers", String(publishers),
                 "--connect-rate", String(connectRate / Double(processes)), "--poll-interval", String(pollInterval),
             ]
         }
 
+        /// The `--channel` that gives these channels: the name itself, or the prefix of `PREFIX.0`….
+        private func baseChannel(_ channels: BenchChannels) -> String {
+            let first = channels.names[0].rawValue
+            guard channels.count > 1, first.hasSuffix(".0") else { return first }
+            return String(first.dropLast(2))
+        }
+
         /// A child of `--processes M`: connect, report `ready`, then follow the parent's commands.
         private func runSubscriberChild(
-            endpoint: StormEndpoint, channel: ChannelName, group: MultiThreadedEventLoopGroup
+            endpoint: StormEndpoint, channel: BenchChannels, group: MultiThreadedEventLoopGroup
         ) async throws {
             let registry = try await TallyRegistry.make(for: group)
             let (connections, connect) = await fleet(
@@ -255,8 +293,7 @@ extension Stormctl {
                 switch ChildCommand(line: line) {
                 case .start?:
                     cpuAtStart = processCPUSeconds()
-                case .drain(let perSubscriber, let seconds)?:
-                    let expected = perSubscriber * UInt64(connect.subscribed)
+                case .drain(let expected, let seconds)?:
                     let clock = ContinuousClock()
                     let end = clock.now + .nanoseconds(Int64(seconds * 1e9))
                     figures = await registry.snapshot()
