@@ -105,64 +105,66 @@ struct ConsumerTests {
     @Test("a backlog of 10,000 messages becomes exactly 10,000 rows")
     func backlog() async throws {
         let fixture = try await Fixture.make()
-        defer { Task { await fixture.tearDown() } }
-        try fixture.publish(1...10_000)   // the consumer is not running yet
-        let consumer = fixture.consumer()
-        let started = ContinuousClock.now
-        let counts = try await Self.running(consumer) {
-            let counts = try await Self.waitForRows(fixture.postgres, 10_000)
-            // Anything still arriving would show up now.
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(consumer.health == .ready)
-            return counts
-        }
-        let elapsed = ContinuousClock.now - started
-        let final = try await PostgresTestEnvironment.counts(fixture.postgres)
-        #expect(counts.rows == 10_000)
-        #expect(final.rows == 10_000 && final.distinctIDs == 10_000)
-        #expect(consumer.metrics.registry.emitToString().contains("storm_consumer_rows_total 10000"))
-        print("consumer ingest: 10000 rows in \(elapsed) (\(Int(10_000 / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))) rows/s, including connect and migrations)")
+        try await cleaningUp({ await fixture.tearDown() }) {
+            try fixture.publish(1...10_000)   // the consumer is not running yet
+            let consumer = fixture.consumer()
+            let started = ContinuousClock.now
+            let counts = try await Self.running(consumer) {
+                let counts = try await Self.waitForRows(fixture.postgres, 10_000)
+                // Anything still arriving would show up now.
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(consumer.health == .ready)
+                return counts
+            }
+            let elapsed = ContinuousClock.now - started
+            let final = try await PostgresTestEnvironment.counts(fixture.postgres)
+            #expect(counts.rows == 10_000)
+            #expect(final.rows == 10_000 && final.distinctIDs == 10_000)
+            #expect(consumer.metrics.registry.emitToString().contains("storm_consumer_rows_total 10000"))
+            print("consumer ingest: 10000 rows in \(elapsed) (\(Int(10_000 / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))) rows/s, including connect and migrations)")
 
-        // Offsets are the stream sequences, ascending per channel.
-        let history = PostgresHistoryStore(client: fixture.postgres)
-        let page = try await history.history(channel: ChannelName(validating: "chat.a"), after: 0, limit: 5)
-        #expect(page.map(\.offset) == [3, 6, 9, 12, 15])
-        #expect(page.first.map { (try? Envelope(decoding: $0.envelope))?.id } == "m-3")
+            // Offsets are the stream sequences, ascending per channel.
+            let history = PostgresHistoryStore(client: fixture.postgres)
+            let page = try await history.history(channel: ChannelName(validating: "chat.a"), after: 0, limit: 5)
+            #expect(page.map(\.offset) == [3, 6, 9, 12, 15])
+            #expect(page.first.map { (try? Envelope(decoding: $0.envelope))?.id } == "m-3")
+        }
     }
 
     @Test("redelivery and republished ids never duplicate a row")
     func redeliveryIsIdempotent() async throws {
         let fixture = try await Fixture.make()
-        defer { Task { await fixture.tearDown() } }
-        try fixture.publish(1...500)
-        // The same Nats-Msg-Id again within the duplicate window: JetStream stores it once.
-        try fixture.publish(1...500)
-        // The same envelope ids under other Nats-Msg-Ids (a retry after the window): stored in the stream
-        // twice, in the table once.
-        var again: [JetStreamSession.Outgoing] = []
-        for index in 1...100 {
-            let channel = try ChannelName(validating: ["chat.a", "chat.b", "news"][index % 3])
-            let envelope = Envelope(channel: channel, id: "m-\(index)", timestampMicros: unixMicrosNow(), payload: Array("{}".utf8))
-            again.append(.init(subject: fixture.stream.subjectPrefix + "." + channel.rawValue, id: "retry-\(index)", body: envelope.encoded()))
-        }
-        try fixture.publisher.publish(again)
-
-        let consumer = fixture.consumer(batchSize: 64)
-        let first = try await Self.running(consumer) { try await Self.waitForRows(fixture.postgres, 500) }
-        #expect(first.rows == 500)
-
-        // Replay the whole stream through a new durable: every message is delivered again.
-        try fixture.publisher.deleteConsumer(stream: fixture.stream.name, name: "storm-history")
-        let replay = fixture.consumer()
-        try await Self.running(replay) {
-            let deadline = ContinuousClock.now + .seconds(30)
-            while ContinuousClock.now < deadline, !replay.metrics.registry.emitToString().contains("storm_consumer_messages_acked_total 600") {
-                try await Task.sleep(for: .milliseconds(50))
+        try await cleaningUp({ await fixture.tearDown() }) {
+            try fixture.publish(1...500)
+            // The same Nats-Msg-Id again within the duplicate window: JetStream stores it once.
+            try fixture.publish(1...500)
+            // The same envelope ids under other Nats-Msg-Ids (a retry after the window): stored in the stream
+            // twice, in the table once.
+            var again: [JetStreamSession.Outgoing] = []
+            for index in 1...100 {
+                let channel = try ChannelName(validating: ["chat.a", "chat.b", "news"][index % 3])
+                let envelope = Envelope(channel: channel, id: "m-\(index)", timestampMicros: unixMicrosNow(), payload: Array("{}".utf8))
+                again.append(.init(subject: fixture.stream.subjectPrefix + "." + channel.rawValue, id: "retry-\(index)", body: envelope.encoded()))
             }
+            try fixture.publisher.publish(again)
+
+            let consumer = fixture.consumer(batchSize: 64)
+            let first = try await Self.running(consumer) { try await Self.waitForRows(fixture.postgres, 500) }
+            #expect(first.rows == 500)
+
+            // Replay the whole stream through a new durable: every message is delivered again.
+            try fixture.publisher.deleteConsumer(stream: fixture.stream.name, name: "storm-history")
+            let replay = fixture.consumer()
+            try await Self.running(replay) {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while ContinuousClock.now < deadline, !replay.metrics.registry.emitToString().contains("storm_consumer_messages_acked_total 600") {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+            }
+            #expect(replay.metrics.registry.emitToString().contains("storm_consumer_messages_acked_total 600"))
+            let final = try await PostgresTestEnvironment.counts(fixture.postgres)
+            #expect(final.rows == 500 && final.distinctIDs == 500)
         }
-        #expect(replay.metrics.registry.emitToString().contains("storm_consumer_messages_acked_total 600"))
-        let final = try await PostgresTestEnvironment.counts(fixture.postgres)
-        #expect(final.rows == 500 && final.distinctIDs == 500)
     }
 
     @Test("PostgreSQL restarting mid-ingest loses nothing and stores nothing twice")
@@ -171,31 +173,32 @@ struct ConsumerTests {
             throw PostgresTestEnvironment.Missing(variable: "STORM_TEST_PG_CTL")
         }
         let fixture = try await Fixture.make()
-        defer { Task { await fixture.tearDown() } }
-        let total = 20_000
-        try fixture.publish(1...2_000)
-        let consumer = fixture.consumer(batchSize: 200)
-        let counts = try await Self.running(consumer) {
-            _ = try await Self.waitForRows(fixture.postgres, 1)
-            // Keep publishing through the restart, so batches are in flight while the server dies.
-            let publishing = Task {
-                for start in stride(from: 2_001, through: total, by: 1_000) {
-                    try await NIOThreadPool.singleton.runIfActive { try fixture.publish(start...min(start + 999, total)) }
-                    try await Task.sleep(for: .milliseconds(20))
+        try await cleaningUp({ await fixture.tearDown() }) {
+            let total = 20_000
+            try fixture.publish(1...2_000)
+            let consumer = fixture.consumer(batchSize: 200)
+            let counts = try await Self.running(consumer) {
+                _ = try await Self.waitForRows(fixture.postgres, 1)
+                // Keep publishing through the restart, so batches are in flight while the server dies.
+                let publishing = Task {
+                    for start in stride(from: 2_001, through: total, by: 1_000) {
+                        try await NIOThreadPool.singleton.runIfActive { try fixture.publish(start...min(start + 999, total)) }
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
                 }
+                // posix_spawn + waitpid on a pool thread: Foundation's Process.waitUntilExit can miss the exit of
+                // a child when the cooperative pool is busy, and blocking there would starve the consumer.
+                let status = try await NIOThreadPool.singleton.runIfActive { runCommand(pgCtl, ["-m", "immediate", "-w", "-t", "30", "restart"]) }
+                #expect(status == 0)
+                try await publishing.value
+                return try await Self.waitForRows(fixture.postgres, total, timeout: .seconds(90))
             }
-            // posix_spawn + waitpid on a pool thread: Foundation's Process.waitUntilExit can miss the exit of
-            // a child when the cooperative pool is busy, and blocking there would starve the consumer.
-            let status = try await NIOThreadPool.singleton.runIfActive { runCommand(pgCtl, ["-m", "immediate", "-w", "-t", "30", "restart"]) }
-            #expect(status == 0)
-            try await publishing.value
-            return try await Self.waitForRows(fixture.postgres, total, timeout: .seconds(90))
+            #expect(counts.rows == total)
+            let final = try await PostgresTestEnvironment.counts(fixture.postgres)
+            #expect(final.rows == total && final.distinctIDs == total)
+            let metrics = consumer.metrics.registry.emitToString()
+            print("after the restart: \(metrics.split(separator: "\n").filter { $0.hasPrefix("storm_consumer_failures_total") }.joined(separator: "; "))")
         }
-        #expect(counts.rows == total)
-        let final = try await PostgresTestEnvironment.counts(fixture.postgres)
-        #expect(final.rows == total && final.distinctIDs == total)
-        let metrics = consumer.metrics.registry.emitToString()
-        print("after the restart: \(metrics.split(separator: "\n").filter { $0.hasPrefix("storm_consumer_failures_total") }.joined(separator: "; "))")
     }
 
     @Test("messages a killed consumer left unacknowledged count in the lag, and readiness says catching_up until they are redelivered")
@@ -247,16 +250,17 @@ struct ConsumerTests {
         try await Self.running(consumer) {
             try await Task.sleep(for: .milliseconds(500))
             let connection = try await RawConnection.connect(port: port)
-            defer { Task { await connection.close() } }
-            #expect(try await connection.request("GET", "/healthz").status == 200)
-            let ready = try await connection.request("GET", "/readyz")
-            #expect(ready.status == 503)
-            #expect(ready.text.contains("PostgreSQL") && ready.text.contains("refused"))
-            #expect(ready.text.contains("\"store_unavailable\""), "a PostgreSQL outage must name the store: \(ready.text)")
-            let scrape = try await connection.request("GET", "/metrics")
-            #expect(scrape.text.contains("storm_postgres_connected 0"))
-            #expect(scrape.text.contains("storm_consumer_failures_total{reason=\"postgres\"}"))
-            #expect(try await connection.request("GET", "/publish").status == 404)
+            try await cleaningUp({ await connection.close() }) {
+                #expect(try await connection.request("GET", "/healthz").status == 200)
+                let ready = try await connection.request("GET", "/readyz")
+                #expect(ready.status == 503)
+                #expect(ready.text.contains("PostgreSQL") && ready.text.contains("refused"))
+                #expect(ready.text.contains("\"store_unavailable\""), "a PostgreSQL outage must name the store: \(ready.text)")
+                let scrape = try await connection.request("GET", "/metrics")
+                #expect(scrape.text.contains("storm_postgres_connected 0"))
+                #expect(scrape.text.contains("storm_consumer_failures_total{reason=\"postgres\"}"))
+                #expect(try await connection.request("GET", "/publish").status == 404)
+            }
         }
         await server.stop()
         if let session = try? JetStreamSession.connect(urls: [natsURL], name: "cleanup") {
@@ -274,19 +278,20 @@ struct ConsumerIngestBenchmark {
     func ingest() async throws {
         let total = Int(ProcessInfo.processInfo.environment["STORM_BENCH_CONSUMER"] ?? "") ?? 100_000
         let fixture = try await ConsumerTests.Fixture.make()
-        defer { Task { await fixture.tearDown() } }
-        for start in stride(from: 1, through: total, by: 10_000) {
-            try fixture.publish(start...min(start + 9_999, total), channels: (0..<100).map { "bench.c\($0)" }, id: { "b-\($0)" })
+        try await cleaningUp({ await fixture.tearDown() }) {
+            for start in stride(from: 1, through: total, by: 10_000) {
+                try fixture.publish(start...min(start + 9_999, total), channels: (0..<100).map { "bench.c\($0)" }, id: { "b-\($0)" })
+            }
+            // Migrations and the first connect are not part of the figure.
+            try await Migrations.apply(using: fixture.postgres, logger: PostgresTestEnvironment.logger("bench"))
+            let consumer = fixture.consumer()
+            let started = ContinuousClock.now
+            let counts = try await ConsumerTests.running(consumer) { try await ConsumerTests.waitForRows(fixture.postgres, total, timeout: .seconds(300)) }
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            #expect(counts.rows == total)
+            print("consumer ingest benchmark: \(total) rows in \(String(format: "%.2f", seconds)) s = \(Int(Double(total) / seconds)) rows/s")
         }
-        // Migrations and the first connect are not part of the figure.
-        try await Migrations.apply(using: fixture.postgres, logger: PostgresTestEnvironment.logger("bench"))
-        let consumer = fixture.consumer()
-        let started = ContinuousClock.now
-        let counts = try await ConsumerTests.running(consumer) { try await ConsumerTests.waitForRows(fixture.postgres, total, timeout: .seconds(300)) }
-        let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        #expect(counts.rows == total)
-        print("consumer ingest benchmark: \(total) rows in \(String(format: "%.2f", seconds)) s = \(Int(Double(total) / seconds)) rows/s")
     }
 }
 

@@ -44,10 +44,11 @@ private enum AuthFixture {
 
     static func http(_ gateway: Gateway, _ method: String, _ target: String, token: String?, body: String = "") async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: gateway.port)
-        defer { Task { await connection.close() } }
-        // As stormctl does: a JSON body says so (the JSON API refuses any other body with 415).
-        let type = body.isEmpty ? [] : ["Content-Type: application/json"]
-        return try await connection.request(method, target, body: Array(body.utf8), headers: (token.map(bearer) ?? []) + type)
+        return try await cleaningUp({ await connection.close() }) {
+            // As stormctl does: a JSON body says so (the JSON API refuses any other body with 415).
+            let type = body.isEmpty ? [] : ["Content-Type: application/json"]
+            return try await connection.request(method, target, body: Array(body.utf8), headers: (token.map(bearer) ?? []) + type)
+        }
     }
 
     /// The close code of the next close frame (other frames are skipped).

@@ -16,8 +16,9 @@ import Testing
 struct ChannelsRouteTests {
     private func get(_ gateway: Gateway, _ path: String, method: String = "GET") async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: gateway.port)
-        defer { Task { await connection.close() } }
-        return try await connection.request(method, path)
+        return try await cleaningUp({ await connection.close() }) {
+            return try await connection.request(method, path)
+        }
     }
 
     @Test("channels with local subscribers, summed over the loops, sorted, filtered by pattern")

@@ -20,8 +20,9 @@ struct ConnectionLimitTests {
     /// Opens a connection and asks `target` on it.
     private func ask(_ port: Int, _ target: String, method: String = "GET") async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: port)
-        defer { Task { await connection.close() } }
-        return try await connection.request(method, target)
+        return try await cleaningUp({ await connection.close() }) {
+            return try await connection.request(method, target)
+        }
     }
 
     /// Reads a sample from `/metrics` on an open connection (a new one could be refused by the limit under test).

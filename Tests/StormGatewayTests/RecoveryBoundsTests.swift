@@ -160,9 +160,10 @@ struct RecoveryBoundsTests {
             // And recovery works again.
             let resumed = try await eventually {
                 let client = try await TestWebSocket.connect(port: gateway.port)
-                defer { Task { await client.close() } }
-                try await client.send("{\"id\":70,\"op\":\"subscribe\",\"channel\":\"room\",\"since\":{\"offset\":0}}")
-                return try await client.next("reply", seconds: 30).text.contains("\"recovered\":true")
+                return try await cleaningUp({ await client.close() }) {
+                    try await client.send("{\"id\":70,\"op\":\"subscribe\",\"channel\":\"room\",\"since\":{\"offset\":0}}")
+                    return try await client.next("reply", seconds: 30).text.contains("\"recovered\":true")
+                }
             }
             #expect(resumed, "recovery did not work again after the server resumed")
         } catch {

@@ -222,19 +222,20 @@ struct TLSGatewayTests {
         let pki = try TestPKI()
         let server = try pki.issue("server", serial: "10")
         let gateway = try await Self.startGateway(certificate: server.certificate, key: server.key)
-        defer { Task { await gateway.stop() } }
-        let client = StormHTTPClient(endpoint: try Self.endpoint(gateway, ca: pki.caCertificate))
-        let health = try await client.request(path: "/healthz")
-        #expect(health.status == 200)
-        let reply = try await client.publish(channel: try ChannelName(validating: "tls.http"), payload: Array(#"{"n":1}"#.utf8))
-        #expect(String(decoding: reply, as: UTF8.self).contains("\"id\""))
-        await client.close()
-        // By IP address: the certificate's IP SAN 127.0.0.1 is what is checked.
-        var byAddress = try StormEndpoint(url: "https://127.0.0.1:\(gateway.port)")
-        byAddress.caCertificateFile = pki.caCertificate
-        let direct = StormHTTPClient(endpoint: byAddress)
-        #expect(try await direct.request(path: "/healthz").status == 200)
-        await direct.close()
+        try await cleaningUp({ await gateway.stop() }) {
+            let client = StormHTTPClient(endpoint: try Self.endpoint(gateway, ca: pki.caCertificate))
+            let health = try await client.request(path: "/healthz")
+            #expect(health.status == 200)
+            let reply = try await client.publish(channel: try ChannelName(validating: "tls.http"), payload: Array(#"{"n":1}"#.utf8))
+            #expect(String(decoding: reply, as: UTF8.self).contains("\"id\""))
+            await client.close()
+            // By IP address: the certificate's IP SAN 127.0.0.1 is what is checked.
+            var byAddress = try StormEndpoint(url: "https://127.0.0.1:\(gateway.port)")
+            byAddress.caCertificateFile = pki.caCertificate
+            let direct = StormHTTPClient(endpoint: byAddress)
+            #expect(try await direct.request(path: "/healthz").status == 200)
+            await direct.close()
+        }
     }
 
     @Test("a WSS subscriber and an SSE subscriber over TLS receive a message published over HTTPS")
@@ -242,25 +243,26 @@ struct TLSGatewayTests {
         let pki = try TestPKI()
         let server = try pki.issue("server", serial: "11")
         let gateway = try await Self.startGateway(certificate: server.certificate, key: server.key)
-        defer { Task { await gateway.stop() } }
-        let endpoint = try Self.endpoint(gateway, ca: pki.caCertificate)
-        let room = try ChannelName(validating: "tls.room")
+        try await cleaningUp({ await gateway.stop() }) {
+            let endpoint = try Self.endpoint(gateway, ca: pki.caCertificate)
+            let room = try ChannelName(validating: "tls.room")
 
-        let wsInbox = CollectingDelegate()
-        let ws = try await StormWebSocketClient.connect(to: endpoint, delegate: { _ in wsInbox })
-        try await ws.send(text: #"{"id":1,"op":"subscribe","channels":["tls.room"]}"#)
-        #expect(await wsInbox.waitFor("\"reply\""), "no subscribe reply over WSS: \(wsInbox.received)")
+            let wsInbox = CollectingDelegate()
+            let ws = try await StormWebSocketClient.connect(to: endpoint, delegate: { _ in wsInbox })
+            try await ws.send(text: #"{"id":1,"op":"subscribe","channels":["tls.room"]}"#)
+            #expect(await wsInbox.waitFor("\"reply\""), "no subscribe reply over WSS: \(wsInbox.received)")
 
-        let sseInbox = CollectingDelegate()
-        let sse = try await StormSSEClient.connect(to: endpoint, channels: [room], delegate: { _ in sseInbox })
+            let sseInbox = CollectingDelegate()
+            let sse = try await StormSSEClient.connect(to: endpoint, channels: [room], delegate: { _ in sseInbox })
 
-        let client = StormHTTPClient(endpoint: endpoint)
-        _ = try await client.publish(channel: room, payload: Array(#"{"hello":"tls"}"#.utf8))
-        #expect(await wsInbox.waitFor("\"hello\""), "WSS subscriber got: \(wsInbox.received)")
-        #expect(await sseInbox.waitFor("\"hello\""), "SSE subscriber got: \(sseInbox.received)")
-        await client.close()
-        await ws.close()
-        await sse.close()
+            let client = StormHTTPClient(endpoint: endpoint)
+            _ = try await client.publish(channel: room, payload: Array(#"{"hello":"tls"}"#.utf8))
+            #expect(await wsInbox.waitFor("\"hello\""), "WSS subscriber got: \(wsInbox.received)")
+            #expect(await sseInbox.waitFor("\"hello\""), "SSE subscriber got: \(sseInbox.received)")
+            await client.close()
+            await ws.close()
+            await sse.close()
+        }
     }
 
     @Test("a client that does not trust the CA fails verification; a plain HTTP request gets no answer")
@@ -268,24 +270,27 @@ struct TLSGatewayTests {
         let pki = try TestPKI()
         let server = try pki.issue("server", serial: "12")
         let gateway = try await Self.startGateway(certificate: server.certificate, key: server.key)
-        defer { Task { await gateway.stop() } }
-        let stranger = StormHTTPClient(endpoint: try Self.endpoint(gateway, ca: nil))
-        do {
-            _ = try await stranger.request(path: "/healthz", timeout: .seconds(30))
-            Issue.record("a client without the test CA must not complete the handshake")
-        } catch {
-            #expect(error.code == .connection, "\(error.message)")
-            #expect(error.message.contains("--cacert"), "the message should name the fix: \(error.message)")
+        try await cleaningUp({ await gateway.stop() }) {
+            let stranger = StormHTTPClient(endpoint: try Self.endpoint(gateway, ca: nil))
+            do {
+                _ = try await stranger.request(path: "/healthz", timeout: .seconds(30))
+                Issue.record("a client without the test CA must not complete the handshake")
+            } catch let error as StormError {
+                #expect(error.code == .connection, "\(error.message)")
+                #expect(error.message.contains("--cacert"), "the message should name the fix: \(error.message)")
+            } catch {
+                Issue.record("not a StormError: \(error)")
+            }
+            await stranger.close()
+            // Another CA's trust store fails the same way.
+            let other = try TestPKI(name: "other CA")
+            await #expect(throws: (any Error).self) { _ = try await TLSProbe.peerCertificate(port: gateway.port, trust: other.caCertificate) }
+            // Clear text on the TLS port is not served.
+            let plain = try await RawConnection.connect(port: gateway.port)
+            try await plain.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            let answer = try await plain.readUntilClosed()
+            #expect(!String(decoding: answer, as: UTF8.self).contains("200 OK"))
         }
-        await stranger.close()
-        // Another CA's trust store fails the same way.
-        let other = try TestPKI(name: "other CA")
-        await #expect(throws: (any Error).self) { _ = try await TLSProbe.peerCertificate(port: gateway.port, trust: other.caCertificate) }
-        // Clear text on the TLS port is not served.
-        let plain = try await RawConnection.connect(port: gateway.port)
-        try await plain.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        let answer = try await plain.readUntilClosed()
-        #expect(!String(decoding: answer, as: UTF8.self).contains("200 OK"))
     }
 
     @Test("a TLS 1.1 client is refused; TLS 1.2 and 1.3 are accepted")
@@ -293,19 +298,20 @@ struct TLSGatewayTests {
         let pki = try TestPKI()
         let server = try pki.issue("server", serial: "13")
         let gateway = try await Self.startGateway(certificate: server.certificate, key: server.key)
-        defer { Task { await gateway.stop() } }
-        await #expect(throws: (any Error).self) {
-            _ = try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate) {
-                $0.minimumTLSVersion = .tlsv1
-                $0.maximumTLSVersion = .tlsv11
+        try await cleaningUp({ await gateway.stop() }) {
+            await #expect(throws: (any Error).self) {
+                _ = try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate) {
+                    $0.minimumTLSVersion = .tlsv1
+                    $0.maximumTLSVersion = .tlsv11
+                }
             }
-        }
-        for version in [TLSVersion.tlsv12, .tlsv13] {
-            let certificate = try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate) {
-                $0.minimumTLSVersion = version
-                $0.maximumTLSVersion = version
+            for version in [TLSVersion.tlsv12, .tlsv13] {
+                let certificate = try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate) {
+                    $0.minimumTLSVersion = version
+                    $0.maximumTLSVersion = version
+                }
+                #expect(certificate.map { hex($0.serialNumber) } == "13")
             }
-            #expect(certificate.map { hex($0.serialNumber) } == "13")
         }
     }
 
@@ -324,35 +330,36 @@ struct TLSGatewayTests {
         }
         try serve(a)
         let gateway = try await Self.startGateway(certificate: certificate, key: key)
-        defer { Task { await gateway.stop() } }
-        let endpoint = try Self.endpoint(gateway, ca: pki.caCertificate)
-        #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0a")
+        try await cleaningUp({ await gateway.stop() }) {
+            let endpoint = try Self.endpoint(gateway, ca: pki.caCertificate)
+            #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0a")
 
-        let inbox = CollectingDelegate()
-        let ws = try await StormWebSocketClient.connect(to: endpoint, delegate: { _ in inbox })
-        try await ws.send(text: #"{"id":1,"op":"subscribe","channels":["tls.reload"]}"#)
-        #expect(await inbox.waitFor("\"reply\""))
+            let inbox = CollectingDelegate()
+            let ws = try await StormWebSocketClient.connect(to: endpoint, delegate: { _ in inbox })
+            try await ws.send(text: #"{"id":1,"op":"subscribe","channels":["tls.reload"]}"#)
+            #expect(await inbox.waitFor("\"reply\""))
 
-        try serve(b)
-        // What the SIGHUP handler calls.
-        #expect(gateway.tls?.reload() == nil)
-        #expect(gateway.tls?.currentSerial == "0b")
-        #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0b")
+            try serve(b)
+            // What the SIGHUP handler calls.
+            #expect(gateway.tls?.reload() == nil)
+            #expect(gateway.tls?.currentSerial == "0b")
+            #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0b")
 
-        let client = StormHTTPClient(endpoint: endpoint)
-        _ = try await client.publish(channel: try ChannelName(validating: "tls.reload"), payload: Array(#"{"after":"reload"}"#.utf8))
-        #expect(await inbox.waitFor("\"after\""), "the WSS connection opened before the reload must still deliver: \(inbox.received)")
+            let client = StormHTTPClient(endpoint: endpoint)
+            _ = try await client.publish(channel: try ChannelName(validating: "tls.reload"), payload: Array(#"{"after":"reload"}"#.utf8))
+            #expect(await inbox.waitFor("\"after\""), "the WSS connection opened before the reload must still deliver: \(inbox.received)")
 
-        // A half-written key: the reload fails, and the certificate in use stays.
-        try "-----BEGIN PRIVATE KEY-----\ntruncated\n".write(toFile: key, atomically: true, encoding: .utf8)
-        #expect(gateway.tls?.reload()?.code == .configuration)
-        // A key that does not fit the certificate: the same.
-        try serve((b.certificate, a.key))
-        #expect(gateway.tls?.reload() != nil)
-        #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0b")
-        #expect(try await client.request(path: "/healthz").status == 200)
-        await client.close()
-        await ws.close()
+            // A half-written key: the reload fails, and the certificate in use stays.
+            try "-----BEGIN PRIVATE KEY-----\ntruncated\n".write(toFile: key, atomically: true, encoding: .utf8)
+            #expect(gateway.tls?.reload()?.code == .configuration)
+            // A key that does not fit the certificate: the same.
+            try serve((b.certificate, a.key))
+            #expect(gateway.tls?.reload() != nil)
+            #expect(hex(try await TLSProbe.peerCertificate(port: gateway.port, trust: pki.caCertificate)?.serialNumber ?? []) == "0b")
+            #expect(try await client.request(path: "/healthz").status == 200)
+            await client.close()
+            await ws.close()
+        }
     }
 }
 

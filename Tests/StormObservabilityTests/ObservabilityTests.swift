@@ -181,70 +181,72 @@ struct StructuredLogTests {
         let capture = LogCapture()
         let secret = String(repeating: "s", count: 40)
         let gateway = try await startGateway(logger: capture.logger(), environment: ["STORM_JWT_SECRET": secret])
-        defer { Task { await gateway.stop() } }
-        let port = try #require(gateway.localAddress?.port)
+        try await cleaningUp({ await gateway.stop() }) {
+            let port = try #require(gateway.localAddress?.port)
 
-        // A refused token, in the header and in the query: 401, logged with the request's ids only.
-        let connection = try await RawConnection.connect(port: port)
-        let refused = try await connection.request(
-            "POST", "/publish?subject=room&token=QUERYTOKEN.abc.def", body: Array("hi".utf8),
-            headers: ["Authorization: Bearer HEADERTOKEN.abc.def", "X-Request-Id: client-req-1"])
-        #expect(refused.status == 401)
-        #expect(refused.header("x-request-id") == "client-req-1")
-        // A request id that is not a sane token is replaced by the gateway's own.
-        let health = try await connection.request("GET", "/healthz", headers: ["X-Request-Id: bad id with spaces"])
-        let generated = try #require(health.header("x-request-id"))
-        #expect(generated != "bad id with spaces")
-        #expect(generated.hasPrefix(gateway.ids.instanceID + "-r"))
-        await connection.close()
+            // A refused token, in the header and in the query: 401, logged with the request's ids only.
+            let connection = try await RawConnection.connect(port: port)
+            let refused = try await connection.request(
+                "POST", "/publish?subject=room&token=QUERYTOKEN.abc.def", body: Array("hi".utf8),
+                headers: ["Authorization: Bearer HEADERTOKEN.abc.def", "X-Request-Id: client-req-1"])
+            #expect(refused.status == 401)
+            #expect(refused.header("x-request-id") == "client-req-1")
+            // A request id that is not a sane token is replaced by the gateway's own.
+            let health = try await connection.request("GET", "/healthz", headers: ["X-Request-Id: bad id with spaces"])
+            let generated = try #require(health.header("x-request-id"))
+            #expect(generated != "bad id with spaces")
+            #expect(generated.hasPrefix(gateway.ids.instanceID + "-r"))
+            await connection.close()
 
-        // A WebSocket with a bad token is refused before upgrading; an anonymous one is not allowed either
-        // with keys configured, so open an SSE stream... also refused: check its log line too.
-        let stream = try await RawConnection.connect(port: port)
-        let sse = try await stream.request("GET", "/events?subject=room&token=SSETOKEN.x.y")
-        #expect(sse.status == 401)
-        await stream.close()
+            // A WebSocket with a bad token is refused before upgrading; an anonymous one is not allowed either
+            // with keys configured, so open an SSE stream... also refused: check its log line too.
+            let stream = try await RawConnection.connect(port: port)
+            let sse = try await stream.request("GET", "/events?subject=room&token=SSETOKEN.x.y")
+            #expect(sse.status == 401)
+            await stream.close()
 
-        try await Task.sleep(for: .milliseconds(100))
-        let objects = try capture.objects()
-        let everything = capture.all.joined()
-        for token in ["QUERYTOKEN", "HEADERTOKEN", "SSETOKEN", secret, "Bearer"] {
-            #expect(!everything.contains(token), "\(token) was logged")
+            try await Task.sleep(for: .milliseconds(100))
+            let objects = try capture.objects()
+            let everything = capture.all.joined()
+            for token in ["QUERYTOKEN", "HEADERTOKEN", "SSETOKEN", secret, "Bearer"] {
+                #expect(!everything.contains(token), "\(token) was logged")
+            }
+            let requests = objects.filter { $0["message"] as? String == "http request" }
+            #expect(requests.contains { $0["storm.request_id"] as? String == "client-req-1" && $0["http.status"] as? String == "401" && $0["http.path"] as? String == "/publish" })
+            #expect(requests.contains { $0["storm.request_id"] as? String == generated })
+            #expect(requests.allSatisfy { ($0["storm.connection_id"] as? String)?.hasPrefix(gateway.ids.instanceID + "-c") == true })
+            let refusals = objects.filter { $0["message"] as? String == "token refused" }
+            #expect(!refusals.isEmpty)
         }
-        let requests = objects.filter { $0["message"] as? String == "http request" }
-        #expect(requests.contains { $0["storm.request_id"] as? String == "client-req-1" && $0["http.status"] as? String == "401" && $0["http.path"] as? String == "/publish" })
-        #expect(requests.contains { $0["storm.request_id"] as? String == generated })
-        #expect(requests.allSatisfy { ($0["storm.connection_id"] as? String)?.hasPrefix(gateway.ids.instanceID + "-c") == true })
-        let refusals = objects.filter { $0["message"] as? String == "token refused" }
-        #expect(!refusals.isEmpty)
     }
 
     @Test("WebSocket and SSE connections log with their connection id")
     func connectionIDs() async throws {
         let capture = LogCapture()
         let gateway = try await startGateway(logger: capture.logger())
-        defer { Task { await gateway.stop() } }
-        let socket = try await TestWebSocket.connect(port: gateway.port)
-        _ = try await socket.subscribe(["room"])
-        await socket.close()
-        let stream = try await TestEventStream.connect(port: gateway.port, channels: ["room"])
-        await stream.close()
-        let deadline = ContinuousClock.now + .seconds(5)
-        var messages: [String: String] = [:]
-        while ContinuousClock.now < deadline {
-            messages = [:]
-            for object in try capture.objects() {
-                if let message = object["message"] as? String, let id = object["storm.connection_id"] as? String { messages[message] = id }
+        try await cleaningUp({ await gateway.stop() }) {
+            let socket = try await TestWebSocket.connect(port: gateway.port)
+            _ = try await socket.subscribe(["room"])
+            await socket.close()
+            let stream = try await TestEventStream.connect(port: gateway.port, channels: ["room"])
+            await stream.close()
+            let deadline = ContinuousClock.now + .seconds(5)
+            var messages: [String: String] = [:]
+            while ContinuousClock.now < deadline {
+                messages = [:]
+                for object in try capture.objects() {
+                    if let message = object["message"] as? String, let id = object["storm.connection_id"] as? String { messages[message] = id }
+                }
+                if messages["websocket closed"] != nil, messages["event stream closed"] != nil { break }
+                try await Task.sleep(for: .milliseconds(20))
             }
-            if messages["websocket closed"] != nil, messages["event stream closed"] != nil { break }
-            try await Task.sleep(for: .milliseconds(20))
+            let webSocket = try #require(messages["websocket connected"])
+            #expect(messages["websocket closed"] == webSocket)
+            let sse = try #require(messages["event stream opened"])
+            #expect(messages["event stream closed"] == sse)
+            #expect(webSocket != sse)
+            #expect(webSocket.hasPrefix(gateway.ids.instanceID + "-c"))
         }
-        let webSocket = try #require(messages["websocket connected"])
-        #expect(messages["websocket closed"] == webSocket)
-        let sse = try #require(messages["event stream opened"])
-        #expect(messages["event stream closed"] == sse)
-        #expect(webSocket != sse)
-        #expect(webSocket.hasPrefix(gateway.ids.instanceID + "-c"))
     }
 }
 
@@ -272,53 +274,55 @@ struct TraceTests {
     func publishAndFanout() async throws {
         let tracer = W3CTestTracer()
         let gateway = try await startGateway(tracer: tracer)
-        defer { Task { await gateway.stop() } }
-        let socket = try await TestWebSocket.connect(port: gateway.port)
-        let second = try await TestWebSocket.connect(port: gateway.port)
-        _ = try await socket.subscribe(["room"])
-        _ = try await second.subscribe(["room"])
+        try await cleaningUp({ await gateway.stop() }) {
+            let socket = try await TestWebSocket.connect(port: gateway.port)
+            let second = try await TestWebSocket.connect(port: gateway.port)
+            _ = try await socket.subscribe(["room"])
+            _ = try await second.subscribe(["room"])
 
-        let connection = try await RawConnection.connect(port: gateway.port)
-        let response = try await connection.request("POST", "/publish?subject=room", body: Array("hi".utf8), headers: ["traceparent: \(traceparent)", "tracestate: k=v"])
-        #expect(response.status == 200)
-        _ = try await socket.next("message")
-        _ = try await second.next("message")
+            let connection = try await RawConnection.connect(port: gateway.port)
+            let response = try await connection.request("POST", "/publish?subject=room", body: Array("hi".utf8), headers: ["traceparent: \(traceparent)", "tracestate: k=v"])
+            #expect(response.status == 200)
+            _ = try await socket.next("message")
+            _ = try await second.next("message")
 
-        let publish = try await tracer.waitForSpan("publish room")
-        #expect(publish.spanContext.traceID == traceID)
-        #expect(publish.spanContext.parentSpanID == parentSpanID)
-        #expect(publish.kind == .producer)
-        #expect(publish.attributes.get("messaging.destination.name") == .string("room"))
-        let fanout = try await tracer.waitForSpan("fanout room")
-        #expect(fanout.spanContext.traceID == traceID)
-        #expect(fanout.spanContext.parentSpanID == publish.spanContext.spanID)
-        #expect(fanout.kind == .consumer)
-        // One span for the message on this gateway, not one per subscriber.
-        #expect(tracer.finishedSpans.filter { $0.operationName == "fanout room" }.count == 1)
-        #expect(fanout.attributes.get("storm.subscribers") == .int64(2))
-        await connection.close()
-        await socket.close()
-        await second.close()
+            let publish = try await tracer.waitForSpan("publish room")
+            #expect(publish.spanContext.traceID == traceID)
+            #expect(publish.spanContext.parentSpanID == parentSpanID)
+            #expect(publish.kind == .producer)
+            #expect(publish.attributes.get("messaging.destination.name") == .string("room"))
+            let fanout = try await tracer.waitForSpan("fanout room")
+            #expect(fanout.spanContext.traceID == traceID)
+            #expect(fanout.spanContext.parentSpanID == publish.spanContext.spanID)
+            #expect(fanout.kind == .consumer)
+            // One span for the message on this gateway, not one per subscriber.
+            #expect(tracer.finishedSpans.filter { $0.operationName == "fanout room" }.count == 1)
+            #expect(fanout.attributes.get("storm.subscribers") == .int64(2))
+            await connection.close()
+            await socket.close()
+            await second.close()
+        }
     }
 
     @Test("the WebSocket publish op takes an optional traceparent field")
     func webSocketPublish() async throws {
         let tracer = W3CTestTracer()
         let gateway = try await startGateway(tracer: tracer)
-        defer { Task { await gateway.stop() } }
-        let socket = try await TestWebSocket.connect(port: gateway.port)
-        try await socket.send(#"{"op":"publish","id":7,"channel":"room","data":"x","traceparent":"\#(traceparent)"}"#)
-        _ = try await socket.next("reply")
-        let publish = try await tracer.waitForSpan("publish room")
-        #expect(publish.spanContext.traceID == traceID)
-        #expect(publish.attributes.get("storm.transport") == .string("websocket"))
-        // Without a traceparent the publish starts a trace of its own.
-        try await socket.send(#"{"op":"publish","id":8,"channel":"other","data":"x"}"#)
-        _ = try await socket.next("reply")
-        let own = try await tracer.waitForSpan("publish other")
-        #expect(own.spanContext.traceID != traceID)
-        #expect(own.spanContext.parentSpanID == nil)
-        await socket.close()
+        try await cleaningUp({ await gateway.stop() }) {
+            let socket = try await TestWebSocket.connect(port: gateway.port)
+            try await socket.send(#"{"op":"publish","id":7,"channel":"room","data":"x","traceparent":"\#(traceparent)"}"#)
+            _ = try await socket.next("reply")
+            let publish = try await tracer.waitForSpan("publish room")
+            #expect(publish.spanContext.traceID == traceID)
+            #expect(publish.attributes.get("storm.transport") == .string("websocket"))
+            // Without a traceparent the publish starts a trace of its own.
+            try await socket.send(#"{"op":"publish","id":8,"channel":"other","data":"x"}"#)
+            _ = try await socket.next("reply")
+            let own = try await tracer.waitForSpan("publish other")
+            #expect(own.spanContext.traceID != traceID)
+            #expect(own.spanContext.parentSpanID == nil)
+            await socket.close()
+        }
     }
 
     @Test("without a tracer nothing is traced and no trace context is forwarded")
@@ -328,11 +332,12 @@ struct TraceTests {
         let subscription = try await broker.subscribeTraced(to: ChannelName(validating: "room")) { _, _, trace in seen.withLockedValue { $0.append(trace) } }
         defer { subscription.cancel() }
         let gateway = try await startGateway(broker: broker, tracer: NoOpTracer())
-        defer { Task { await gateway.stop() } }
-        #expect(gateway.context.publisher.tracing == nil)
-        let response = try await gateway.publish("room", "hi")
-        #expect(response.status == 200)
-        #expect(seen.withLockedValue { $0 } == [nil])
+        try await cleaningUp({ await gateway.stop() }) {
+            #expect(gateway.context.publisher.tracing == nil)
+            let response = try await gateway.publish("room", "hi")
+            #expect(response.status == 200)
+            #expect(seen.withLockedValue { $0 } == [nil])
+        }
     }
 }
 
@@ -381,36 +386,37 @@ struct NATSTraceTests {
         }
         let tracer = W3CTestTracer()
         let gateway = try await startGateway(broker: broker("traced-gateway"), tracer: tracer)
-        defer { Task { await gateway.stop() } }
-        // A second broker reads the stored message's headers as another gateway or the consumer would.
-        let reader = broker("header-reader")
-        try await reader.start()
-        let headers = NIOLockedValueBox<[TraceHeaders?]>([])
-        let subscription = try await reader.subscribeTraced(to: ChannelName(validating: "room")) { _, _, trace in headers.withLockedValue { $0.append(trace) } }
-        let socket = try await TestWebSocket.connect(port: gateway.port)
-        _ = try await socket.subscribe(["room"])
+        try await cleaningUp({ await gateway.stop() }) {
+            // A second broker reads the stored message's headers as another gateway or the consumer would.
+            let reader = broker("header-reader")
+            try await reader.start()
+            let headers = NIOLockedValueBox<[TraceHeaders?]>([])
+            let subscription = try await reader.subscribeTraced(to: ChannelName(validating: "room")) { _, _, trace in headers.withLockedValue { $0.append(trace) } }
+            let socket = try await TestWebSocket.connect(port: gateway.port)
+            _ = try await socket.subscribe(["room"])
 
-        let connection = try await RawConnection.connect(port: gateway.port)
-        let response = try await connection.request("POST", "/publish?subject=room", body: Array("hi".utf8), headers: ["traceparent: \(traceparent)"])
-        #expect(response.status == 200)
-        _ = try await socket.next("message")
+            let connection = try await RawConnection.connect(port: gateway.port)
+            let response = try await connection.request("POST", "/publish?subject=room", body: Array("hi".utf8), headers: ["traceparent: \(traceparent)"])
+            #expect(response.status == 200)
+            _ = try await socket.next("message")
 
-        let publish = try await tracer.waitForSpan("publish room")
-        #expect(publish.spanContext.traceID == traceID)
-        #expect(publish.attributes.get("storm.offset") != nil)
-        let deadline = ContinuousClock.now + .seconds(5)
-        while ContinuousClock.now < deadline, headers.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
-        let stored = try #require(headers.withLockedValue { $0.first } ?? nil)
-        // The header continues the publish span: same trace, the publish span as parent.
-        #expect(stored.traceparent == "00-\(traceID)-\(publish.spanContext.spanID)-01")
-        let fanout = try await tracer.waitForSpan("fanout room")
-        #expect(fanout.spanContext.traceID == traceID)
-        #expect(fanout.spanContext.parentSpanID == publish.spanContext.spanID)
-        #expect(fanout.attributes.get("storm.offset") != nil)
-        subscription.cancel()
-        await reader.shutdown()
-        await connection.close()
-        await socket.close()
+            let publish = try await tracer.waitForSpan("publish room")
+            #expect(publish.spanContext.traceID == traceID)
+            #expect(publish.attributes.get("storm.offset") != nil)
+            let deadline = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < deadline, headers.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
+            let stored = try #require(headers.withLockedValue { $0.first } ?? nil)
+            // The header continues the publish span: same trace, the publish span as parent.
+            #expect(stored.traceparent == "00-\(traceID)-\(publish.spanContext.spanID)-01")
+            let fanout = try await tracer.waitForSpan("fanout room")
+            #expect(fanout.spanContext.traceID == traceID)
+            #expect(fanout.spanContext.parentSpanID == publish.spanContext.spanID)
+            #expect(fanout.attributes.get("storm.offset") != nil)
+            subscription.cancel()
+            await reader.shutdown()
+            await connection.close()
+            await socket.close()
+        }
     }
 }
 

@@ -67,9 +67,10 @@ extension Gateway {
     /// GETs an API path and returns the status and the JSON members of the answer.
     fileprivate func api(_ method: String = "GET", _ path: String) async throws -> (status: Int, members: [String: [UInt8]], text: String) {
         let connection = try await RawConnection.connect(port: port)
-        defer { Task { await connection.close() } }
-        let response = try await connection.request(method, path)
-        return (response.status, (try? JSONScanner.objectMembers(response.body)) ?? [:], response.text)
+        return try await cleaningUp({ await connection.close() }) {
+            let response = try await connection.request(method, path)
+            return (response.status, (try? JSONScanner.objectMembers(response.body)) ?? [:], response.text)
+        }
     }
 
     /// The client ids the presence API lists for `channel` (nil when it did not answer 200).

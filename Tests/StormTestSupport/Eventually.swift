@@ -12,3 +12,17 @@ package func eventually(
     }
     return true
 }
+
+/// Runs `body`, then `cleanup`, awaited, whether `body` threw or not: what `defer` cannot do with async
+/// work (a `defer { Task { … } }` would let the test end before its servers and connections are gone).
+package func cleaningUp<T>(_ cleanup: () async -> Void, _ body: () async throws -> T) async throws -> T {
+    let value: T
+    do {
+        value = try await body()
+    } catch {
+        await cleanup()
+        throw error
+    }
+    await cleanup()
+    return value
+}

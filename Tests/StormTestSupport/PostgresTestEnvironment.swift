@@ -55,12 +55,13 @@ package enum PostgresTestEnvironment {
         let url = try requireURL()
         let name = "storm_t\(UInt32.random(in: 0...UInt32.max))"
         let admin = PostgresClient(conninfo: url, size: 1, logger: logger("admin"))
-        defer { Task { await admin.shutdown() } }
-        try await admin.withConnection { connection throws(StormError) in
-            try connection.execute("CREATE DATABASE \(name)", doing: "create a test database")
+        return try await cleaningUp({ await admin.shutdown() }) {
+            try await admin.withConnection { connection throws(StormError) in
+                try connection.execute("CREATE DATABASE \(name)", doing: "create a test database")
+            }
+            guard let slash = url.lastIndex(of: "/") else { throw Missing(variable: "STORM_TEST_POSTGRES_URL (no /DATABASE)") }
+            return String(url[..<slash]) + "/" + name
         }
-        guard let slash = url.lastIndex(of: "/") else { throw Missing(variable: "STORM_TEST_POSTGRES_URL (no /DATABASE)") }
-        return String(url[..<slash]) + "/" + name
     }
 
     /// Runs `body`, then shuts `client` down, awaited, whether `body` threw or not.

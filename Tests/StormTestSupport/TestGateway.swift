@@ -60,19 +60,21 @@ extension Gateway {
     @discardableResult
     package func publish(_ channel: String, _ body: [UInt8]) async throws -> TestHTTPResponse {
         let connection = try await RawConnection.connect(port: port)
-        defer { Task { await connection.close() } }
-        return try await connection.request("POST", "/publish?subject=\(percentEncodeQueryValue(channel))", body: body)
+        return try await cleaningUp({ await connection.close() }) {
+            return try await connection.request("POST", "/publish?subject=\(percentEncodeQueryValue(channel))", body: body)
+        }
     }
 
     /// Reads `/metrics` and returns the value of the first sample line that starts with `prefix`.
     package func metric(_ prefix: String) async throws -> Double? {
         let connection = try await RawConnection.connect(port: port)
-        defer { Task { await connection.close() } }
-        let response = try await connection.request("GET", "/metrics")
-        for line in response.text.split(separator: "\n") where line.hasPrefix(prefix) {
-            return line.split(separator: " ").last.flatMap { Double($0) }
+        return try await cleaningUp({ await connection.close() }) {
+            let response = try await connection.request("GET", "/metrics")
+            for line in response.text.split(separator: "\n") where line.hasPrefix(prefix) {
+                return line.split(separator: " ").last.flatMap { Double($0) }
+            }
+            return nil
         }
-        return nil
     }
 }
 
