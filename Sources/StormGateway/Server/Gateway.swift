@@ -34,17 +34,22 @@ package final class Gateway: Service, Sendable {
     /// Connection counts and the decisions at accept (`--max-connections`, per address, connect rate),
     /// shared by every event loop.
     private let gate: NIOLockedValueBox<ConnectionGate>
-    /// The PostgreSQL client of the users/channels store, when `--postgres` is set and none was given.
-    private let authPostgres: PostgresClient?
+    /// The PostgreSQL client of the users/channels store and the history archive, when `--postgres` is
+    /// set: the process's one client when `stormd` passed it (`--role all`), else the gateway's own.
+    private let postgres: PostgresClient?
+    /// Whether the gateway made `postgres` itself, and so shuts it down when it stops.
+    private let ownsPostgres: Bool
     /// The listener's certificate with `--tls-cert`/`--tls-key` (reloaded on SIGHUP), else nil: plain HTTP.
     package let tls: TLSCertificateStore?
 
     /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory);
-    /// `authStore` to PostgreSQL with `--postgres`, else memory. `tracer`: spans for publishes and
-    /// fan-out (`nil` or a `NoOpTracer`: no tracing at all, and nothing spent on it).
+    /// `authStore` to PostgreSQL with `--postgres`, else memory. `postgres`: the process's PostgreSQL
+    /// client, shared with the other roles and shut down by whoever made it; without one, `--postgres`
+    /// gives the gateway a client of its own. `tracer`: spans for publishes and fan-out (`nil` or a
+    /// `NoOpTracer`: no tracing at all, and nothing spent on it).
     package init(
         configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil,
-        authStore: (any AuthStore)? = nil, tracer: (any Tracer)? = nil
+        authStore: (any AuthStore)? = nil, postgres: PostgresClient? = nil, tracer: (any Tracer)? = nil
     ) {
         self.configuration = configuration
         self.logger = logger
@@ -71,18 +76,17 @@ package final class Gateway: Service, Sendable {
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, ids: ids,
             metrics: metrics, logger: logger)
-        var authPostgres: PostgresClient?
+        let client = postgres ?? configuration.store.postgresURL.map { PostgresClient(conninfo: $0, size: 1, logger: logger) }
+        self.postgres = client
+        self.ownsPostgres = postgres == nil && client != nil
         let store: any AuthStore
         if let authStore {
             store = authStore
-        } else if let url = configuration.store.postgresURL {
-            let client = PostgresClient(conninfo: url, size: 1, logger: logger)
-            authPostgres = client
+        } else if let client {
             store = PostgresAuthStore(client: client)
         } else {
             store = MemoryAuthStore()
         }
-        self.authPostgres = authPostgres
         self.tls = configuration.tls.certificateFile.flatMap { cert in
             configuration.tls.keyFile.map { TLSCertificateStore(certificateFile: cert, keyFile: $0, logger: logger) }
         }
@@ -90,7 +94,7 @@ package final class Gateway: Service, Sendable {
         presence.setChannelOverride { [weak auth] channel in auth?.rule(for: channel)?.options.presence }
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
-            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
+            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: client.map { PostgresHistoryStore(client: $0) },
             requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections)
     }
 
@@ -102,8 +106,9 @@ package final class Gateway: Service, Sendable {
     /// Connects the broker and binds the listening socket. Split from `run()` so tests and `stormd` can
     /// report the bound address before serving.
     package func start() async throws {
-        if let authPostgres, configuration.store.migrateOnStart {
-            try await Migrations.apply(using: authPostgres, logger: logger)
+        // The process's migrations: with `--role all` the consumer beside the gateway relies on them.
+        if let postgres, configuration.store.migrateOnStart {
+            try await Migrations.apply(using: postgres, logger: logger)
         }
         try tls?.load()
         try await context.auth.start()
@@ -154,7 +159,7 @@ package final class Gateway: Service, Sendable {
         for channel in remaining { channel.close(promise: nil) }
         await context.presence.stop()
         context.auth.stop()
-        await authPostgres?.shutdown()
+        if ownsPostgres { await postgres?.shutdown() }
         await context.broker.shutdown()
         if ownsGroup { try? await group.shutdownGracefully() }
         logger.notice("gateway stopped")

@@ -27,12 +27,22 @@ package struct StoreServices {
         return services
     }
 
-    /// Builds the consumer for `--role all` when PostgreSQL is configured; registers its metrics into the
-    /// gateway's registry. Migrations run in the consumer's loop (`--migrate-on-start`), so a database
-    /// that is down at start delays history, not the gateway.
-    package static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil) throws -> StoreServices {
+    /// The process's one PostgreSQL client for `--role all` with `--postgres`: the gateway (users,
+    /// channel rules, the history archive) and the consumer (writes, retention) share its pool, whose
+    /// size is the sum of what each had alone (1 + 2; 1 when no consumer runs). Nil without `--postgres`.
+    package static func makeClient(configuration: GatewayConfiguration, logger: Logger) -> PostgresClient? {
+        let size = configuration.store.runsConsumer ? 3 : 1
+        return configuration.store.postgresURL.map { PostgresClient(conninfo: $0, size: size, logger: logger) }
+    }
+
+    /// Builds the consumer for `--role all` when PostgreSQL is configured, on the process's client
+    /// (`makeClient`); registers its metrics into the gateway's registry. The gateway applied the
+    /// migrations at its start (`--migrate-on-start`), so the consumer does not apply them again.
+    package static func start(
+        configuration: GatewayConfiguration, postgres: PostgresClient?, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil
+    ) throws -> StoreServices {
         let store = configuration.store
-        guard store.runsConsumer, let url = store.postgresURL else {
+        guard store.runsConsumer, let postgres else {
             if store.postgresURL != nil, !store.natsConfigured {
                 logger.warning("--postgres is set without --nats: the history consumer reads JetStream, so it does not run")
             }
@@ -40,9 +50,10 @@ package struct StoreServices {
         }
         warnAboutPasswordInArguments(logger: logger)
         let metrics = ConsumerMetrics(registry: registry)
-        let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
+        var consumerConfiguration = consumerConfiguration(configuration)
+        consumerConfiguration.migrateOnStart = false
         let consumer = HistoryConsumer(
-            configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
+            configuration: consumerConfiguration, postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         logger.info("history consumer enabled", metadata: ["postgres.server": "\(postgres.endpoint)"])
         return StoreServices(postgres: postgres, consumer: consumer, retention: retention)
@@ -86,10 +97,12 @@ package struct StoreServices {
     package static func consumerConfiguration(_ configuration: GatewayConfiguration) -> HistoryConsumerConfiguration {
         var consumer = HistoryConsumerConfiguration(natsURLs: configuration.natsURLs)
         consumer.natsTLS = configuration.tls.nats
-        // The gateway's stream settings (--stream-*), under the consumer's stream name.
-        let name = consumer.stream.name
+        // The gateway's stream settings (--stream-*), under the name the gateway's broker gives the
+        // stream (`NATSBroker`: derived from a non-default subject prefix), so both bind the same stream.
         consumer.stream = configuration.stream
-        consumer.stream.name = name
+        if consumer.stream.name == JetStreamStreamConfiguration().name {
+            consumer.stream.name = JetStreamStreamConfiguration.defaultName(forPrefix: configuration.natsSubjectPrefix)
+        }
         consumer.stream.subjectPrefix = configuration.natsSubjectPrefix
         consumer.migrateOnStart = configuration.store.migrateOnStart
         consumer.connectionName = "stormd consumer \(configuration.listen)"
