@@ -33,7 +33,9 @@ package final class Gateway: Service, Sendable {
     private let logger: Logger
     /// Connection counts and the decisions at accept (`--max-connections`, per address, connect rate),
     /// shared by every event loop.
-    private let gate: NIOLockedValueBox<ConnectionGate>
+    private let admission: HTTPAdmission
+    /// What the shared HTTP request handler applies to every request of this gateway.
+    private let httpSettings: HTTPServerSettings
     /// The PostgreSQL client of the users/channels store and the history archive, when `--postgres` is
     /// set: the process's one client when `stormd` passed it (`--role all`), else the gateway's own.
     private let postgres: PostgresClient?
@@ -53,7 +55,6 @@ package final class Gateway: Service, Sendable {
     ) {
         self.configuration = configuration
         self.logger = logger
-        self.gate = NIOLockedValueBox(ConnectionGate(limits: configuration.connections, openFilesLimit: ResourceLimits.openFilesLimit()))
         let ids = MessageIDGenerator()
         self.ids = ids
         if let group {
@@ -64,6 +65,7 @@ package final class Gateway: Service, Sendable {
             self.ownsGroup = true
         }
         let metrics = GatewayMetrics(instanceID: ids.instanceID)
+        self.admission = HTTPAdmission(limits: configuration.connections, metrics: metrics, logger: logger)
         var hubs: [LoopHub] = []
         for (index, loop) in self.group.makeIterator().enumerated() {
             hubs.append(LoopHub(eventLoop: loop, index: index, flushDelay: configuration.limits.flushDelay, maxFlushDelay: configuration.limits.effectiveMaxFlushDelay, metrics: metrics))
@@ -96,6 +98,7 @@ package final class Gateway: Service, Sendable {
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: client.map { PostgresHistoryStore(client: $0) },
             requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections)
+        self.httpSettings = GatewayRoutes.settings(context)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -198,35 +201,16 @@ package final class Gateway: Service, Sendable {
         guard let hub = context.router.hub(for: channel.eventLoop) else {
             throw StormError(.internalError, "connection on an event loop that has no hub")
         }
-        let address = channel.remoteAddress?.ipAddress
-        let outcome = gate.withLockedValue { $0.admit(address: address, now: .now()) }
-        let admission = outcome.admission
-        if outcome.limitReached {
-            logger.warning(
-                "connection limit reached: new connections get only /healthz, /readyz and /metrics (others 503 too_many_connections) until some close",
-                metadata: ["storm.max_connections": "\(gate.withLockedValue { $0.maxConnections })"])
-        }
-        switch admission {
-        case .closeNow:
-            context.metrics.countRefusal(.maxConnections)
-            // Failing the initializer closes the connection; past the probe reserve there is no answer.
-            throw StormError(.tooManyConnections, "past --max-connections and its probe reserve")
-        case .refused(let reason, _):
-            context.metrics.countRefusal(reason)
-        case .admitted, .probesOnly:
-            break
-        }
-        channel.closeFuture.whenComplete { _ in self.gate.withLockedValue { $0.release(address: address, admission: admission) } }
-        let connectionLimits = configuration.connections
-        let headerTimeout = admission == .admitted ? connectionLimits.headerTimeout : min(connectionLimits.headerTimeout, connectionLimits.refusedHeaderTimeout)
-        let deadlines = RequestDeadlineHandler(headerTimeout: headerTimeout, idleTimeout: connectionLimits.idleTimeout, metrics: context.metrics)
+        let (admission, deadlines) = try self.admission.admit(channel)
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         channel.closeFuture.whenComplete { _ in self.connections.withLockedValue { $0[id] = nil } }
 
         let gateway = context
         let connectionID = gateway.connectionIDs.nextConnection()
-        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub, connectionID: connectionID, admission: admission, deadlines: deadlines)
+        let httpHandler = HTTPRequestHandler(
+            settings: httpSettings, routes: GatewayRoutes(gateway: gateway, hub: hub, connectionID: connectionID), connectionID: connectionID,
+            admission: admission, deadlines: deadlines)
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
         // on this connection's event loop).
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)

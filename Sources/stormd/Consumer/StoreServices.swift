@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StormConsumer
 import StormCore
 import StormGateway
+import StormHTTP
 import StormNATS
 import StormObservability
 import StormStore
@@ -13,7 +14,7 @@ import StormWeb
 import Tracing
 
 /// The store side of `stormd serve`: with `--postgres`, the history consumer and the retention prune
-/// (and, for `--role consumer`, the small HTTP server for probes and metrics).
+/// (and, for `--role consumer`, the shared HTTP server with the consumer's routes: probes and metrics).
 package struct StoreServices {
     package let postgres: PostgresClient?
     package let consumer: HistoryConsumer?
@@ -74,7 +75,13 @@ package struct StoreServices {
         let consumer = HistoryConsumer(
             configuration: consumerConfiguration(configuration), postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
-        let server = ConsumerHTTPServer(host: configuration.listen.host, port: configuration.listen.port, consumer: consumer, registry: metrics.registry, logger: logger)
+        // The gateway's HTTP server with the consumer's routes: the same Host/Origin policy, connection
+        // limits, timeouts and body limit, from the same settings.
+        let settings = HTTPServerSettings(
+            requestPolicy: configuration.requestPolicy, connectionLimits: configuration.connections, maxBodySize: configuration.limits.maxMessageSize,
+            metrics: UncountedHTTPServer(), connectionIDs: ConnectionIDs(instanceID: "consumer"), logger: logger)
+        let server = ConsumerRoutes.server(
+            host: configuration.listen.host, port: configuration.listen.port, settings: settings, consumer: consumer, registry: metrics.registry)
         do {
             try await server.start()
         } catch {
