@@ -7,7 +7,7 @@ func nio(_ name: String) -> Target.Dependency { .product(name: name, package: "s
 /// The daemon's library modules, in dependency order.
 let stormModules: [Target.Dependency] = [
     "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS", "StormStore",
-    "StormPresence", "StormGateway", "StormConsumer", "StormWeb",
+    "StormPresence", "StormHTTP", "StormGateway", "StormConsumer", "StormWeb",
 ]
 
 /// Each daemon module's test target sees the modules (integration suites run whole gateways) and the
@@ -141,12 +141,23 @@ let package = Package(
                 .product(name: "Atomics", package: "swift-atomics"),
             ]
         ),
+        // The HTTP server every role shares: request handling, Host/Origin policy, connection limits,
+        // deadlines, responses; each role brings its route table.
+        .target(
+            name: "StormHTTP",
+            dependencies: [
+                "StormCore", "StormObservability",
+                nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // The gateway role: wire codecs, protocol state machines, fan-out, sessions, routes, the server.
         .target(
             name: "StormGateway",
             dependencies: [
                 "StormCore", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
-                "StormStore", "StormPresence", "StormWeb",
+                "StormStore", "StormPresence", "StormHTTP", "StormWeb",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOWebSocket"), nio("NIOConcurrencyHelpers"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
@@ -158,11 +169,11 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        // The consumer role: JetStream → PostgreSQL, exactly once, and its small HTTP server.
+        // The consumer role: JetStream → PostgreSQL, exactly once, and its routes on the shared HTTP server.
         .target(
             name: "StormConsumer",
             dependencies: [
-                "StormCore", "StormObservability", "StormNATS", "StormStore",
+                "StormCore", "StormObservability", "StormNATS", "StormStore", "StormHTTP",
                 nio("NIOCore"), nio("NIOPosix"), nio("NIOHTTP1"), nio("NIOConcurrencyHelpers"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -176,7 +187,7 @@ let package = Package(
             name: "stormd",
             dependencies: [
                 "StormCore", "StormWeb", "StormConfiguration", "StormObservability", "StormBroker", "StormNATS",
-                "StormStore", "StormPresence", "StormGateway", "StormConsumer",
+                "StormStore", "StormPresence", "StormHTTP", "StormGateway", "StormConsumer",
                 nio("NIOCore"), nio("NIOPosix"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

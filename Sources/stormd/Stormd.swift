@@ -136,7 +136,9 @@ struct Serve: AsyncParsableCommand {
         }
         // --otlp-endpoint: spans for publishes and fan-out, exported by a service run beside the gateway.
         let tracing = try OTLPTracing.make(endpoint: configuration.otlpEndpoint, logger: logger)
-        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger, tracer: tracing?.tracer)
+        // One PostgreSQL client for the process: the gateway and the consumer share it.
+        let postgres = StoreServices.makeClient(configuration: configuration, logger: logger)
+        let gateway = Gateway(configuration: configuration, broker: broker, logger: logger, postgres: postgres, tracer: tracing?.tracer)
         do {
             try await gateway.start()
         } catch let error as StormError where error.code == .configuration {
@@ -160,7 +162,7 @@ struct Serve: AsyncParsableCommand {
         }
         fflush(nil)
         // With --postgres: the history consumer beside the gateway, its metrics on the gateway's /metrics.
-        let storage = try StoreServices.start(configuration: configuration, registry: gateway.context.metrics.registry, logger: logger, tracer: tracing?.tracer)
+        let storage = try StoreServices.start(configuration: configuration, postgres: postgres, registry: gateway.context.metrics.registry, logger: logger, tracer: tracing?.tracer)
         gateway.context.consumer.withLockedValue { $0 = storage.consumer }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)] + storage.services.map { .init(service: $0) }
         // Started with the gateway, stopped after it, so the last spans are flushed.
@@ -174,7 +176,14 @@ struct Serve: AsyncParsableCommand {
         let hangup = Self.onHangup(gateway: gateway, logger: logger)
         defer { hangup.cancel() }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch {
+            await postgres?.shutdown()
+            throw error
+        }
+        // After every role stopped: the gateway and the consumer no longer use it.
+        await postgres?.shutdown()
     }
 
     /// Installs the SIGHUP handler: `TLSCertificateStore.reload()`, or a note that there is nothing to

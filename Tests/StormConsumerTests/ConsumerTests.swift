@@ -244,7 +244,10 @@ struct ConsumerTests {
         let consumer = HistoryConsumer(
             configuration: configuration, postgres: PostgresClient(conninfo: "postgresql://storm@127.0.0.1:1/none", logger: logger), metrics: metrics,
             logger: logger)
-        let server = ConsumerHTTPServer(host: "127.0.0.1", port: 0, consumer: consumer, registry: metrics.registry, logger: logger)
+        let settings = HTTPServerSettings(
+            requestPolicy: RequestPolicy(), connectionLimits: ConnectionLimits(), maxBodySize: 65_536, metrics: UncountedHTTPServer(),
+            connectionIDs: ConnectionIDs(instanceID: "consumer"), logger: logger)
+        let server = ConsumerRoutes.server(host: "127.0.0.1", port: 0, settings: settings, consumer: consumer, registry: metrics.registry)
         try await server.start()
         let port = server.localAddress?.port ?? 0
         try await Self.running(consumer) {
@@ -260,6 +263,13 @@ struct ConsumerTests {
                 #expect(scrape.text.contains("storm_postgres_connected 0"))
                 #expect(scrape.text.contains("storm_consumer_failures_total{reason=\"postgres\"}"))
                 #expect(try await connection.request("GET", "/publish").status == 404)
+                // The gateway's HTTP server: the same Origin policy, request ids and body limit.
+                let foreign = try await connection.request("GET", "/healthz", headers: ["Origin: https://evil.example"])
+                #expect(foreign.status == 403 && foreign.text.contains("origin_not_allowed"), "\(foreign.text)")
+                #expect(try await connection.request("GET", "/healthz", headers: ["X-Request-Id: probe-7"]).header("x-request-id") == "probe-7")
+                let large = try await RawConnection.connect(port: port)
+                #expect(try await large.request("POST", "/metrics", body: Array(repeating: 0x61, count: 70_000)).status == 413)
+                await large.close()
             }
         }
         await server.stop()

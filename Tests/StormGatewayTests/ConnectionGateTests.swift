@@ -7,6 +7,7 @@ import Testing
 @testable import StormConfiguration
 @testable import StormConsumer
 @testable import StormGateway
+@testable import StormHTTP
 @testable import StormNATS
 @testable import StormObservability
 @testable import StormPresence

@@ -26,7 +26,7 @@ package final class GatewayContext: Sendable {
     package let historyStore: (any HistoryStore)?
     /// Host and Origin checks of every HTTP request, upgrades and event streams included.
     package let requestPolicy: RequestPolicy
-    /// Bounded, cancellable history reads: recovery and the HTTP history route.
+    /// Bounded, cancellable history reads, broker then `historyStore`: recovery and the HTTP history route.
     package let historyReader: HistoryReader
     /// `--max-connections-per-ip`, `--connect-rate-per-ip` and the timeouts, for refusal messages.
     package let connectionLimits: ConnectionLimits
@@ -39,7 +39,7 @@ package final class GatewayContext: Sendable {
         requestPolicy: RequestPolicy = RequestPolicy(), historyReads: HistoryReaderConfiguration = HistoryReaderConfiguration(),
         connectionLimits: ConnectionLimits = ConnectionLimits()
     ) {
-        self.historyReader = HistoryReader(broker: broker, configuration: historyReads, metrics: metrics)
+        self.historyReader = HistoryReader(broker: broker, archive: historyStore, configuration: historyReads, metrics: metrics)
         self.requestPolicy = requestPolicy
         self.connectionLimits = connectionLimits
         self.connectionIDs = connectionIDs

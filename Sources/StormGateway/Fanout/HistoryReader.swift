@@ -5,6 +5,7 @@ import NIOPosix
 import StormBroker
 import StormCore
 import StormObservability
+import StormStore
 
 
 /// One recovery (or one HTTP history request): its total deadline, shared by every channel it reads,
@@ -97,7 +98,8 @@ package struct HistoryReaderConfiguration: Sendable {
 }
 
 /// Bounded, cancellable history reads for recovery (WebSocket `since`, SSE `Last-Event-ID`) and the
-/// HTTP history route.
+/// HTTP history route: the one history reader of a gateway. It asks the broker first and, for an offset
+/// older than the broker keeps, the archive (PostgreSQL with `--postgres`), stitched by `HistoryStitch`.
 ///
 /// Why: reads used to share the two-thread blocking pool with subscription creation, waited without a
 /// deadline, and outlived their connections; after a stream outage, queued reads of clients long gone
@@ -134,11 +136,16 @@ package final class HistoryReader: Sendable {
 
     package let configuration: HistoryReaderConfiguration
     private let broker: any MessageBroker
+    /// What the broker no longer keeps (PostgreSQL with `--postgres`), nil without one.
+    private let archive: (any HistoryStore)?
     private let metrics: GatewayMetrics
     private let state: NIOLockedValueBox<State>
 
-    package init(broker: any MessageBroker, configuration: HistoryReaderConfiguration = HistoryReaderConfiguration(), metrics: GatewayMetrics) {
+    package init(
+        broker: any MessageBroker, archive: (any HistoryStore)? = nil, configuration: HistoryReaderConfiguration = HistoryReaderConfiguration(), metrics: GatewayMetrics
+    ) {
         self.broker = broker
+        self.archive = archive
         self.configuration = configuration
         self.metrics = metrics
         self.state = NIOLockedValueBox(State(admission: HistoryAdmission(maxRunning: configuration.maxInFlight, maxWaiting: configuration.maxWaiting)))
@@ -178,8 +185,10 @@ package final class HistoryReader: Sendable {
         }
     }
 
-    /// Reads `channel` after `offset` within `ticket`'s deadline. Throws `broker_unavailable` naming
-    /// why when the read was refused (too many waiting), timed out or cancelled.
+    /// Reads `channel` after `offset` within `ticket`'s deadline: the broker's history, joined with the
+    /// archive's for an offset older than the broker keeps (`HistoryStitch`). Throws `broker_unavailable`
+    /// naming why when the read was refused (too many waiting), timed out or cancelled, and the archive's
+    /// error when PostgreSQL could not be read.
     package func read(_ channel: ChannelName, after offset: UInt64, limit: Int, ticket: HistoryReadTicket) async throws(StormError) -> ChannelHistory {
         try checkStillWanted(channel, ticket)
         switch await admit(ticket) {
@@ -203,7 +212,13 @@ package final class HistoryReader: Sendable {
         metrics.recoveryReadsInFlight.increment()
         defer { metrics.recoveryReadsInFlight.decrement() }
         do {
-            let history = try await broker.history(of: channel, after: offset, limit: limit, bounds: ticket.bounds)
+            var history = try await broker.history(of: channel, after: offset, limit: limit, bounds: ticket.bounds)
+            if let archive, HistoryStitch.needsArchive(after: offset, limit: limit, broker: history) {
+                // Older than the broker keeps: PostgreSQL has it (the consumer copied it there).
+                try checkStillWanted(channel, ticket)
+                let archived = try await archive.archive(of: channel, after: Int64(clamping: offset), limit: limit, epoch: history.epoch)
+                history = HistoryStitch.join(after: offset, limit: limit, broker: history, archive: archived)
+            }
             count(.ok)
             return history
         } catch {

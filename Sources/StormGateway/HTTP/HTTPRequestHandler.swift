@@ -5,191 +5,49 @@ import NIOWebSocket
 import StormCore
 import StormObservability
 
-/// The HTTP routes of a gateway (docs/protocol.md, "HTTP"). WebSocket upgrades to `/ws` are taken by
-/// NIO's upgrader before a request reaches this handler; `GET /events` hands the connection to an
-/// `SSESession`.
-package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelHandler {
-    package typealias InboundIn = HTTPServerRequestPart
-    package typealias OutboundOut = HTTPServerResponsePart
-
-    private enum State {
-        case idle
-        case receiving(HTTPRequestHead, ByteBuffer)
-        /// Answered from the head alone (a refused event stream, Host or Origin) with no body to come:
-        /// the end of the request is awaited, then the connection serves the next one.
-        case answered
-        /// Answered before the body was read (over the size limit, or refused with a body pending): the
-        /// connection is closing, and what else arrives is dropped (`dropped` bytes so far; past
-        /// `HTTPResponder.lingerBytes` the connection is closed outright).
-        case closing(dropped: Int)
-        case responding
-    }
-
+/// The HTTP routes of a gateway (docs/protocol.md, "HTTP"), served by the shared `HTTPRequestHandler`
+/// (StormHTTP) that applies the Host/Origin policy, the limits and the deadlines to every role. WebSocket
+/// upgrades to `/ws` are taken by NIO's upgrader before a request reaches the handler; `GET /events`
+/// hands the connection to an `SSESession`.
+package final class GatewayRoutes: HTTPRoutes {
     private let gateway: GatewayContext
     private let hub: LoopHub
-    private var state = State.idle
     private let connectionID: ConnectionID
-    /// The gateway's logger with `storm.connection_id`, and `storm.request_id` of the current request.
-    private var logger: Logger
-    /// The current request's id: the client's `X-Request-Id` when it is a sane token, else a new one.
-    /// Answered as `X-Request-Id`.
-    private var requestID: String?
-    /// What the connection gate decided at accept: a refused connection has its first request answered
-    /// with the refusal; a probe-only one gets only `/healthz`, `/readyz` and `/metrics`.
-    private let admission: ConnectionAdmission
-    /// `--header-timeout` and `--idle-timeout`, told about heads and responses.
-    private let deadlines: RequestDeadlineHandler?
+    /// The connection's handler, for the answers (set by each call from it).
+    private weak var http: HTTPRequestHandler?
 
-    /// The paths a probe-only connection (past `--max-connections`) may ask.
-    package static let probePaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
-
-    package init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil, admission: ConnectionAdmission = .admitted, deadlines: RequestDeadlineHandler? = nil) {
+    package init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID) {
         self.gateway = gateway
         self.hub = hub
-        self.admission = admission
-        self.deadlines = deadlines
-        let connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
         self.connectionID = connectionID
-        var logger = gateway.logger
-        logger[metadataKey: "storm.connection_id"] = "\(connectionID)"
-        self.logger = logger
     }
 
-    /// Gives the request its id and puts it in the logger's metadata.
-    private func beginRequest(_ head: HTTPRequestHead) {
-        let id = ConnectionIDs.acceptedRequestID(head.headers.first(name: "x-request-id")) ?? gateway.connectionIDs.nextRequest()
-        requestID = id
-        logger[metadataKey: "storm.request_id"] = "\(id)"
+    /// The settings of the gateway's HTTP server.
+    package static func settings(_ gateway: GatewayContext) -> HTTPServerSettings {
+        HTTPServerSettings(
+            requestPolicy: gateway.requestPolicy, connectionLimits: gateway.connectionLimits, maxBodySize: gateway.limits.maxMessageSize, metrics: gateway.metrics,
+            connectionIDs: gateway.connectionIDs, logger: gateway.logger)
     }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch (Self.unwrapInboundIn(data), state) {
-        case (.head(let head), .idle):
-            beginRequest(head)
-            deadlines?.headReceived()
-            let target = RequestTarget(head.uri)
-            if let (error, retryAfter) = refusal(path: target.path) {
-                respond(context: context, head: head, error: error, headers: [("Retry-After", String(retryAfter))], closing: true)
-                state = .closing(dropped: 0)
-                return
-            }
-            if case .refuse(let error) = gateway.requestPolicy.evaluate(head) {
-                return refuseFromHead(context: context, head: head, error: error)
-            }
-            if target.path == "/ws", case .refused(let error, let headers) = WebSocketHandshakeCheck.evaluate(head) {
-                return refuseFromHead(context: context, head: head, error: error, headers: headers)
-            }
-            if case .refuse(let error) = RequestPolicy.checkJSONBody(path: target.path, head: head) {
-                return refuseFromHead(context: context, head: head, error: error)
-            }
-            if head.method == .GET, target.path == "/events" {
-                return startEventStream(context: context, head: head, target: target)
-            }
-            // Over the limit by its own account: answered now, before a byte of the body is read.
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > gateway.limits.maxMessageSize {
-                return refuseTooLarge(context: context, head: head)
-            }
-            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
-        case (.body(var chunk), .receiving(let head, var body)):
-            if body.readableBytes + chunk.readableBytes > gateway.limits.maxMessageSize {
-                // A chunked body (or one longer than announced) passed the limit: answered at once.
-                refuseTooLarge(context: context, head: head)
-            } else {
-                state = .idle  // drop our reference so the append does not copy
-                body.writeBuffer(&chunk)
-                state = .receiving(head, body)
-            }
-        case (.end, .receiving(let head, let body)):
-            state = .responding
-            route(context: context, head: head, body: body)
-        case (.body, .answered):
-            break
-        case (.end, .answered):
-            state = .idle
-            deadlines?.responseDone()
-        case (.body(let chunk), .closing(let dropped)):
-            // Lingering only lets the client read the answer: a client that keeps sending after it is
-            // cut off rather than read, whatever the body's size.
-            let total = dropped + chunk.readableBytes
-            state = .closing(dropped: total)
-            if total > HTTPResponder.lingerBytes { context.close(promise: nil) }
-        case (_, .closing):
-            break
-        default:
-            // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream.
-            context.close(promise: nil)
+    package func refusal(head: HTTPRequestHead, target: RequestTarget) -> (StormError, [(String, String)])? {
+        if target.path == "/ws", case .refused(let error, let headers) = WebSocketHandshakeCheck.evaluate(head) {
+            return (error, headers)
         }
-    }
-
-    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        switch error {
-        case is HTTPParserError, is ByteToMessageDecoderError:
-            // Bytes the HTTP parser cannot read (an HTTP/0.9 request line, garbage):
-            // HTTPServerProtocolErrorHandler has answered 400, once. Nothing after them can be parsed,
-            // so the connection ends here rather than answer again.
-            context.close(promise: nil)
-        case is NIOWebSocketUpgradeError:
-            // NIO's upgrader refused the handshake (a version other than 13); the request itself comes
-            // next, and the routes answer it with the reason.
-            break
-        default:
-            context.fireErrorCaught(error)
+        if case .refuse(let error) = RequestPolicy.checkJSONBody(path: target.path, head: head) {
+            return (error, [])
         }
+        return nil
     }
 
-    package func handlerRemoved(context: ChannelHandlerContext) {
-        // Upgraded to a WebSocket or handed to an event stream: their ping and heartbeat take over.
-        deadlines?.stop()
+    package func takeOver(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, handler: HTTPRequestHandler) -> HTTPTakeOver {
+        guard head.method == .GET, target.path == "/events" else { return .notTaken }
+        http = handler
+        return startEventStream(context: context, head: head, target: target)
     }
 
-    /// The refusal (and its `Retry-After` seconds) the gate's decision means for a request to `path`.
-    private func refusal(path: String) -> (StormError, Int)? {
-        switch admission {
-        case .admitted, .closeNow:
-            return nil
-        case .probesOnly:
-            guard !Self.probePaths.contains(path) else { return nil }
-            gateway.metrics.countRefusal(.maxConnections)
-            return (Self.refusalError(.maxConnections, limits: gateway.connectionLimits), 1)
-        case .refused(let reason, let retryAfter):
-            return (Self.refusalError(reason, limits: gateway.connectionLimits), retryAfter)
-        }
-    }
-
-    /// The error a refused connection is answered with; the message names the limit and its flag.
-    package static func refusalError(_ reason: ConnectionAdmission.ConnectionRefusal, limits: ConnectionLimits) -> StormError {
-        switch reason {
-        case .maxConnections:
-            return StormError(
-                .tooManyConnections,
-                "the gateway holds as many connections as it takes (--max-connections); only /healthz, /readyz and /metrics are answered until some close: retry later, or on another gateway")
-        case .maxConnectionsPerIP:
-            return StormError(
-                .tooManyConnections,
-                "this address holds \(limits.maxConnectionsPerIP) connections already, the limit per source address (--max-connections-per-ip): close some, or raise the limit")
-        case .connectRate:
-            return StormError(
-                .connectRateLimited,
-                "this address opens connections faster than \(limits.connectRatePerIP) per second (--connect-rate-per-ip): back off for Retry-After seconds, then reconnect")
-        }
-    }
-
-    /// Whether the request announced a body (a non-zero `Content-Length`, or chunked).
-    private static func hasBody(_ head: HTTPRequestHead) -> Bool {
-        head.headers.contains(name: "transfer-encoding") || head.headers["content-length"].contains { $0 != "0" }
-    }
-
-    /// Answers a request refused from its head. Without a body the connection carries on; with one, it
-    /// is closed rather than read (the body could be any size).
-    private func refuseFromHead(context: ChannelHandlerContext, head: HTTPRequestHead, error: StormError, headers: [(String, String)] = []) {
-        let pendingBody = Self.hasBody(head)
-        respond(context: context, head: head, error: error, headers: headers, closing: pendingBody)
-        state = pendingBody ? .closing(dropped: 0) : .answered
-    }
-
-    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"), closing: true)
-        state = .closing(dropped: 0)
+    package func route(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, handler: HTTPRequestHandler) {
+        http = handler
+        route(context: context, head: head, body: body)
     }
 
     // MARK: Routes
@@ -199,8 +57,7 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         if gateway.limits.webUI, let page = WebUI.response(for: head, path: target.path) {
             if page.status == .methodNotAllowed { gateway.metrics.countClientError(.methodNotAllowed) }
             WebUI.write(page, to: context, keepAlive: head.isKeepAlive)
-            state = .idle
-            if head.isKeepAlive { deadlines?.responseDone() }
+            http?.wroteResponse(head)
             return
         }
         // Everything but the probes, metrics and the page needs a principal: a valid token, or no token
@@ -329,7 +186,7 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             }
     }
 
-    private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) {
+    private func startEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget) -> HTTPTakeOver {
         let channels: [ChannelName]
         var resume: ResumePoint?
         var principal = Principal.anonymous
@@ -346,178 +203,25 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             }
         } catch {
             respond(context: context, head: head, error: error)
-            state = .answered
-            return
+            return .answered
         }
         let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal, connectionID: connectionID)
         do {
-            try context.pipeline.syncOperations.addHandler(session, position: .after(self))
+            try context.pipeline.syncOperations.addHandler(session, position: .after(context.handler))
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         } catch {
             context.close(promise: nil)
         }
+        return .taken
     }
 
     // MARK: Responses
 
     private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: ByteBuffer) {
-        HTTPResponder.respond(context: context, status: status, contentType: contentType, body: head.method == .HEAD ? ByteBuffer() : body, keepAlive: head.isKeepAlive, requestID: requestID)
-        logRequest(head, status: status.code)
-        state = .idle
-        if head.isKeepAlive { deadlines?.responseDone() }
+        http?.respond(context: context, head: head, status: status, contentType: contentType, body: body)
     }
 
-    /// One debug line per request: method, path (never the query, which may hold `?token=`) and status.
-    private func logRequest(_ head: HTTPRequestHead, status: UInt, error: StormError? = nil) {
-        guard logger.logLevel <= .debug else { return }
-        var metadata: Logger.Metadata = ["http.method": "\(head.method.rawValue)", "http.path": "\(RequestTarget(head.uri).path)", "http.status": "\(status)"]
-        if let error { metadata["storm.error"] = "\(error.code)" }
-        logger.debug("http request", metadata: metadata)
-    }
-
-    /// `closing`: the body was not read, so the connection closes after the answer (lingering: see
-    /// `HTTPResponder`).
-    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error, headers: [(String, String)] = [], closing: Bool = false) {
-        let stormError = (error as? StormError) ?? StormError(.internalError, "unexpected error: \(error)")
-        gateway.metrics.countClientError(stormError.code)
-        HTTPResponder.respond(
-            context: context, error: stormError, after: closing ? .lingeringClose : (head.isKeepAlive ? .keepAlive : .close), requestID: requestID, headers: headers)
-        logRequest(head, status: UInt(stormError.code.httpStatus), error: stormError)
-        state = .idle
-        if head.isKeepAlive, !closing { deadlines?.responseDone() }
-    }
-}
-
-/// Writes complete HTTP responses; shared by the request handler and SSE sessions that fail to start.
-package enum HTTPResponder {
-    /// What becomes of the connection once the answer is written.
-    package enum After {
-        case keepAlive
-        case close
-        /// The request's body was not read: stop writing (FIN), drop what the client still sends for
-        /// up to `lingerTime` and `lingerBytes`, then close. Closing at once with unread bytes would make the kernel send
-        /// a reset, and a reset can destroy the answer before the client reads it.
-        case lingeringClose
-    }
-
-    package static let lingerTime = TimeAmount.seconds(2)
-    /// Most bytes of an unread body dropped while lingering.
-    package static let lingerBytes = 256 * 1024
-
-    package static func respond(context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, keepAlive: Bool, requestID: String? = nil) {
-        respond(context: context, status: status, contentType: contentType, body: body, after: keepAlive ? .keepAlive : .close, requestID: requestID)
-    }
-
-    package static func respond(
-        context: ChannelHandlerContext, status: HTTPResponseStatus, contentType: String, body: ByteBuffer, after: After, requestID: String? = nil, headers extra: [(String, String)] = []
-    ) {
-        var headers = HTTPHeaders()
-        headers.add(name: "Content-Type", value: contentType)
-        headers.add(name: "Content-Length", value: String(body.readableBytes))
-        if let requestID { headers.add(name: "X-Request-Id", value: requestID) }
-        for (name, value) in extra { headers.add(name: name, value: value) }
-        if after != .keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(NIOAny(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
-        if body.readableBytes > 0 {
-            context.write(NIOAny(HTTPServerResponsePart.body(.byteBuffer(body))), promise: nil)
-        }
-        let done = context.eventLoop.makePromise(of: Void.self)
-        context.writeAndFlush(NIOAny(HTTPServerResponsePart.end(nil)), promise: done)
-        switch after {
-        case .keepAlive:
-            break
-        case .close:
-            done.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
-        case .lingeringClose:
-            let channel = context.channel
-            done.futureResult.assumeIsolated().whenComplete { [context] _ in
-                let halfClosed = context.eventLoop.makePromise(of: Void.self)
-                context.close(mode: .output, promise: halfClosed)
-                // The client closing its side ends the connection at once (no half-closure is allowed).
-                halfClosed.futureResult.whenFailure { _ in channel.close(promise: nil) }
-                channel.eventLoop.scheduleTask(in: lingerTime) { channel.close(promise: nil) }
-            }
-        }
-    }
-
-    package static func respond(context: ChannelHandlerContext, error: StormError, keepAlive: Bool, requestID: String? = nil) {
-        respond(context: context, error: error, after: keepAlive ? .keepAlive : .close, requestID: requestID)
-    }
-
-    package static func respond(context: ChannelHandlerContext, error: StormError, after: After, requestID: String? = nil, headers: [(String, String)] = []) {
-        respond(
-            context: context, status: HTTPResponseStatus(statusCode: error.code.httpStatus), contentType: "application/json",
-            body: ByteBuffer(string: error.jsonBody + "\n"), after: after, requestID: requestID, headers: headers)
-    }
-}
-
-/// A request target split into its path and decoded query parameters.
-package struct RequestTarget {
-    package let path: String
-    package let query: [(name: String, value: String)]
-
-    /// Splits on bytes, not `Character`s: a `String.split` walks grapheme clusters, and on the publish
-    /// path that was a tenth of the gateway's time per request.
-    package init(_ uri: String) {
-        let bytes = uri.utf8
-        guard let mark = bytes.firstIndex(of: UInt8(ascii: "?")) else {
-            path = uri
-            query = []
-            return
-        }
-        path = String(uri[..<mark])
-        var query: [(String, String)] = []
-        for pair in bytes[bytes.index(after: mark)...].split(separator: UInt8(ascii: "&")) {
-            if let equals = pair.firstIndex(of: UInt8(ascii: "=")) {
-                query.append((Self.percentDecode(pair[..<equals]), Self.percentDecode(pair[pair.index(after: equals)...])))
-            } else {
-                query.append((Self.percentDecode(pair), ""))
-            }
-        }
-        self.query = query
-    }
-
-    package func values(of name: String) -> [String] {
-        query.filter { $0.name == name }.map(\.value)
-    }
-
-    /// Decodes `%XX` and `+`; a malformed escape is kept literally (channel validation then refuses it).
-    package static func percentDecode(_ text: Substring) -> String {
-        percentDecode(text.utf8)
-    }
-
-    package static func percentDecode<Bytes: Collection<UInt8>>(_ text: Bytes) -> String {
-        guard text.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "+") }) else {
-            return String(decoding: text, as: UTF8.self)
-        }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(text.count)
-        var index = text.startIndex
-        while index != text.endIndex {
-            let byte = text[index]
-            let next = text.index(after: index)
-            if byte == UInt8(ascii: "+") {
-                bytes.append(UInt8(ascii: " "))
-            } else if byte == UInt8(ascii: "%"), next != text.endIndex, text.index(after: next) != text.endIndex,
-                let high = hexValue(text[next]), let low = hexValue(text[text.index(after: next)])
-            {
-                bytes.append(high << 4 | low)
-                index = text.index(next, offsetBy: 2)
-                continue
-            } else {
-                bytes.append(byte)
-            }
-            index = next
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
-        default: return nil
-        }
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error) {
+        http?.respond(context: context, head: head, error: error)
     }
 }

@@ -7,7 +7,8 @@ import StormCore
 /// offset, oldest first (docs/protocol.md, "History").
 ///
 /// Recent history comes from the broker (JetStream, or the in-memory window); what the broker no longer
-/// keeps (an offset older than its retention) comes from PostgreSQL when `--postgres` is set. Work is
+/// keeps (an offset older than its retention) comes from PostgreSQL when `--postgres` is set, both read
+/// and stitched by `HistoryReader`, the reader recovery uses too. Work is
 /// bounded: at most `maximumLimit` messages per request; an offset above the newest one is refused rather
 /// than waited for.
 package enum HistoryRoutes {
@@ -31,19 +32,12 @@ package enum HistoryRoutes {
         let (channel, since, limit) = request
         let reader = gateway.historyReader
         let ticket = reader.makeTicket()
-        let store = gateway.historyStore
         let promise = eventLoop.makePromise(of: ByteBuffer.self)
         Task {
             do {
-                // The bounded reader recovery uses: a deadline, and a place in its bounded line.
-                var history = try await reader.read(channel, after: since, limit: limit, ticket: ticket)
-                if since < history.lostUpTo, let store {
-                    // Older than the stream keeps: PostgreSQL has it (the consumer copied it there).
-                    let rows = try await store.history(channel: channel, after: Int64(since), limit: limit)
-                    history.messages = rows.map { StoredEnvelope(offset: UInt64($0.offset), envelope: ByteBuffer(bytes: $0.envelope)) }
-                    history.lostUpTo = 0
-                    if history.latestOffset == nil, let newest = rows.last { history.latestOffset = UInt64(newest.offset) }
-                }
+                // The one reader recovery uses: a deadline, a place in its bounded line, the broker first
+                // and PostgreSQL for what the stream no longer keeps.
+                let history = try await reader.read(channel, after: since, limit: limit, ticket: ticket)
                 guard since <= history.brokerLatestOffset else {
                     throw StormError(.badRequest, "offset \(since) is in the future: the newest offset is \(history.brokerLatestOffset)")
                 }

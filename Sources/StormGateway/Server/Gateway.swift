@@ -33,22 +33,28 @@ package final class Gateway: Service, Sendable {
     private let logger: Logger
     /// Connection counts and the decisions at accept (`--max-connections`, per address, connect rate),
     /// shared by every event loop.
-    private let gate: NIOLockedValueBox<ConnectionGate>
-    /// The PostgreSQL client of the users/channels store, when `--postgres` is set and none was given.
-    private let authPostgres: PostgresClient?
+    private let admission: HTTPAdmission
+    /// What the shared HTTP request handler applies to every request of this gateway.
+    private let httpSettings: HTTPServerSettings
+    /// The PostgreSQL client of the users/channels store and the history archive, when `--postgres` is
+    /// set: the process's one client when `stormd` passed it (`--role all`), else the gateway's own.
+    private let postgres: PostgresClient?
+    /// Whether the gateway made `postgres` itself, and so shuts it down when it stops.
+    private let ownsPostgres: Bool
     /// The listener's certificate with `--tls-cert`/`--tls-key` (reloaded on SIGHUP), else nil: plain HTTP.
     package let tls: TLSCertificateStore?
 
     /// `presenceStore` defaults to the one the configuration names (Redis with `--redis`, else memory);
-    /// `authStore` to PostgreSQL with `--postgres`, else memory. `tracer`: spans for publishes and
-    /// fan-out (`nil` or a `NoOpTracer`: no tracing at all, and nothing spent on it).
+    /// `authStore` to PostgreSQL with `--postgres`, else memory. `postgres`: the process's PostgreSQL
+    /// client, shared with the other roles and shut down by whoever made it; without one, `--postgres`
+    /// gives the gateway a client of its own. `tracer`: spans for publishes and fan-out (`nil` or a
+    /// `NoOpTracer`: no tracing at all, and nothing spent on it).
     package init(
         configuration: GatewayConfiguration, broker: any MessageBroker, logger: Logger, group: (any EventLoopGroup)? = nil, presenceStore: (any PresenceStore)? = nil,
-        authStore: (any AuthStore)? = nil, tracer: (any Tracer)? = nil
+        authStore: (any AuthStore)? = nil, postgres: PostgresClient? = nil, tracer: (any Tracer)? = nil
     ) {
         self.configuration = configuration
         self.logger = logger
-        self.gate = NIOLockedValueBox(ConnectionGate(limits: configuration.connections, openFilesLimit: ResourceLimits.openFilesLimit()))
         let ids = MessageIDGenerator()
         self.ids = ids
         if let group {
@@ -59,6 +65,7 @@ package final class Gateway: Service, Sendable {
             self.ownsGroup = true
         }
         let metrics = GatewayMetrics(instanceID: ids.instanceID)
+        self.admission = HTTPAdmission(limits: configuration.connections, metrics: metrics, logger: logger)
         var hubs: [LoopHub] = []
         for (index, loop) in self.group.makeIterator().enumerated() {
             hubs.append(LoopHub(eventLoop: loop, index: index, flushDelay: configuration.limits.flushDelay, maxFlushDelay: configuration.limits.effectiveMaxFlushDelay, metrics: metrics))
@@ -71,18 +78,17 @@ package final class Gateway: Service, Sendable {
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, publisher: publisher, ids: ids,
             metrics: metrics, logger: logger)
-        var authPostgres: PostgresClient?
+        let client = postgres ?? configuration.store.postgresURL.map { PostgresClient(conninfo: $0, size: 1, logger: logger) }
+        self.postgres = client
+        self.ownsPostgres = postgres == nil && client != nil
         let store: any AuthStore
         if let authStore {
             store = authStore
-        } else if let url = configuration.store.postgresURL {
-            let client = PostgresClient(conninfo: url, size: 1, logger: logger)
-            authPostgres = client
+        } else if let client {
             store = PostgresAuthStore(client: client)
         } else {
             store = MemoryAuthStore()
         }
-        self.authPostgres = authPostgres
         self.tls = configuration.tls.certificateFile.flatMap { cert in
             configuration.tls.keyFile.map { TLSCertificateStore(certificateFile: cert, keyFile: $0, logger: logger) }
         }
@@ -90,8 +96,9 @@ package final class Gateway: Service, Sendable {
         presence.setChannelOverride { [weak auth] channel in auth?.rule(for: channel)?.options.presence }
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
-            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: authPostgres.map { PostgresHistoryStore(client: $0) },
+            connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: client.map { PostgresHistoryStore(client: $0) },
             requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections)
+        self.httpSettings = GatewayRoutes.settings(context)
     }
 
     /// The address actually bound (port 0 in tests becomes a real port).
@@ -102,8 +109,9 @@ package final class Gateway: Service, Sendable {
     /// Connects the broker and binds the listening socket. Split from `run()` so tests and `stormd` can
     /// report the bound address before serving.
     package func start() async throws {
-        if let authPostgres, configuration.store.migrateOnStart {
-            try await Migrations.apply(using: authPostgres, logger: logger)
+        // The process's migrations: with `--role all` the consumer beside the gateway relies on them.
+        if let postgres, configuration.store.migrateOnStart {
+            try await Migrations.apply(using: postgres, logger: logger)
         }
         try tls?.load()
         try await context.auth.start()
@@ -154,7 +162,7 @@ package final class Gateway: Service, Sendable {
         for channel in remaining { channel.close(promise: nil) }
         await context.presence.stop()
         context.auth.stop()
-        await authPostgres?.shutdown()
+        if ownsPostgres { await postgres?.shutdown() }
         await context.broker.shutdown()
         if ownsGroup { try? await group.shutdownGracefully() }
         logger.notice("gateway stopped")
@@ -193,35 +201,16 @@ package final class Gateway: Service, Sendable {
         guard let hub = context.router.hub(for: channel.eventLoop) else {
             throw StormError(.internalError, "connection on an event loop that has no hub")
         }
-        let address = channel.remoteAddress?.ipAddress
-        let outcome = gate.withLockedValue { $0.admit(address: address, now: .now()) }
-        let admission = outcome.admission
-        if outcome.limitReached {
-            logger.warning(
-                "connection limit reached: new connections get only /healthz, /readyz and /metrics (others 503 too_many_connections) until some close",
-                metadata: ["storm.max_connections": "\(gate.withLockedValue { $0.maxConnections })"])
-        }
-        switch admission {
-        case .closeNow:
-            context.metrics.countRefusal(.maxConnections)
-            // Failing the initializer closes the connection; past the probe reserve there is no answer.
-            throw StormError(.tooManyConnections, "past --max-connections and its probe reserve")
-        case .refused(let reason, _):
-            context.metrics.countRefusal(reason)
-        case .admitted, .probesOnly:
-            break
-        }
-        channel.closeFuture.whenComplete { _ in self.gate.withLockedValue { $0.release(address: address, admission: admission) } }
-        let connectionLimits = configuration.connections
-        let headerTimeout = admission == .admitted ? connectionLimits.headerTimeout : min(connectionLimits.headerTimeout, connectionLimits.refusedHeaderTimeout)
-        let deadlines = RequestDeadlineHandler(headerTimeout: headerTimeout, idleTimeout: connectionLimits.idleTimeout, metrics: context.metrics)
+        let (admission, deadlines) = try self.admission.admit(channel)
         let id = ObjectIdentifier(channel)
         connections.withLockedValue { $0[id] = channel }
         channel.closeFuture.whenComplete { _ in self.connections.withLockedValue { $0[id] = nil } }
 
         let gateway = context
         let connectionID = gateway.connectionIDs.nextConnection()
-        let httpHandler = HTTPRequestHandler(gateway: gateway, hub: hub, connectionID: connectionID, admission: admission, deadlines: deadlines)
+        let httpHandler = HTTPRequestHandler(
+            settings: httpSettings, routes: GatewayRoutes(gateway: gateway, hub: hub, connectionID: connectionID), connectionID: connectionID,
+            admission: admission, deadlines: deadlines)
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
         // on this connection's event loop).
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)

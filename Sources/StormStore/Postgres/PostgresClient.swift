@@ -35,6 +35,7 @@ package final class PostgresClient: Sendable {
         self.endpoint = redactedPostgresConnectionString(conninfo)
         self.threads = NIOThreadPool(numberOfThreads: max(1, size))
         threads.start()
+        logger.debug("PostgreSQL client created", metadata: ["postgres.server": "\(endpoint)", "postgres.pool_size": "\(self.size)"])
     }
 
     /// Runs `body` with a connected connection on a pool thread. The connection is (re)connected first

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StormConsumer
 import StormCore
 import StormGateway
+import StormHTTP
 import StormNATS
 import StormObservability
 import StormStore
@@ -13,7 +14,7 @@ import StormWeb
 import Tracing
 
 /// The store side of `stormd serve`: with `--postgres`, the history consumer and the retention prune
-/// (and, for `--role consumer`, the small HTTP server for probes and metrics).
+/// (and, for `--role consumer`, the shared HTTP server with the consumer's routes: probes and metrics).
 package struct StoreServices {
     package let postgres: PostgresClient?
     package let consumer: HistoryConsumer?
@@ -27,12 +28,22 @@ package struct StoreServices {
         return services
     }
 
-    /// Builds the consumer for `--role all` when PostgreSQL is configured; registers its metrics into the
-    /// gateway's registry. Migrations run in the consumer's loop (`--migrate-on-start`), so a database
-    /// that is down at start delays history, not the gateway.
-    package static func start(configuration: GatewayConfiguration, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil) throws -> StoreServices {
+    /// The process's one PostgreSQL client for `--role all` with `--postgres`: the gateway (users,
+    /// channel rules, the history archive) and the consumer (writes, retention) share its pool, whose
+    /// size is the sum of what each had alone (1 + 2; 1 when no consumer runs). Nil without `--postgres`.
+    package static func makeClient(configuration: GatewayConfiguration, logger: Logger) -> PostgresClient? {
+        let size = configuration.store.runsConsumer ? 3 : 1
+        return configuration.store.postgresURL.map { PostgresClient(conninfo: $0, size: size, logger: logger) }
+    }
+
+    /// Builds the consumer for `--role all` when PostgreSQL is configured, on the process's client
+    /// (`makeClient`); registers its metrics into the gateway's registry. The gateway applied the
+    /// migrations at its start (`--migrate-on-start`), so the consumer does not apply them again.
+    package static func start(
+        configuration: GatewayConfiguration, postgres: PostgresClient?, registry: PrometheusCollectorRegistry, logger: Logger, tracer: (any Tracer)? = nil
+    ) throws -> StoreServices {
         let store = configuration.store
-        guard store.runsConsumer, let url = store.postgresURL else {
+        guard store.runsConsumer, let postgres else {
             if store.postgresURL != nil, !store.natsConfigured {
                 logger.warning("--postgres is set without --nats: the history consumer reads JetStream, so it does not run")
             }
@@ -40,9 +51,10 @@ package struct StoreServices {
         }
         warnAboutPasswordInArguments(logger: logger)
         let metrics = ConsumerMetrics(registry: registry)
-        let postgres = PostgresClient(conninfo: url, size: 2, logger: logger)
+        var consumerConfiguration = configuration.historyConsumer
+        consumerConfiguration.migrateOnStart = false
         let consumer = HistoryConsumer(
-            configuration: configuration.historyConsumer, postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
+            configuration: consumerConfiguration, postgres: postgres, metrics: metrics, logger: logger, tracing: tracer.map(StormTracing.init))
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
         logger.info("history consumer enabled", metadata: ["postgres.server": "\(postgres.endpoint)"])
         return StoreServices(postgres: postgres, consumer: consumer, retention: retention)
@@ -63,7 +75,13 @@ package struct StoreServices {
         let consumer = HistoryConsumer(
             configuration: configuration.historyConsumer, postgres: postgres, metrics: metrics, logger: logger, tracing: tracing.map { StormTracing($0.tracer) })
         let retention = HistoryRetention(postgres: postgres, maxAge: store.historyMaxAge, maxCount: store.historyMaxCount, metrics: metrics, logger: logger)
-        let server = ConsumerHTTPServer(host: configuration.listen.host, port: configuration.listen.port, consumer: consumer, registry: metrics.registry, logger: logger)
+        // The gateway's HTTP server with the consumer's routes: the same Host/Origin policy, connection
+        // limits, timeouts and body limit, from the same settings.
+        let settings = HTTPServerSettings(
+            requestPolicy: configuration.requestPolicy, connectionLimits: configuration.connections, maxBodySize: configuration.limits.maxMessageSize,
+            metrics: UncountedHTTPServer(), connectionIDs: ConnectionIDs(instanceID: "consumer"), logger: logger)
+        let server = ConsumerRoutes.server(
+            host: configuration.listen.host, port: configuration.listen.port, settings: settings, consumer: consumer, registry: metrics.registry)
         do {
             try await server.start()
         } catch {

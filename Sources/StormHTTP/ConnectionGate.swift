@@ -5,6 +5,20 @@ import StormObservability
 /// The connection limits a gateway applies at accept (docs/security.md, "Connection limits and
 /// timeouts"). Defaults are the documented ones.
 package struct ConnectionLimits: Sendable, Equatable {
+    /// Any limit not given at its default.
+    package init(
+        maxConnections: Int? = nil, maxConnectionsPerIP: Int = 1_000, connectRatePerIP: Int = 200, limitLoopback: Bool = false,
+        headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60), refusedHeaderTimeout: TimeAmount = .seconds(2)
+    ) {
+        self.maxConnections = maxConnections
+        self.maxConnectionsPerIP = maxConnectionsPerIP
+        self.connectRatePerIP = connectRatePerIP
+        self.limitLoopback = limitLoopback
+        self.headerTimeout = headerTimeout
+        self.idleTimeout = idleTimeout
+        self.refusedHeaderTimeout = refusedHeaderTimeout
+    }
+
     /// `--max-connections N` (`STORM_MAX_CONNECTIONS`), default `nil`: derived from the open-files limit
     /// (soft limit minus `fileReserve`, at least `minimumConnections`). An explicit value is clamped to
     /// the same bound, so that the process never runs out of file descriptors for its own needs.

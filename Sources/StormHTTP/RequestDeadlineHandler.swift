@@ -30,12 +30,12 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
 
     private let headerTimeout: TimeAmount
     private let idleTimeout: TimeAmount
-    private let metrics: GatewayMetrics
+    private let metrics: any HTTPServerMetrics
     private var phase = Phase.awaitingHead(sawBytes: false)
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    package init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, metrics: GatewayMetrics) {
+    package init(headerTimeout: TimeAmount, idleTimeout: TimeAmount, metrics: any HTTPServerMetrics) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
         self.metrics = metrics
@@ -107,7 +107,7 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
         switch phase {
         case .awaitingHead(let sawBytes):
             phase = .off
-            metrics.headerTimeouts.increment()
+            metrics.countTimeout(.header)
             guard sawBytes else {
                 context.close(promise: nil)
                 return
@@ -121,7 +121,7 @@ package final class RequestDeadlineHandler: ChannelInboundHandler, RemovableChan
             written.futureResult.assumeIsolated().whenComplete { [context] _ in context.close(promise: nil) }
         case .idle:
             phase = .off
-            metrics.idleTimeouts.increment()
+            metrics.countTimeout(.idle)
             context.close(promise: nil)
         case .inRequest, .off:
             break
