@@ -14,7 +14,8 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
 
     private enum State {
         case idle
-        case receiving(HTTPRequestHead, ByteBuffer)
+        /// `limit`: the most body bytes the route takes (`PublishRoutes.bodyLimit`).
+        case receiving(HTTPRequestHead, ByteBuffer, limit: Int)
         /// Answered from the head alone (a refused event stream, Host or Origin) with no body to come:
         /// the end of the request is awaited, then the connection serves the next one.
         case answered
@@ -43,7 +44,14 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
     /// The paths a probe-only connection (past `--max-connections`) may ask.
     package static let probePaths: Set<String> = ["/healthz", "/readyz", "/metrics"]
 
-    package init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil, admission: ConnectionAdmission = .admitted, deadlines: RequestDeadlineHandler? = nil) {
+    /// Why the connect hook refused this connection's WebSocket upgrade, answered by the `/ws` route.
+    private let upgradeRefusal: NIOLoopBoundBox<StormError?>?
+
+    package init(
+        gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID? = nil, admission: ConnectionAdmission = .admitted, deadlines: RequestDeadlineHandler? = nil,
+        upgradeRefusal: NIOLoopBoundBox<StormError?>? = nil
+    ) {
+        self.upgradeRefusal = upgradeRefusal
         self.gateway = gateway
         self.hub = hub
         self.admission = admission
@@ -86,20 +94,21 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
                 return startEventStream(context: context, head: head, target: target)
             }
             // Over the limit by its own account: answered now, before a byte of the body is read.
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > gateway.limits.maxMessageSize {
-                return refuseTooLarge(context: context, head: head)
+            let limit = PublishRoutes.bodyLimit(path: target.path, maxMessageSize: gateway.limits.maxMessageSize)
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+                return refuseTooLarge(context: context, head: head, limit: limit)
             }
-            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
-        case (.body(var chunk), .receiving(let head, var body)):
-            if body.readableBytes + chunk.readableBytes > gateway.limits.maxMessageSize {
+            state = .receiving(head, context.channel.allocator.buffer(capacity: 0), limit: limit)
+        case (.body(var chunk), .receiving(let head, var body, let limit)):
+            if body.readableBytes + chunk.readableBytes > limit {
                 // A chunked body (or one longer than announced) passed the limit: answered at once.
-                refuseTooLarge(context: context, head: head)
+                refuseTooLarge(context: context, head: head, limit: limit)
             } else {
                 state = .idle  // drop our reference so the append does not copy
                 body.writeBuffer(&chunk)
-                state = .receiving(head, body)
+                state = .receiving(head, body, limit: limit)
             }
-        case (.end, .receiving(let head, let body)):
+        case (.end, .receiving(let head, let body, _)):
             state = .responding
             route(context: context, head: head, body: body)
         case (.body, .answered):
@@ -187,8 +196,9 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         state = pendingBody ? .closing(dropped: 0) : .answered
     }
 
-    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(gateway.limits.maxMessageSize) bytes (--max-message-size)"), closing: true)
+    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead, limit: Int) {
+        let why = limit == gateway.limits.maxMessageSize ? "(--max-message-size)" : "for this route (docs/protocol.md)"
+        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(limit) bytes \(why)"), closing: true)
         state = .closing(dropped: 0)
     }
 
@@ -220,6 +230,15 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         switch (target.path, head.method) {
         case ("/publish", .POST):
             publish(context: context, head: head, target: target, body: body, principal: principal)
+        case (let path, let method) where PublishRoutes.handles(path):
+            PublishRoutes.route(
+                method: method, path: path, head: head, body: body, principal: principal, client: "\(connectionID)", gateway: gateway, eventLoop: context.eventLoop)
+                .assumeIsolated().whenComplete { [self] result in
+                    switch result {
+                    case .success(let answer): self.respond(context: context, head: head, status: answer.status, contentType: answer.contentType, body: answer.body)
+                    case .failure(let error): self.respond(context: context, head: head, error: error)
+                    }
+                }
         case (let path, let method) where AdminRoutes.handles(path):
             AdminRoutes.route(method: method, target: target, body: body, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
                 switch result {
@@ -236,6 +255,10 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
         case ("/ws", .GET) where gateway.state.isDraining:
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
+        case ("/ws", .GET) where upgradeRefusal?.value != nil:
+            let refusal = upgradeRefusal?.value ?? StormError(.forbidden, "refused by the connect hook")
+            upgradeRefusal?.value = nil
+            respond(context: context, head: head, error: refusal)
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
         case (let path, let method) where ChannelsRoutes.handles(path):
@@ -318,7 +341,9 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         let key = head.headers.first(name: "idempotency-key") ?? target.values(of: "id").first
         // W3C trace context; only read when the gateway traces (an invalid traceparent is ignored).
         let trace = gateway.publisher.tracing == nil ? nil : TraceHeaders(head.headers)
-        gateway.publisher.publish(payload, on: channel, idempotencyKey: key, via: .http, trace: trace, eventLoop: context.eventLoop)
+        gateway.publish(
+            payload, encoding: nil, on: channel, idempotencyKey: key, via: .http, trace: trace, traceparent: head.headers.first(name: "traceparent"),
+            principal: principal, client: "\(connectionID)", eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let (envelope, receipt)):
@@ -336,9 +361,18 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         do {
             guard !gateway.state.isDraining else { throw StormError(.shuttingDown, "the gateway is shutting down") }
             let names = target.values(of: "subject") + target.values(of: "channel")
-            guard !names.isEmpty else { throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter") }
-            channels = try gateway.channels(from: names)
             principal = try gateway.auth.authenticate(Authenticator.token(from: head)).get()
+            // The token's storm.channels join the stream (server-side subscriptions); those it may not
+            // subscribe to are left out, as a stream has no error frame to report them on.
+            let auth = gateway.auth
+            let who = principal
+            let claimed = ServerSubscriptions.plan(claimed: principal.channels, limit: gateway.limits.maxChannelsPerConnection) { channel throws(StormError) in
+                try auth.authorize(.subscribe, channel, who)
+            }.allowed.map(\.rawValue).filter { !names.contains($0) }
+            guard !names.isEmpty || !claimed.isEmpty else {
+                throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter (or a token with storm.channels)")
+            }
+            channels = try gateway.channels(from: names + claimed)
             for channel in channels { try gateway.auth.authorize(.subscribe, channel, principal) }
             // EventSource sends the last `id:` it saw as Last-Event-ID when it reconnects.
             if let since = head.headers.first(name: "last-event-id") ?? target.values(of: "since").first {
