@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import StormCore
 import StormTestSupport
 import Testing
@@ -6,6 +7,7 @@ import Testing
 @testable import StormBroker
 @testable import StormConfiguration
 @testable import StormGateway
+@testable import StormNATS
 
 /// Issue #18 part 2: exclude_self, since "latest", server-side subscriptions, broadcast and batch
 /// publish, end to end over real sockets.
@@ -208,5 +210,63 @@ struct ServerSideSubscriptionTests {
             #expect(delivered)
             await stream.close()
         }
+    }
+}
+
+/// The same features over real NATS JetStream, two gateways sharing one stream: the exclusion is local
+/// to the publisher's gateway, and the newest message comes from the stream.
+@Suite(
+    "Channel features over NATS",
+    .enabled(if: NATSTestEnvironment.shouldRun, "STORM_TEST_NATS_URL is not set: run ./scripts/test to start nats-server"))
+struct ChannelFeaturesNATSTests {
+    static func broker(_ url: String, id: UInt32, name: String) -> NATSBroker {
+        let prefix = "storm.test.cf\(id)"
+        var configuration = NATSBrokerConfiguration(urls: [url], subjectPrefix: prefix, connectionName: name)
+        configuration.jetStream?.stream = JetStreamStreamConfiguration(name: "STORMCF\(id)", subjectPrefix: prefix)
+        var logger = Logger(label: "storm.test.\(name)")
+        logger.logLevel = .warning
+        return NATSBroker(configuration: configuration, logger: logger)
+    }
+
+    @Test("exclude_self across two gateways, and since latest from the stream")
+    func twoGateways() async throws {
+        let url = try NATSTestEnvironment.requireURL()
+        let id = UInt32.random(in: 0...UInt32.max)
+        let first = try await TestGateway.start(broker: Self.broker(url, id: id, name: "cf-a"))
+        let second: Gateway
+        do {
+            second = try await TestGateway.start(broker: Self.broker(url, id: id, name: "cf-b"))
+        } catch {
+            await first.stop()
+            throw error
+        }
+        do {
+            let publisher = try await TestWebSocket.connect(port: first.port)
+            let neighbour = try await TestWebSocket.connect(port: first.port)
+            let remote = try await TestWebSocket.connect(port: second.port)
+            for socket in [publisher, neighbour, remote] { #expect(try await socket.subscribe(["nats.ex"]).type == "reply") }
+            try await publisher.send(#"{"id":2,"op":"publish","channel":"nats.ex","data":"first","exclude_self":true}"#)
+            #expect(try await publisher.next("reply").text.contains("\"offset\":"))
+            try await publisher.send(#"{"id":3,"op":"publish","channel":"nats.ex","data":"second"}"#)
+            for socket in [neighbour, remote] {
+                #expect(Features.data(try await socket.next("message")) == "\"first\"")
+                #expect(Features.data(try await socket.next("message")) == "\"second\"")
+            }
+            #expect(Features.data(try await publisher.next("message")) == "\"second\"")
+
+            let late = try await TestWebSocket.connect(port: second.port)
+            try await late.send(#"{"id":1,"op":"subscribe","channel":"nats.ex","since":"latest"}"#)
+            #expect(try await late.next("reply").text.contains("\"recovered\":true"))
+            #expect(Features.data(try await late.next("message")) == "\"second\"")
+            try await first.publish("nats.ex", "third")
+            #expect(Features.data(try await late.next("message")) == "\"third\"")
+            for socket in [publisher, neighbour, remote, late] { await socket.close() }
+        } catch {
+            await first.stop()
+            await second.stop()
+            throw error
+        }
+        await first.stop()
+        await second.stop()
     }
 }

@@ -131,6 +131,32 @@ struct HookServerTests {
         }
     }
 
+    @Test("past the slots and the line a call fails at once (overloaded); a hung call ends at the timeout")
+    func overloaded() async throws {
+        let server = try await TestHookServer.start(["/hang": .hang])
+        do {
+            // Generous: the second publish must meet the first still hung, even on a busy machine.
+            var hooks = try HookConfiguration(sources: ConfigurationSources(flags: [.publishHook: server.url("/hang"), .hookConcurrency: "1", .hookTimeout: "5s"]))
+            hooks.maxWaiting = 0
+            try await TestGateway.with(configure: { $0.hooks = hooks }) { gateway in
+                let hung = try await RawConnection.connect(port: gateway.port)
+                try await hung.send("POST /publish?subject=hook.busy HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\n\r\nx")
+                #expect(await eventually { server.received(on: "/hang").count == 1 })
+                let refused = try await gateway.publish("hook.busy", "y")
+                #expect(refused.status == 503 && refused.text.contains("too many calls in flight"))
+                let timedOut = try await hung.readResponse()
+                #expect(timedOut.status == 503 && timedOut.text.contains("did not answer within 5000 ms"))
+                await hung.close()
+                #expect(try await gateway.metric(#"storm_hook_calls_total{hook="publish",outcome="overloaded"}"#) == 1)
+                #expect(try await gateway.metric(#"storm_hook_calls_total{hook="publish",outcome="timeout"}"#) == 1)
+            }
+            await server.stop()
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
     @Test("fail-open lets requests through when the hook cannot be reached")
     func failOpen() async throws {
         // A port nothing listens on: the server is stopped before the gateway calls it.
