@@ -373,7 +373,7 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("URL the gateway POSTs each WebSocket connection to before upgrading it; the answer allows (with user and channels) or denies. [STORM_CONNECT_HOOK, default none]", valueName: "url"))
     var connectHook: String?
 
-    @Option(help: ArgumentHelp("URL the gateway POSTs each WebSocket subscribe to, once per new channel; allow or deny. [STORM_SUBSCRIBE_HOOK, default none]", valueName: "url"))
+    @Option(help: ArgumentHelp("URL the gateway POSTs each subscribe to (WebSocket, once per new channel; SSE streams; channel history and presence); allow or deny. [STORM_SUBSCRIBE_HOOK, default none]", valueName: "url"))
     var subscribeHook: String?
 
     @Option(help: ArgumentHelp("URL the gateway POSTs each publish to (WebSocket, POST /publish, broadcast, batch); allow, deny, or allow with replacement data. [STORM_PUBLISH_HOOK, default none]", valueName: "url"))

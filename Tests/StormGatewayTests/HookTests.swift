@@ -157,6 +157,30 @@ struct HookServerTests {
         }
     }
 
+    @Test("the subscribe hook also decides event streams and a channel's history and presence")
+    func subscribeHookOnHTTP() async throws {
+        try await Self.with([.subscribeHook: "/subscribe"], behaviours: ["/subscribe": .answer(status: 200, body: #"{"decision":"deny","reason":"members only"}"#)]) { gateway, server in
+            try await gateway.publish("hook.feed", "stored")
+            let refusedStream = try await TestEventStream.connect(port: gateway.port, channels: ["hook.feed"])
+            #expect(refusedStream.head.status == 403)
+            await refusedStream.close()
+            let connection = try await RawConnection.connect(port: gateway.port)
+            let history = try await connection.request("GET", "/api/v1/channels/hook.feed/history")
+            await connection.close()
+            #expect(history.status == 403 && history.text.contains("members only"))
+            #expect(server.received(on: "/subscribe").contains { $0.text.contains(#""transport":"sse""#) })
+
+            server.set("/subscribe", .answer(status: 200, body: #"{"decision":"allow"}"#))
+            let stream = try await TestEventStream.connect(port: gateway.port, channels: ["hook.feed"])
+            #expect(stream.head.status == 200)
+            await stream.close()
+            let again = try await RawConnection.connect(port: gateway.port)
+            let allowed = try await again.request("GET", "/api/v1/channels/hook.feed/history")
+            await again.close()
+            #expect(allowed.status == 200 && allowed.text.contains("stored"))
+        }
+    }
+
     @Test("fail-open lets requests through when the hook cannot be reached")
     func failOpen() async throws {
         // A port nothing listens on: the server is stopped before the gateway calls it.

@@ -24,6 +24,9 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         /// `HTTPResponder.lingerBytes` the connection is closed outright).
         case closing(dropped: Int)
         case responding
+        /// An event stream waits for the subscribe hook: whatever arrives meanwhile is ignored, as the
+        /// stream ignores it once open.
+        case streamPending
     }
 
     private let gateway: GatewayContext
@@ -122,7 +125,7 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             let total = dropped + chunk.readableBytes
             state = .closing(dropped: total)
             if total > HTTPResponder.lingerBytes { context.close(promise: nil) }
-        case (_, .closing):
+        case (_, .closing), (_, .streamPending):
             break
         default:
             // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream.
@@ -227,6 +230,29 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
                 return respond(context: context, head: head, error: error)
             }
         }
+        // A channel's history and presence read what a subscriber would: the subscribe hook decides too.
+        if gateway.hooks.isEnabled(.subscribe), let channel = Self.apiChannel(target.path) {
+            let request = HookRequest(kind: .subscribe, client: "\(connectionID)", transport: .http, principal: principal, channel: channel, traceparent: head.headers.first(name: "traceparent"))
+            gateway.hooks.ask(.subscribe, request, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+                switch outcome {
+                case .success: self.dispatch(context: context, head: head, target: target, body: body, principal: principal)
+                case .failure(let error): self.respond(context: context, head: head, error: error)
+                }
+            }
+            return
+        }
+        dispatch(context: context, head: head, target: target, body: body, principal: principal)
+    }
+
+    /// The channel a `/api/v1/channels/{channel}/…` path names, if valid.
+    private static func apiChannel(_ path: String) -> ChannelName? {
+        guard path.hasPrefix("/api/v1/channels/") else { return nil }
+        let name = path.dropFirst("/api/v1/channels/".count).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return try? ChannelName(validating: RequestTarget.percentDecode(name))
+    }
+
+    /// Answers an authenticated, authorized request by its route.
+    private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, principal: Principal) {
         switch (target.path, head.method) {
         case ("/publish", .POST):
             publish(context: context, head: head, target: target, body: body, principal: principal)
@@ -383,6 +409,34 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             state = .answered
             return
         }
+        guard gateway.hooks.isEnabled(.subscribe) else {
+            return openEventStream(context: context, head: head, channels: channels, resume: resume, principal: principal)
+        }
+        // The subscribe hook is asked about every channel of the stream; one refusal refuses the stream
+        // (answered, then the connection closed: parts of the request may have been dropped meanwhile).
+        state = .streamPending
+        let client = "\(connectionID)"
+        let asks = channels.map { channel in
+            gateway.hooks.ask(
+                .subscribe, HookRequest(kind: .subscribe, client: client, transport: .sse, principal: principal, channel: channel, traceparent: head.headers.first(name: "traceparent")),
+                eventLoop: context.eventLoop)
+        }
+        EventLoopFuture.whenAllSucceed(asks, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+            switch outcome {
+            case .success:
+                self.openEventStream(context: context, head: head, channels: channels, resume: resume, principal: principal)
+            case .failure(let error):
+                let stormError = (error as? StormError) ?? StormError(.internalError, "unexpected error: \(error)")
+                self.gateway.metrics.countClientError(stormError.code)
+                HTTPResponder.respond(context: context, error: stormError, after: .close, requestID: self.requestID)
+                self.logRequest(head, status: UInt(stormError.code.httpStatus), error: stormError)
+                self.state = .closing(dropped: 0)
+            }
+        }
+    }
+
+    /// Hands the connection to an `SSESession` streaming `channels`.
+    private func openEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, channels: [ChannelName], resume: ResumePoint?, principal: Principal) {
         let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal, connectionID: connectionID)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(self))
