@@ -19,9 +19,15 @@ package final class Publisher: Sendable {
     private let allocator = ByteBufferAllocator()
     /// The gateway's tracer; `nil` traces nothing and forwards no trace context.
     package let tracing: StormTracing?
+    /// Messages not to be delivered back to their publishing connection (`exclude_self`).
+    package let exclusions: PublisherExclusions
 
-    package init(broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, maxMessageSize: Int, state: GatewayState, tracing: StormTracing? = nil) {
+    package init(
+        broker: any MessageBroker, ids: MessageIDGenerator, metrics: GatewayMetrics, maxMessageSize: Int, state: GatewayState, tracing: StormTracing? = nil,
+        exclusions: PublisherExclusions = PublisherExclusions()
+    ) {
         self.tracing = tracing
+        self.exclusions = exclusions
         self.broker = broker
         self.ids = ids
         self.metrics = metrics
@@ -56,9 +62,12 @@ package final class Publisher: Sendable {
     /// With a tracer, a `publish` span (a child of the client's `trace`, if any) covers the publish up to
     /// the broker's acknowledgement, and its context goes into the message headers for the fan-out and the
     /// history consumer.
+    ///
+    /// `excluding`: the number of the local connection that must not get this message back
+    /// (`exclude_self`; 0 for none), registered before the broker can deliver it.
     package func publish(
         _ payload: [UInt8], encoding: PayloadEncoding? = nil, on channel: ChannelName, idempotencyKey: String? = nil,
-        via transport: GatewayMetrics.Transport, trace: TraceHeaders? = nil, eventLoop: any EventLoop
+        via transport: GatewayMetrics.Transport, trace: TraceHeaders? = nil, excluding connection: UInt64 = 0, eventLoop: any EventLoop
     ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
         guard !state.isDraining else {
             return eventLoop.makeFailedFuture(StormError(.shuttingDown, "the gateway is shutting down; publish to another gateway"))
@@ -72,7 +81,7 @@ package final class Publisher: Sendable {
         let counter = transport == .webSocket ? metrics.publishedWebSocket : metrics.publishedHTTP
         return send(
             payload, encoding: encoding, on: channel, id: idempotencyKey ?? ids.next(), countedBy: counter,
-            transportName: transport.rawValue, trace: trace, eventLoop: eventLoop)
+            transportName: transport.rawValue, trace: trace, excluding: connection, eventLoop: eventLoop)
     }
 
     /// Publishes an event the gateway itself makes (presence join and leave), on the same path as a
@@ -84,13 +93,14 @@ package final class Publisher: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return send(payload, encoding: .json, on: channel, id: ids.next(), countedBy: metrics.publishedServer, transportName: "server", trace: nil, eventLoop: eventLoop)
+        return send(payload, encoding: .json, on: channel, id: ids.next(), countedBy: metrics.publishedServer, transportName: "server", trace: nil, excluding: 0,
+            eventLoop: eventLoop)
             .map { $0.1 }
     }
 
     private func send(
         _ payload: [UInt8], encoding: PayloadEncoding?, on channel: ChannelName, id: String, countedBy counter: Prometheus.Counter,
-        transportName: String, trace: TraceHeaders?, eventLoop: any EventLoop
+        transportName: String, trace: TraceHeaders?, excluding connection: UInt64, eventLoop: any EventLoop
     ) -> EventLoopFuture<(Envelope, PublishReceipt)> {
         let started = NIODeadline.now()
         let envelope = Envelope(channel: channel, id: id, timestampMicros: unixMicrosNow(), payload: payload, encoding: encoding)
@@ -98,9 +108,11 @@ package final class Publisher: Sendable {
         var buffer = allocator.buffer(capacity: bytes.count)
         buffer.writeBytes(bytes)
         let metrics = self.metrics
-        let key = "\(channel.rawValue)/\(id)"
+        let key = PublisherExclusions.key(channel: channel, id: id.utf8)
+        if connection != 0 { exclusions.register(key, connection: connection) }
+        let exclusions = connection != 0 ? self.exclusions : nil
         guard let tracing else {
-            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).countingRefusals(metrics).map { receipt in
+            return broker.publish(buffer, on: channel, idempotencyKey: key, trace: nil, eventLoop: eventLoop).countingRefusals(metrics).forgettingExclusion(key, exclusions).map { receipt in
                 metrics.publishDuration.record(Double((NIODeadline.now() - started).nanoseconds) / 1e9)
                 if !receipt.duplicate { counter.increment() }
                 return (envelope, receipt)
@@ -114,7 +126,7 @@ package final class Publisher: Sendable {
         span.attributes["messaging.message.body.size"] = payload.count
         span.attributes["storm.transport"] = transportName
         let future = broker.publish(buffer, on: channel, idempotencyKey: key, trace: tracing.headers(continuing: span.context), eventLoop: eventLoop)
-            .countingRefusals(metrics)
+            .countingRefusals(metrics).forgettingExclusion(key, exclusions)
         future.whenComplete { result in
             switch result {
             case .success(let receipt):
@@ -139,6 +151,18 @@ extension EventLoopFuture where Value == PublishReceipt {
     fileprivate func countingRefusals(_ metrics: GatewayMetrics) -> EventLoopFuture<PublishReceipt> {
         whenFailure { error in
             if (error as? StormError)?.code == .storageFull { metrics.publishRefusedStorageFull.increment() }
+        }
+        return self
+    }
+
+    /// A publish that failed or was a duplicate brings nothing back: its exclusion is dropped.
+    fileprivate func forgettingExclusion(_ key: String, _ exclusions: PublisherExclusions?) -> EventLoopFuture<PublishReceipt> {
+        guard let exclusions else { return self }
+        whenComplete { result in
+            switch result {
+            case .success(let receipt): if receipt.duplicate { exclusions.forget(key) }
+            case .failure: exclusions.forget(key)
+            }
         }
         return self
     }

@@ -60,6 +60,13 @@ package enum Setting: String, CaseIterable, Sendable {
     case natsCA = "nats-ca"
     case natsCert = "nats-cert"
     case natsKey = "nats-key"
+    case connectHook = "connect-hook"
+    case subscribeHook = "subscribe-hook"
+    case publishHook = "publish-hook"
+    case hookTimeout = "hook-timeout"
+    case hookConcurrency = "hook-concurrency"
+    case hookFailOpen = "hook-fail-open"
+    case hookSecretFile = "hook-secret-file"
 
     package var environmentVariable: String {
         switch self {

@@ -22,6 +22,14 @@ package protocol HTTPRoutes: AnyObject {
     /// Answers a complete request, through `handler.respond` (or `handler.wroteResponse` after writing it
     /// itself).
     func route(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, handler: HTTPRequestHandler)
+
+    /// The most body bytes a route takes, when it is not `HTTPServerSettings.maxBodySize` (the gateway's
+    /// batch publish takes many messages in one body); nil for the default.
+    func bodyLimit(path: String) -> Int?
+}
+
+extension HTTPRoutes {
+    package func bodyLimit(path: String) -> Int? { nil }
 }
 
 /// See `HTTPRoutes.takeOver`.
@@ -29,6 +37,9 @@ package enum HTTPTakeOver {
     case notTaken
     case taken
     case answered
+    /// The routes decide later (a hook is asked): what arrives meanwhile is ignored until they answer
+    /// with `handler.refusePending` or take the connection.
+    case pending
 }
 
 /// The settings of one role's HTTP server that every request sees.
@@ -65,7 +76,8 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
 
     private enum State {
         case idle
-        case receiving(HTTPRequestHead, ByteBuffer)
+        /// `limit`: the most body bytes the route takes (`HTTPRoutes.bodyLimit`).
+        case receiving(HTTPRequestHead, ByteBuffer, limit: Int)
         /// Answered from the head alone (a refused event stream, Host or Origin) with no body to come:
         /// the end of the request is awaited, then the connection serves the next one.
         case answered
@@ -74,6 +86,9 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         /// `HTTPResponder.lingerBytes` the connection is closed outright).
         case closing(dropped: Int)
         case responding
+        /// The routes decide from the head later (`HTTPTakeOver.pending`): whatever arrives meanwhile is
+        /// ignored.
+        case pending
     }
 
     private let settings: HTTPServerSettings
@@ -135,23 +150,27 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             case .answered:
                 state = .answered
                 return
+            case .pending:
+                state = .pending
+                return
             case .notTaken: break
             }
             // Over the limit by its own account: answered now, before a byte of the body is read.
-            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > settings.maxBodySize {
-                return refuseTooLarge(context: context, head: head)
+            let limit = routes.bodyLimit(path: target.path) ?? settings.maxBodySize
+            if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
+                return refuseTooLarge(context: context, head: head, limit: limit)
             }
-            state = .receiving(head, context.channel.allocator.buffer(capacity: 0))
-        case (.body(var chunk), .receiving(let head, var body)):
-            if body.readableBytes + chunk.readableBytes > settings.maxBodySize {
+            state = .receiving(head, context.channel.allocator.buffer(capacity: 0), limit: limit)
+        case (.body(var chunk), .receiving(let head, var body, let limit)):
+            if body.readableBytes + chunk.readableBytes > limit {
                 // A chunked body (or one longer than announced) passed the limit: answered at once.
-                refuseTooLarge(context: context, head: head)
+                refuseTooLarge(context: context, head: head, limit: limit)
             } else {
                 state = .idle  // drop our reference so the append does not copy
                 body.writeBuffer(&chunk)
-                state = .receiving(head, body)
+                state = .receiving(head, body, limit: limit)
             }
-        case (.end, .receiving(let head, let body)):
+        case (.end, .receiving(let head, let body, _)):
             state = .responding
             routes.route(context: context, head: head, target: RequestTarget(head.uri), body: body, handler: self)
         case (.body, .answered):
@@ -165,7 +184,7 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
             let total = dropped + chunk.readableBytes
             state = .closing(dropped: total)
             if total > HTTPResponder.lingerBytes { context.close(promise: nil) }
-        case (_, .closing):
+        case (_, .closing), (_, .pending):
             break
         default:
             // HTTPServerPipelineHandler delivers one request at a time; anything else is a bug upstream.
@@ -239,8 +258,16 @@ package final class HTTPRequestHandler: ChannelInboundHandler, RemovableChannelH
         state = pendingBody ? .closing(dropped: 0) : .answered
     }
 
-    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead) {
-        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(settings.maxBodySize) bytes (--max-message-size)"), closing: true)
+    private func refuseTooLarge(context: ChannelHandlerContext, head: HTTPRequestHead, limit: Int) {
+        let why = limit == settings.maxBodySize ? "(--max-message-size)" : "for this route (docs/protocol.md)"
+        respond(context: context, head: head, error: StormError(.messageTooLarge, "request body is over the limit of \(limit) bytes \(why)"), closing: true)
+        state = .closing(dropped: 0)
+    }
+
+    /// Answers a request the routes held (`HTTPTakeOver.pending`) with `error`, then closes: parts of
+    /// the request may have been dropped meanwhile.
+    package func refusePending(context: ChannelHandlerContext, head: HTTPRequestHead, error: any Error) {
+        respond(context: context, head: head, error: error, closing: true)
         state = .closing(dropped: 0)
     }
 

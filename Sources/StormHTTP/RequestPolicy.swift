@@ -233,12 +233,18 @@ package struct RequestPolicy: Equatable, Sendable {
         let hasBody = head.headers.contains(name: "transfer-encoding") || lengths.contains { $0.trimmingCharacters(in: .whitespaces) != "0" }
         guard hasBody else { return .allow }
         let types = head.headers["content-type"]
+        // The batch publish takes NDJSON, one message a line (docs/protocol.md).
+        let ndjson = path == "/api/v1/publish/batch"
         if types.count == 1, let type = types.first,
-            type.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first?.trimmingCharacters(in: .whitespaces).lowercased() == "application/json"
+            let media = type.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first?.trimmingCharacters(in: .whitespaces).lowercased(),
+            media == "application/json" || (ndjson && media == "application/x-ndjson")
         {
             return .allow
         }
         let given = types.isEmpty ? "none" : "'\(types.joined(separator: ", ").prefix(100))'"
+        if ndjson {
+            return .refuse(StormError(.unsupportedMediaType, "\(head.method) \(path) takes NDJSON: send Content-Type: application/x-ndjson (given: \(given))"))
+        }
         return .refuse(StormError(.unsupportedMediaType, "\(head.method) \(path) takes a JSON body: send Content-Type: application/json (given: \(given))"))
     }
 }

@@ -159,6 +159,14 @@ package final class GatewayMetrics: Sendable {
         registry.makeCounter(name: "storm_auth_failures_total", labels: [("reason", reason)], help: "Tokens refused (or missing where required), by reason.")
     }
 
+    /// `storm_hook_calls_total{hook,outcome}`: made once per configured hook and outcome by the gateway's
+    /// hooks (both labels from fixed sets: connect/subscribe/publish, allow/deny/error/timeout/overloaded).
+    package func hookCallCounter(hook: String, outcome: String) -> Prometheus.Counter {
+        registry.makeCounter(
+            name: "storm_hook_calls_total", labels: [("hook", hook), ("outcome", outcome)],
+            help: "Backend hook calls, by hook and outcome (allow, deny; error, timeout, overloaded: no usable answer, then refused or let through by --hook-fail-open).")
+    }
+
     package func recoveryReads(_ outcome: HistoryReadOutcome) -> Prometheus.Counter {
         switch outcome {
         case .ok: recoveryReadsOK

@@ -25,6 +25,6 @@ struct Stormctl: AsyncParsableCommand {
             stormctl check alone exits as monitoring plugins do: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
             """,
         version: StormVersion.current,
-        subcommands: [Publish.self, Subscribe.self, History.self, Channels.self, Bench.self, Presence.self, Gateways.self, Info.self, Check.self, Disconnect.self, User.self, Channel.self, Token.self, Context.self, Completion.self]
+        subcommands: [Publish.self, Broadcast.self, Subscribe.self, History.self, Channels.self, Bench.self, Presence.self, Gateways.self, Info.self, Check.self, Disconnect.self, User.self, Channel.self, Token.self, Context.self, Completion.self]
     )
 }

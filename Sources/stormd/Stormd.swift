@@ -379,6 +379,27 @@ struct StormdOptions: ParsableArguments {
     @Option(help: ArgumentHelp("PEM private key of --nats-cert. [STORM_NATS_KEY]", valueName: "file"))
     var natsKey: String?
 
+    @Option(help: ArgumentHelp("URL the gateway POSTs each WebSocket connection to before upgrading it; the answer allows (with user and channels) or denies. [STORM_CONNECT_HOOK, default none]", valueName: "url"))
+    var connectHook: String?
+
+    @Option(help: ArgumentHelp("URL the gateway POSTs each subscribe to (WebSocket, once per new channel; SSE streams; channel history and presence); allow or deny. [STORM_SUBSCRIBE_HOOK, default none]", valueName: "url"))
+    var subscribeHook: String?
+
+    @Option(help: ArgumentHelp("URL the gateway POSTs each publish to (WebSocket, POST /publish, broadcast, batch); allow, deny, or allow with replacement data. [STORM_PUBLISH_HOOK, default none]", valueName: "url"))
+    var publishHook: String?
+
+    @Option(help: ArgumentHelp("Longest a hook call may take, waiting for a slot included; then it fails. [STORM_HOOK_TIMEOUT, default 2s]", valueName: "duration"))
+    var hookTimeout: String?
+
+    @Option(help: ArgumentHelp("Hook calls in flight at once, per hook (one connection each); up to 1024 more wait. [STORM_HOOK_CONCURRENCY, default 16]", valueName: "n"))
+    var hookConcurrency: String?
+
+    @Option(help: ArgumentHelp("Hooks whose failure (error, timeout, overload) lets the request through instead of refusing it: comma list of connect, subscribe, publish. [STORM_HOOK_FAIL_OPEN, default none]", valueName: "hooks"))
+    var hookFailOpen: String?
+
+    @Option(help: ArgumentHelp("File holding the secret sent to hooks as X-Storm-Hook-Secret; or STORM_HOOK_SECRET, never argv. [STORM_HOOK_SECRET_FILE, default none]", valueName: "file"))
+    var hookSecretFile: String?
+
     @Option(help: ArgumentHelp("Config file of key = value lines. [STORM_CONFIG]", valueName: "file"))
     var config: String?
 
@@ -401,6 +422,8 @@ struct StormdOptions: ParsableArguments {
             .jwtAudience: jwtAudience, .jwtIssuer: jwtIssuer, .allowAnonymous: allowAnonymous, .insecure: insecure ? "on" : nil,
             .allowedOrigins: allowedOrigins, .allowedHosts: allowedHosts,
             .tlsCert: tlsCert, .tlsKey: tlsKey, .natsCA: natsCa, .natsCert: natsCert, .natsKey: natsKey,
+            .connectHook: connectHook, .subscribeHook: subscribeHook, .publishHook: publishHook, .hookTimeout: hookTimeout,
+            .hookConcurrency: hookConcurrency, .hookFailOpen: hookFailOpen, .hookSecretFile: hookSecretFile,
         ]
         let environment = ProcessInfo.processInfo.environment
         var fileValues: [String: ConfigurationSources.Value] = [:]

@@ -15,17 +15,22 @@ public struct TokenClaims: Codable, Sendable, Equatable {
         public var subscribe: [String]?
         public var publish: [String]?
         public var admin: Bool?
+        /// Channels the connection is subscribed to at connect time, with no subscribe request
+        /// (`storm.channels`; each still checked against the grants and the channel rules).
+        public var channels: [String]?
 
-        public init(subscribe: [String]? = nil, publish: [String]? = nil, admin: Bool? = nil) {
+        public init(subscribe: [String]? = nil, publish: [String]? = nil, admin: Bool? = nil, channels: [String]? = nil) {
             self.subscribe = subscribe
             self.publish = publish
             self.admin = admin
+            self.channels = channels
         }
 
         enum CodingKeys: String, CodingKey {
             case subscribe = "sub"
             case publish = "pub"
             case admin
+            case channels
         }
     }
 

@@ -66,6 +66,10 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
         /// Presence cannot answer truthfully now: its store (Redis) is down, or was just reconnected
         /// and not yet fully rewritten. HTTP 503; retry shortly.
         public static let presenceUnavailable = Code(rawValue: "presence_unavailable")
+        /// A backend hook (`--connect-hook`, `--subscribe-hook`, `--publish-hook`) failed, was too slow
+        /// or too busy, and it fails closed: the request was refused. HTTP 503; on a WebSocket an error
+        /// reply.
+        public static let hookUnavailable = Code(rawValue: "hook_unavailable")
 
         /// The HTTP status this error answers with.
         public var httpStatus: Int {
@@ -81,7 +85,7 @@ public struct StormError: Error, Sendable, Equatable, CustomStringConvertible {
             case .rateLimited: return 429
             case .notFound: return 404
             case .methodNotAllowed: return 405
-            case .brokerUnavailable, .shuttingDown, .connection, .storeUnavailable, .catchingUp, .presenceUnavailable, .tooManyConnections, .connectRateLimited: return 503
+            case .brokerUnavailable, .shuttingDown, .connection, .storeUnavailable, .catchingUp, .presenceUnavailable, .tooManyConnections, .connectRateLimited, .hookUnavailable: return 503
             case .requestTimeout: return 408
             case .storageFull: return 507
             default: return 500

@@ -16,6 +16,8 @@ package struct Principal: Sendable {
     package var admin: Bool
     /// The token's `exp`, seconds since 1970; nil for anonymous clients.
     package var expires: Double?
+    /// The token's `storm.channels`: subscribed at connect time (`ServerSubscriptions`), unchecked here.
+    package var channels: [String] = []
 
     package var isAnonymous: Bool { user == nil }
     package var displayName: String { user.map { "user '\($0)'" } ?? "anonymous clients" }
@@ -150,7 +152,10 @@ package final class Authenticator: Sendable {
         do {
             let subscribe = try ChannelPatterns(parsing: (claims.storm?.subscribe ?? []).joined(separator: ","), origin: "storm.sub")
             let publish = try ChannelPatterns(parsing: (claims.storm?.publish ?? []).joined(separator: ","), origin: "storm.pub")
-            return .success(Principal(user: user, subscribe: subscribe, publish: publish, admin: claims.storm?.admin ?? false, expires: claims.expires))
+            return .success(
+                Principal(
+                    user: user, subscribe: subscribe, publish: publish, admin: claims.storm?.admin ?? false, expires: claims.expires,
+                    channels: Array((claims.storm?.channels ?? []).prefix(ServerSubscriptions.maximumClaimed))))
         } catch {
             return .failure(TokenRejection(.malformed, "token refused: a channel pattern in its storm claims is not valid (use *, chat.* or an exact name)"))
         }

@@ -63,6 +63,9 @@ package struct GatewayConfiguration: Sendable {
     /// `--tls-cert`, `--tls-key` (HTTPS and WSS on the listen port) and `--nats-ca`, `--nats-cert`,
     /// `--nats-key` (TLS to NATS): see `TLSSettings`. Default: none (plain HTTP, plain NATS).
     package var tls = TLSSettings()
+    /// `--connect-hook`, `--subscribe-hook`, `--publish-hook` and their `--hook-*` settings: see
+    /// `HookConfiguration`. Default: no hook.
+    package var hooks = HookConfiguration()
 
     /// Resolves every setting from its sources; throws a `.configuration` error naming the bad key.
     package init(sources: ConfigurationSources) throws(StormError) {
@@ -153,6 +156,7 @@ package struct GatewayConfiguration: Sendable {
         try presence.load(from: sources)
         auth = try AuthConfiguration(sources: sources, listen: listen)
         tls = try TLSSettings(sources: sources, natsURLs: natsURLs)
+        hooks = try HookConfiguration(sources: sources)
     }
 
     /// The warning logged at start for a listener reachable from the network in clear text, else nil.

@@ -56,6 +56,7 @@ extension GatewayConfiguration {
         history-max-count = \(store.historyMaxCount)
         \(presence.rendered)
         \(auth.rendered)
+        \(hooks.rendered)
         allowed-origins = \(allowedOrigins.rendered)
         allowed-hosts = \(allowedHosts.joined(separator: ","))
         \(tls.rendered)

@@ -20,6 +20,8 @@ package final class ChannelRouter: Sendable {
     private let allocator = ByteBufferAllocator()
     /// With a tracer, each message carrying trace context gets one fan-out span on this gateway.
     private let tracing: StormTracing?
+    /// Messages this gateway's publishers asked not to get back (`exclude_self`).
+    private let exclusions: PublisherExclusions?
 
     /// One channel's interest. Broker callbacks capture the entry itself, so a delivery reads the loop
     /// counts without a table lookup, and an entry that was replaced (unsubscribe, then subscribe again
@@ -49,8 +51,12 @@ package final class ChannelRouter: Sendable {
     /// Distinct channels served at once (`--max-channels`).
     private let maxChannels: Int
 
-    package init(broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger, tracing: StormTracing? = nil, maxChannels: Int = .max) {
+    package init(
+        broker: any MessageBroker, hubs: [LoopHub], metrics: GatewayMetrics, logger: Logger, tracing: StormTracing? = nil, maxChannels: Int = .max,
+        exclusions: PublisherExclusions? = nil
+    ) {
         self.tracing = tracing
+        self.exclusions = exclusions
         self.maxChannels = maxChannels
         self.broker = broker
         self.hubs = hubs
@@ -192,6 +198,10 @@ package final class ChannelRouter: Sendable {
             metrics.droppedMalformed.increment()
             logger.debug("dropped a message that is not a STORM envelope", metadata: ["storm.channel": "\(entry.channel)"])
             return
+        }
+        // One atomic load while no publisher excludes itself; the lookup only when one does.
+        if let exclusions, !exclusions.isEmpty, let fields = EnvelopeFields(envelope) {
+            delivery.excludedConnection = exclusions.take(PublisherExclusions.key(channel: entry.channel, id: fields.id))
         }
         // Copy the counts out so the lock is not held while enqueueing.
         let counts = table.withLockedValue { _ in

@@ -18,6 +18,9 @@ package struct Delivery: Sendable {
     package let offset: UInt64
     /// The fan-out span of a traced message; `nil` (and never looked at beyond that) without a tracer.
     package var trace: FanoutTrace?
+    /// The number of the local connection that published it with `exclude_self` (0: none), which the
+    /// loop's pass skips (`PublisherExclusions`).
+    package var excludedConnection: UInt64 = 0
 
     /// Frames an envelope received from the broker; `nil` when the bytes are not a STORM envelope (another
     /// program publishing on STORM's subjects), which the caller counts and drops.
@@ -61,10 +64,14 @@ package final class DeliveryRun {
     package let deliveries: [Delivery]
     private let allocator: ByteBufferAllocator
 
+    /// Some delivery of the run skips its publisher (`exclude_self`): sessions then filter the run.
+    package let hasExclusions: Bool
+
     package init(channel: ChannelName, deliveries: [Delivery], allocator: ByteBufferAllocator) {
         self.channel = channel
         self.deliveries = deliveries
         self.allocator = allocator
+        self.hasExclusions = deliveries.contains { $0.excludedConnection != 0 }
     }
 
     package var count: Int { deliveries.count }

@@ -49,7 +49,14 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         return logger
     }
 
-    package init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous, connectionID: ConnectionID? = nil) {
+    /// Channels to subscribe to at connect time beyond the token's `storm.channels`: the connect hook's
+    /// answer (`ServerSubscriptions`). Emptied once subscribed.
+    private var connectChannels: [String]
+
+    /// `connectChannels`: what the connect hook asks to subscribe the connection to, besides the token's
+    /// `storm.channels`; both are checked like a subscribe request.
+    package init(gateway: GatewayContext, hub: LoopHub, principal: Principal = .anonymous, connectionID: ConnectionID? = nil, connectChannels: [String] = []) {
+        self.connectChannels = connectChannels
         self.connectionID = connectionID ?? gateway.connectionIDs.nextConnection()
         self.gateway = gateway
         self.hub = hub
@@ -71,6 +78,35 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         }
         // Known to presence under its user from the start, so disconnecting the user reaches it.
         if principal.user != nil { channels.registerClient(session: self) }
+        if !principal.channels.isEmpty || !connectChannels.isEmpty {
+            // After the upgrade's own work: the first frames follow the 101 answer.
+            context.eventLoop.assumeIsolated().execute { self.subscribeAtConnect() }
+        }
+    }
+
+    /// Server-side subscriptions (`storm.channels` and the connect hook): refused channels are told as
+    /// error frames with `"id":null`; the others are subscribed and confirmed with
+    /// `{"type":"subscribed","channels":[…],"epoch":"E"}` once deliveries started.
+    private func subscribeAtConnect() {
+        guard !closing, context != nil else { return }
+        let auth = gateway.auth
+        let principal = self.principal
+        let plan = ServerSubscriptions.plan(claimed: principal.channels, added: connectChannels, limit: gateway.limits.maxChannelsPerConnection) {
+            channel throws(StormError) in try auth.authorize(.subscribe, channel, principal)
+        }
+        connectChannels = []
+        for refusal in plan.refused { replyError(id: nil, refusal.error) }
+        guard !plan.allowed.isEmpty else { return }
+        channels.subscribe(plan.allowed, session: self).assumeIsolated().whenComplete { [self] outcome in
+            switch outcome {
+            case .success:
+                let list = plan.allowed.map { JSONWriter.quoted($0.rawValue) }.joined(separator: ",")
+                let json = ByteBuffer(string: "{\"type\":\"subscribed\",\"channels\":[\(list)],\"epoch\":\(JSONWriter.quoted(self.gateway.broker.epoch))}")
+                self.send(WebSocketWire.textFrame(payload: json, allocator: self.allocator))
+            case .failure(let error):
+                self.replyError(id: nil, error)
+            }
+        }
     }
 
     package func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -121,7 +157,8 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
 
     package func enqueue(_ run: DeliveryRun) -> EnqueueOutcome {
         guard !closing, let context, let writer else { return .closed }
-        let admitted = recovery.admit(run)
+        var admitted = recovery.admit(run)
+        if run.hasExclusions { admitted = Self.excluding(connectionID.number, from: admitted, of: run) }
         if admitted?.isEmpty == true { return .skipped }
         guard writable else {
             disconnectSlowClient(context: context)
@@ -135,6 +172,14 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         let flushDue = !flushPending
         flushPending = true
         return .queued(flushDue: flushDue, messages: admitted?.count ?? run.count)
+    }
+
+    /// The deliveries of `run` (or of what recovery admitted) without those this connection published
+    /// with `exclude_self`; `admitted` as it was when the run holds none of them.
+    private static func excluding(_ connection: UInt64, from admitted: [Delivery]?, of run: DeliveryRun) -> [Delivery]? {
+        let base = admitted ?? run.deliveries
+        guard base.contains(where: { $0.excludedConnection == connection }) else { return admitted }
+        return base.filter { $0.excludedConnection != connection }
     }
 
     package func flush() {
@@ -323,12 +368,41 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         guard channels.count + newCount <= gateway.limits.maxChannelsPerConnection else {
             throw StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(newCount) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)")
         }
-        let resume = try members["since"].map { raw throws(StormError) in try ResumePoint.parseWebSocket(raw, channels: requested) }
+        // `"since":"latest"`: the newest stored message first, then live (`Recovery.fetchLatest`).
+        let latest = members["since"] == Recovery.latestToken
+        let resume = latest ? nil : try members["since"].map { raw throws(StormError) in try ResumePoint.parseWebSocket(raw, channels: requested) }
+        guard gateway.hooks.isEnabled(.subscribe), let context else {
+            return startSubscription(id: id, requested: requested, latest: latest, resume: resume)
+        }
+        // The subscribe hook is asked about each new channel, off the loop; one refusal refuses the request.
+        let client = "\(connectionID)"
+        let asks = requested.filter { !channels.contains($0) }.map { channel in
+            gateway.hooks.ask(
+                .subscribe, HookRequest(kind: .subscribe, client: client, transport: .webSocket, principal: principal, channel: channel), eventLoop: context.eventLoop)
+        }
+        EventLoopFuture.whenAllSucceed(asks, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+            guard !self.closing, self.context != nil else { return }
+            switch outcome {
+            case .success: self.startSubscription(id: id, requested: requested, latest: latest, resume: resume)
+            case .failure(let error): self.replyError(id: id, error)
+            }
+        }
+    }
+
+    /// Subscribes to `requested` once every check passed; replies when deliveries started (after the
+    /// replay with `resume` or `latest`).
+    private func startSubscription(id: [UInt8]?, requested: [ChannelName], latest: Bool, resume: ResumePoint?) {
         let fresh = requested.filter { !channels.contains($0) }
-        if resume != nil { recovery.begin(fresh) }
+        guard channels.count + fresh.count <= gateway.limits.maxChannelsPerConnection else {
+            return replyError(
+                id: id,
+                StormError(.tooManyChannels, "this connection holds \(channels.count) channels; \(fresh.count) more would pass the limit of \(gateway.limits.maxChannelsPerConnection) (--max-channels-per-connection)"))
+        }
+        if resume != nil || latest { recovery.begin(fresh) }
         channels.subscribe(requested, session: self).assumeIsolated().whenComplete { [self] outcome in
             switch outcome {
             case .success:
+                if latest { return self.recoverLatest(fresh, requested: requested, requestID: id) }
                 guard let resume else {
                     return self.reply(id: id, result: Self.subscribeResult(requested, epoch: self.gateway.broker.epoch, recovered: nil))
                 }
@@ -356,6 +430,22 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         }
     }
 
+    /// Writes each `fresh` channel's newest stored message, then lets live messages through.
+    private func recoverLatest(_ fresh: [ChannelName], requested: [ChannelName], requestID id: [UInt8]?) {
+        guard let context else { return }
+        let session = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let reader = gateway.historyReader
+        let ticket = reader.makeTicket()
+        recoveryTickets.append(ticket)
+        let allocator = context.channel.allocator
+        Task {
+            let (results, resume) = await Recovery.fetchLatest(fresh, reader: reader, ticket: ticket, allocator: allocator)
+            session.eventLoop.execute {
+                session.value.finishRecovery(results, requested: requested, from: resume, requestID: id, ticket: ticket)
+            }
+        }
+    }
+
     private func finishRecovery(_ results: [RecoveredChannel], requested: [ChannelName], from resume: ResumePoint, requestID id: [UInt8]?, ticket: HistoryReadTicket) {
         recoveryTickets.removeAll { $0 === ticket }
         let recovered = results.allSatisfy(\.recovered)
@@ -365,7 +455,9 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         for result in results {
             let messages = recovery.finish(result, resumeFrom: resume.offset(for: result.channel))
             guard channels.contains(result.channel) else { continue }  // unsubscribed meanwhile
-            for message in messages { writer.write(NIOAny(message.webSocketFrame), promise: nil) }
+            for message in messages where message.excludedConnection != connectionID.number {
+                writer.write(NIOAny(message.webSocketFrame), promise: nil)
+            }
         }
         flushPending = false
         writer.flush()
@@ -401,32 +493,9 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             gateway.metrics.rateLimitedWebSocket.increment()
             throw StormError(.rateLimited, "this connection publishes faster than \(publishRate.rate) messages a second (--client-publish-rate): this publish was refused; slow down and retry")
         }
-        guard let data = members["data"] else { throw StormError(.badRequest, "publish needs 'data'") }
-        let payload: [UInt8]
-        let encoding: PayloadEncoding
-        if let rawEncoding = members["encoding"] {
-            guard (try? JSONScanner.string(rawEncoding)) == "base64" else {
-                throw StormError(.badRequest, "'encoding' must be \"base64\" (or absent)")
-            }
-            guard let text = try? JSONScanner.string(data), let bytes = Data(base64Encoded: text) else {
-                throw StormError(.badRequest, "'data' is not a valid base64 string")
-            }
-            payload = Array(bytes)
-            encoding = .base64
-        } else if data.first == UInt8(ascii: "\"") {
-            guard let text = try? JSONScanner.string(data) else { throw StormError(.badRequest, "'data' is not a valid JSON string") }
-            payload = Array(text.utf8)
-            encoding = .text
-        } else {
-            payload = data
-            encoding = .json
-        }
+        let (payload, encoding) = try PublishFields.payload(members)
         try gateway.publisher.checkSize(payload.count)
-        var key: String?
-        if let rawKey = members["idempotency_key"] {
-            guard let text = try? JSONScanner.string(rawKey) else { throw StormError(.badRequest, "'idempotency_key' must be a string") }
-            key = text
-        }
+        let key = try PublishFields.idempotencyKey(members)
         // Optional W3C trace context, like POST /publish's traceparent header: read only when tracing, and
         // ignored when malformed (as W3C Trace Context asks of an invalid traceparent).
         var trace: TraceHeaders?
@@ -434,8 +503,20 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
             trace = TraceHeaders(
                 traceparent: try? JSONScanner.string(rawParent), tracestate: members["tracestate"].flatMap { try? JSONScanner.string($0) })
         }
+        // `exclude_self`: not delivered back to this connection (only worth recording when it is
+        // subscribed to the channel: otherwise nothing would come back to match the entry).
+        var excluded: UInt64 = 0
+        if let rawExclude = members["exclude_self"] {
+            guard rawExclude == Array("true".utf8) || rawExclude == Array("false".utf8) else {
+                throw StormError(.badRequest, "'exclude_self' must be true or false")
+            }
+            if rawExclude.first == UInt8(ascii: "t"), channels.contains(channel) { excluded = connectionID.number }
+        }
         guard let context else { return }
-        gateway.publisher.publish(payload, encoding: encoding, on: channel, idempotencyKey: key, via: .webSocket, trace: trace, eventLoop: context.eventLoop)
+        gateway.publish(
+            payload, encoding: encoding, on: channel, idempotencyKey: key, via: .webSocket, trace: trace,
+            traceparent: members["traceparent"].flatMap { try? JSONScanner.string($0) }, excluding: excluded, principal: principal, client: "\(connectionID)",
+            eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let (envelope, receipt)): self.reply(id: id, result: Self.publishResult(envelope, receipt))

@@ -15,8 +15,11 @@ package final class GatewayRoutes: HTTPRoutes {
     private let connectionID: ConnectionID
     /// The connection's handler, for the answers (set by each call from it).
     private weak var http: HTTPRequestHandler?
+    /// Why the connect hook refused this connection's WebSocket upgrade, answered by the `/ws` route.
+    private let upgradeRefusal: NIOLoopBoundBox<StormError?>?
 
-    package init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID) {
+    package init(gateway: GatewayContext, hub: LoopHub, connectionID: ConnectionID, upgradeRefusal: NIOLoopBoundBox<StormError?>? = nil) {
+        self.upgradeRefusal = upgradeRefusal
         self.gateway = gateway
         self.hub = hub
         self.connectionID = connectionID
@@ -37,6 +40,11 @@ package final class GatewayRoutes: HTTPRoutes {
             return (error, [])
         }
         return nil
+    }
+
+    /// Broadcast and batch publish take bodies larger than one message (`PublishRoutes.bodyLimit`).
+    package func bodyLimit(path: String) -> Int? {
+        PublishRoutes.bodyLimit(path: path, maxMessageSize: gateway.limits.maxMessageSize)
     }
 
     package func takeOver(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, handler: HTTPRequestHandler) -> HTTPTakeOver {
@@ -74,9 +82,41 @@ package final class GatewayRoutes: HTTPRoutes {
                 return respond(context: context, head: head, error: error)
             }
         }
+        // A channel's history and presence read what a subscriber would: the subscribe hook decides too.
+        if gateway.hooks.isEnabled(.subscribe), let channel = Self.apiChannel(target.path) {
+            let request = HookRequest(kind: .subscribe, client: "\(connectionID)", transport: .http, principal: principal, channel: channel, traceparent: head.headers.first(name: "traceparent"))
+            gateway.hooks.ask(.subscribe, request, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+                switch outcome {
+                case .success: self.dispatch(context: context, head: head, target: target, body: body, principal: principal)
+                case .failure(let error): self.respond(context: context, head: head, error: error)
+                }
+            }
+            return
+        }
+        dispatch(context: context, head: head, target: target, body: body, principal: principal)
+    }
+
+    /// The channel a `/api/v1/channels/{channel}/…` path names, if valid.
+    private static func apiChannel(_ path: String) -> ChannelName? {
+        guard path.hasPrefix("/api/v1/channels/") else { return nil }
+        let name = path.dropFirst("/api/v1/channels/".count).split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        return try? ChannelName(validating: RequestTarget.percentDecode(name))
+    }
+
+    /// Answers an authenticated, authorized request by its route.
+    private func dispatch(context: ChannelHandlerContext, head: HTTPRequestHead, target: RequestTarget, body: ByteBuffer, principal: Principal) {
         switch (target.path, head.method) {
         case ("/publish", .POST):
             publish(context: context, head: head, target: target, body: body, principal: principal)
+        case (let path, let method) where PublishRoutes.handles(path):
+            PublishRoutes.route(
+                method: method, path: path, head: head, body: body, principal: principal, client: "\(connectionID)", gateway: gateway, eventLoop: context.eventLoop)
+                .assumeIsolated().whenComplete { [self] result in
+                    switch result {
+                    case .success(let answer): self.respond(context: context, head: head, status: answer.status, contentType: answer.contentType, body: answer.body)
+                    case .failure(let error): self.respond(context: context, head: head, error: error)
+                    }
+                }
         case (let path, let method) where AdminRoutes.handles(path):
             AdminRoutes.route(method: method, target: target, body: body, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
                 switch result {
@@ -93,6 +133,10 @@ package final class GatewayRoutes: HTTPRoutes {
             respond(context: context, head: head, status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: text))
         case ("/ws", .GET) where gateway.state.isDraining:
             respond(context: context, head: head, error: StormError(.shuttingDown, "the gateway is shutting down"))
+        case ("/ws", .GET) where upgradeRefusal?.value != nil:
+            let refusal = upgradeRefusal?.value ?? StormError(.forbidden, "refused by the connect hook")
+            upgradeRefusal?.value = nil
+            respond(context: context, head: head, error: refusal)
         case ("/ws", .GET):
             respond(context: context, head: head, error: StormError(.badRequest, "/ws takes WebSocket upgrades only (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13, Sec-WebSocket-Key)"))
         case (let path, let method) where ChannelsRoutes.handles(path):
@@ -175,7 +219,9 @@ package final class GatewayRoutes: HTTPRoutes {
         let key = head.headers.first(name: "idempotency-key") ?? target.values(of: "id").first
         // W3C trace context; only read when the gateway traces (an invalid traceparent is ignored).
         let trace = gateway.publisher.tracing == nil ? nil : TraceHeaders(head.headers)
-        gateway.publisher.publish(payload, on: channel, idempotencyKey: key, via: .http, trace: trace, eventLoop: context.eventLoop)
+        gateway.publish(
+            payload, encoding: nil, on: channel, idempotencyKey: key, via: .http, trace: trace, traceparent: head.headers.first(name: "traceparent"),
+            principal: principal, client: "\(connectionID)", eventLoop: context.eventLoop)
             .assumeIsolated().whenComplete { [self] outcome in
                 switch outcome {
                 case .success(let (envelope, receipt)):
@@ -193,9 +239,18 @@ package final class GatewayRoutes: HTTPRoutes {
         do {
             guard !gateway.state.isDraining else { throw StormError(.shuttingDown, "the gateway is shutting down") }
             let names = target.values(of: "subject") + target.values(of: "channel")
-            guard !names.isEmpty else { throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter") }
-            channels = try gateway.channels(from: names)
             principal = try gateway.auth.authenticate(Authenticator.token(from: head)).get()
+            // The token's storm.channels join the stream (server-side subscriptions); those it may not
+            // subscribe to are left out, as a stream has no error frame to report them on.
+            let auth = gateway.auth
+            let who = principal
+            let claimed = ServerSubscriptions.plan(claimed: principal.channels, limit: gateway.limits.maxChannelsPerConnection) { channel throws(StormError) in
+                try auth.authorize(.subscribe, channel, who)
+            }.allowed.map(\.rawValue).filter { !names.contains($0) }
+            guard !names.isEmpty || !claimed.isEmpty else {
+                throw StormError(.badRequest, "GET /events needs at least one 'subject' query parameter (or a token with storm.channels)")
+            }
+            channels = try gateway.channels(from: names + claimed)
             for channel in channels { try gateway.auth.authorize(.subscribe, channel, principal) }
             // EventSource sends the last `id:` it saw as Last-Event-ID when it reconnects.
             if let since = head.headers.first(name: "last-event-id") ?? target.values(of: "since").first {
@@ -205,6 +260,31 @@ package final class GatewayRoutes: HTTPRoutes {
             respond(context: context, head: head, error: error)
             return .answered
         }
+        guard gateway.hooks.isEnabled(.subscribe) else {
+            openEventStream(context: context, head: head, channels: channels, resume: resume, principal: principal)
+            return .taken
+        }
+        // The subscribe hook is asked about every channel of the stream; one refusal refuses the stream
+        // (answered, then the connection closed: parts of the request may have been dropped meanwhile).
+        let client = "\(connectionID)"
+        let asks = channels.map { channel in
+            gateway.hooks.ask(
+                .subscribe, HookRequest(kind: .subscribe, client: client, transport: .sse, principal: principal, channel: channel, traceparent: head.headers.first(name: "traceparent")),
+                eventLoop: context.eventLoop)
+        }
+        EventLoopFuture.whenAllSucceed(asks, on: context.eventLoop).assumeIsolated().whenComplete { [self] outcome in
+            switch outcome {
+            case .success:
+                self.openEventStream(context: context, head: head, channels: channels, resume: resume, principal: principal)
+            case .failure(let error):
+                self.http?.refusePending(context: context, head: head, error: error)
+            }
+        }
+        return .pending
+    }
+
+    /// Hands the connection to an `SSESession` streaming `channels`.
+    private func openEventStream(context: ChannelHandlerContext, head: HTTPRequestHead, channels: [ChannelName], resume: ResumePoint?, principal: Principal) {
         let session = SSESession(gateway: gateway, hub: hub, channels: channels, keepAlive: head.isKeepAlive, resume: resume, principal: principal, connectionID: connectionID)
         do {
             try context.pipeline.syncOperations.addHandler(session, position: .after(context.handler))
@@ -212,7 +292,6 @@ package final class GatewayRoutes: HTTPRoutes {
         } catch {
             context.close(promise: nil)
         }
-        return .taken
     }
 
     // MARK: Responses

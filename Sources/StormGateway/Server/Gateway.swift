@@ -73,8 +73,11 @@ package final class Gateway: Service, Sendable {
         self.hubs = hubs
         let state = GatewayState()
         let tracing = tracer.flatMap { $0 is NoOpTracer ? nil : StormTracing($0) }
-        let router = ChannelRouter(broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing, maxChannels: configuration.limits.maxChannels)
-        let publisher = Publisher(broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state, tracing: tracing)
+        let exclusions = PublisherExclusions()
+        let router = ChannelRouter(
+            broker: broker, hubs: hubs, metrics: metrics, logger: logger, tracing: tracing, maxChannels: configuration.limits.maxChannels, exclusions: exclusions)
+        let publisher = Publisher(
+            broker: broker, ids: ids, metrics: metrics, maxMessageSize: configuration.limits.maxMessageSize, state: state, tracing: tracing, exclusions: exclusions)
         let presence = PresenceTracker(
             configuration: configuration.presence, store: presenceStore ?? PresenceTracker.makeStore(configuration.presence), broker: broker, publisher: publisher, ids: ids,
             metrics: metrics, logger: logger)
@@ -97,7 +100,8 @@ package final class Gateway: Service, Sendable {
         self.context = GatewayContext(
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: client.map { PostgresHistoryStore(client: $0) },
-            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections)
+            requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections,
+            hooks: GatewayHooks(configuration: configuration.hooks, metrics: metrics, logger: logger))
         self.httpSettings = GatewayRoutes.settings(context)
     }
 
@@ -161,6 +165,7 @@ package final class Gateway: Service, Sendable {
         let remaining = connections.withLockedValue { Array($0.values) }
         for channel in remaining { channel.close(promise: nil) }
         await context.presence.stop()
+        await context.hooks.shutdown()
         context.auth.stop()
         if ownsPostgres { await postgres?.shutdown() }
         await context.broker.shutdown()
@@ -208,13 +213,16 @@ package final class Gateway: Service, Sendable {
 
         let gateway = context
         let connectionID = gateway.connectionIDs.nextConnection()
+        // The connect hook's refusal of an upgrade, answered by the HTTP routes (like a refused token).
+        let upgradeRefusal = NIOLoopBoundBox<StormError?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
         let httpHandler = HTTPRequestHandler(
-            settings: httpSettings, routes: GatewayRoutes(gateway: gateway, hub: hub, connectionID: connectionID), connectionID: connectionID,
-            admission: admission, deadlines: deadlines)
+            settings: httpSettings, routes: GatewayRoutes(gateway: gateway, hub: hub, connectionID: connectionID, upgradeRefusal: upgradeRefusal),
+            connectionID: connectionID, admission: admission, deadlines: deadlines)
         // Who the upgrade request authenticated as, handed from `shouldUpgrade` to the session (both run
-        // on this connection's event loop).
+        // on this connection's event loop), and the channels the connect hook subscribes it to.
         let principal = NIOLoopBoundBox<Principal?>.makeBoxSendingValue(nil, eventLoop: channel.eventLoop)
         let maxMessageSize = limits.maxWebSocketMessageSize
+        let connectChannels = NIOLoopBoundBox<[String]>.makeBoxSendingValue([], eventLoop: channel.eventLoop)
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: limits.maxWebSocketMessageSize,
             automaticErrorHandling: false,
@@ -232,8 +240,22 @@ package final class Gateway: Service, Sendable {
                 guard case .success(let who) = gateway.auth.authenticate(Authenticator.token(from: head), counting: false) else {
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
-                principal.value = who
-                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                guard gateway.hooks.isEnabled(.connect) else {
+                    principal.value = who
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                }
+                // The connect hook decides off the loop; a refusal is answered by the HTTP routes.
+                let request = HookRequest(kind: .connect, client: "\(connectionID)", transport: .webSocket, principal: who, traceparent: head.headers.first(name: "traceparent"))
+                return gateway.hooks.ask(.connect, request, eventLoop: channel.eventLoop).map { changes -> HTTPHeaders? in
+                    var admitted = who
+                    if let user = changes.user { admitted.user = user }
+                    principal.value = admitted
+                    connectChannels.value = changes.channels
+                    return HTTPHeaders()
+                }.recover { error in
+                    upgradeRefusal.value = (error as? StormError) ?? StormError(.hookUnavailable, "the connect hook failed: \(error)")
+                    return nil
+                }
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
@@ -243,7 +265,7 @@ package final class Gateway: Service, Sendable {
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: ClientFrameRules.maxFragments,
                             maxAccumulatedFrameSize: maxMessageSize),
-                        WebSocketSession(gateway: gateway, hub: hub, principal: who, connectionID: connectionID),
+                        WebSocketSession(gateway: gateway, hub: hub, principal: who, connectionID: connectionID, connectChannels: connectChannels.value),
                     ])
                 }
             }

@@ -14,7 +14,7 @@ extension Stormctl {
 
                 --header K=V adds an HTTP header to every request (repeatable): Idempotency-Key makes a retry safe (a repeat within 2 minutes is stored once), traceparent carries W3C trace context.
 
-                --batch FILE publishes one message per line of an NDJSON file (- for standard input): {"channel":"c","data":…}, where a line without "channel" goes to CHANNEL. A JSON string in "data" is published as its text, any other JSON value as JSON. A line that is not valid or that the gateway refuses is reported with its line number and the others are still published; the command then exits 65.
+                --batch FILE publishes one message per line of an NDJSON file (- for standard input): {"channel":"c","data":…}, where a line without "channel" goes to CHANNEL, optionally with "idempotency_key" and "encoding":"base64". A JSON string in "data" is published as its text, any other JSON value as JSON. The lines go to the batch endpoint (POST /api/v1/publish/batch), up to 1,000 per request, in order. A line that is not valid or that the gateway refuses is reported with its line number and the others are still published; the command then exits 65.
 
                 Examples:
                   stormctl publish chat.lobby '{"text":"hi"}'
@@ -121,7 +121,9 @@ extension Stormctl {
             return headers
         }
 
-        /// Publishes every line of an NDJSON file in order; refused lines are reported and counted.
+        /// Publishes every line of an NDJSON file in order through the batch endpoint
+        /// (`POST /api/v1/publish/batch`, up to 1,000 lines a request); refused lines are reported with
+        /// their line number and counted, the others are still published.
         private func publishBatch(_ path: String, endpoint: StormEndpoint, headers: HTTPHeaders) async throws(StormError) {
             let bytes: [UInt8]
             if path == "-" {
@@ -132,29 +134,67 @@ extension Stormctl {
                 }
                 bytes = Array(contents)
             }
+            var headers = headers
+            headers.replaceOrAdd(name: "Content-Type", value: "application/x-ndjson")
             let client = StormHTTPClient(endpoint: endpoint)
-            defer { Task { await client.close() } }
             var published = 0
             var refused = 0
-            for (index, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
-                let number = index + 1
-                do {
-                    guard let item = try BatchLine.parse(Array(line), defaultChannel: channel) else { continue }
-                    let name = try ChannelName(validating: item.channel)
-                    let reply = try await client.request(
-                        method: .POST, path: "/publish", query: [("subject", name.rawValue)], body: item.payload, headers: headers
-                    ).body
+            var chunk: [UInt8] = []
+            var numbers: [Int] = []  // the file's line number of each line of `chunk`
+            func refuse(_ number: Int, _ message: String) {
+                refused += 1
+                StandardError.write("stormctl: --batch line \(number): \(message)\n")
+            }
+            func send() async throws(StormError) {
+                guard !numbers.isEmpty else { return }
+                let reply = try await client.request(method: .POST, path: "/api/v1/publish/batch", body: chunk, headers: headers).body
+                var answered = 0
+                for line in reply.split(separator: 0x0A) {
+                    guard let members = try? JSONScanner.objectMembers(Array(line)),
+                        let index = members["line"].flatMap(JSONScanner.wholeNumber), index >= 1, index <= UInt64(numbers.count)
+                    else { continue }
+                    answered += 1
+                    let number = numbers[Int(index) - 1]
+                    if let error = members["error"].flatMap({ try? JSONScanner.objectMembers($0) }) {
+                        refuse(number, error["message"].flatMap { try? JSONScanner.string($0) } ?? "refused")
+                        continue
+                    }
                     published += 1
                     if global.json {
-                        StandardOutput.write(reply.last == 0x0A ? reply : reply + [0x0A])
+                        StandardOutput.write(Array(line) + [0x0A])
                     } else if verbose {
-                        StandardOutput.write("line \(number): published \(item.payload.count) bytes on \(name)\n")
+                        let channel = members["channel"].flatMap { try? JSONScanner.string($0) } ?? "?"
+                        let offset = members["offset"].flatMap(JSONScanner.wholeNumber).map { " offset \($0)" } ?? ""
+                        StandardOutput.write("line \(number): published on \(channel)\(offset)\n")
                     }
-                } catch where ExitStatus.code(for: error) == ExitStatus.dataError {
-                    refused += 1
-                    StandardError.write("stormctl: --batch line \(number): \(error.message)\n")
                 }
+                if answered < numbers.count {
+                    throw StormError(.connection, "the gateway answered \(answered) of \(numbers.count) lines of a batch: check its version (POST /api/v1/publish/batch)")
+                }
+                chunk = []
+                numbers = []
             }
+            do throws(StormError) {
+                for (index, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() {
+                    let wire: [UInt8]
+                    do throws(StormError) {
+                        guard let built = try BatchRequest.wireLine(Array(line), defaultChannel: channel) else { continue }
+                        wire = built
+                    } catch {
+                        refuse(index + 1, error.message)
+                        continue
+                    }
+                    if numbers.count >= BatchRequest.maximumLines || chunk.count + wire.count + 1 > BatchRequest.maximumBytes { try await send() }
+                    chunk += wire
+                    chunk.append(0x0A)
+                    numbers.append(index + 1)
+                }
+                try await send()
+            } catch {
+                await client.close()
+                throw error
+            }
+            await client.close()
             if !global.json, verbose || refused > 0 {
                 StandardOutput.write("published \(published) message\(published == 1 ? "" : "s"), \(refused) line\(refused == 1 ? "" : "s") refused\n")
             }

@@ -35,6 +35,8 @@ extension Stormctl {
             var subscribe: [String] = []
             @Option(name: .long, help: ArgumentHelp("Channel pattern the token may publish to; repeatable.", valueName: "pattern"))
             var publish: [String] = []
+            @Option(name: .long, help: ArgumentHelp("Channel the connection is subscribed to at connect (storm.channels); repeatable.", valueName: "channel"))
+            var channel: [String] = []
             @Option(name: .long, help: ArgumentHelp("Lifetime: 90s, 15m, 1h, 7d.", valueName: "duration")) var ttl = "1h"
             @Option(name: .long, help: ArgumentHelp("Key id written in the header (selects the gateway's key).", valueName: "kid")) var kid: String?
             @Flag(name: .long, help: "Grant the admin API (storm.admin).") var admin = false
@@ -48,12 +50,15 @@ extension Stormctl {
                 try await reportingFailures {
                     let seconds = try TokenCommands.parseTTL(ttl)
                     for pattern in subscribe + publish { try TokenCommands.validatePattern(pattern) }
+                    for name in channel { _ = try ChannelName(validating: name) }
                     let source = try TokenCommands.keySource(secretFile: key.secretFile, pemFile: privateKey, kid: kid, signing: true)
                     let ring = try await TokenKeyring.load([source], signing: true)
                     let now = Date().timeIntervalSince1970.rounded(.down)
                     let claims = TokenClaims(
                         subject: user, expires: now + seconds, notBefore: nil, issuedAt: now, audience: audience.map { [$0] }, issuer: issuer,
-                        storm: .init(subscribe: subscribe.isEmpty ? nil : subscribe, publish: publish.isEmpty ? nil : publish, admin: admin ? true : nil))
+                        storm: .init(
+                            subscribe: subscribe.isEmpty ? nil : subscribe, publish: publish.isEmpty ? nil : publish, admin: admin ? true : nil,
+                            channels: channel.isEmpty ? nil : channel))
                     let token = try ring.sign(claims, kid: kid)
                     if json {
                         StandardOutput.write("{\"token\":\(JSONWriter.quoted(token)),\"claims\":\(claims.prettyJSON.replacingOccurrences(of: "\n", with: "").replacingOccurrences(of: "  ", with: ""))}\n")
