@@ -208,10 +208,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // stormtop's engine without a terminal: polls, rates from deltas, views, alerts, recording and
+        // replay, the screen laid out as text and the keys (unit-tested); the curses side is stormtop's.
+        .target(
+            name: "StormDashboard",
+            dependencies: [
+                "StormCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "stormtop",
             dependencies: [
-                "StormCore", "CNCursesW",
+                "StormCore", "StormDashboard", "CNCursesW",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -225,7 +235,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ]),
-        .testTarget(name: "stormtopTests", dependencies: ["stormtop", "StormCore"]),
+        .testTarget(name: "StormDashboardTests", dependencies: ["StormDashboard", "StormCore"]),
         // What the daemon's test suites share: real servers on private ports (NATS, PostgreSQL, Redis
         // come from ./scripts/test), gateways on port 0, raw sockets, condition waits.
         .target(

@@ -2,6 +2,7 @@ import ArgumentParser
 import CNCursesW
 import Foundation
 import StormCore
+import StormDashboard
 
 /// `stormtop`: the live dashboard of a STORM cluster, and its batch mode for scripts.
 ///

@@ -1,5 +1,6 @@
 import Foundation
 import StormCore
+import StormDashboard
 import Synchronization
 
 /// The signal that asked stormtop to stop, 0 while none has. The handler only stores here (an atomic

@@ -1,7 +1,7 @@
 import StormCore
 import Testing
 
-@testable import stormtop
+@testable import StormDashboard
 
 /// A gateway's `/metrics` at one instant, as stormd writes it (only what the figures read).
 func exposition(

@@ -3,22 +3,22 @@ import StormCore
 import Synchronization
 
 /// A gateway to poll: given on the command line, or found in the registry in Redis.
-struct GatewayTarget: Sendable, Equatable {
-    var endpoint: StormEndpoint
+package struct GatewayTarget: Sendable, Equatable {
+    package var endpoint: StormEndpoint
     /// The metrics path: `/metrics` unless the registry advertises another.
-    var path: String = "/metrics"
+    package var path: String = "/metrics"
     /// The gateway's id in the registry, when it was discovered there.
-    var registryID: String?
+    package var registryID: String?
     /// `host:port`, what the table shows.
-    var address: String { endpoint.hostHeader }
-    var url: String { endpoint.description }
+    package var address: String { endpoint.hostHeader }
+    package var url: String { endpoint.description }
     /// What identifies the gateway across polls: a discovered gateway also given with `--gateway` is
     /// polled once.
-    var key: String { endpoint.description + path }
+    package var key: String { endpoint.description + path }
 
     /// Parses every `--gateway` value and `STORM_GATEWAYS` entry; duplicates are dropped so one gateway
     /// is not polled (and counted) twice.
-    static func parse(_ values: [String]) throws(StormError) -> [GatewayTarget] {
+    package static func parse(_ values: [String]) throws(StormError) -> [GatewayTarget] {
         var targets: [GatewayTarget] = []
         for value in values {
             for part in value.split(separator: ",") {
@@ -32,7 +32,7 @@ struct GatewayTarget: Sendable, Equatable {
     }
 
     /// The target of a registry record: its advertised metrics URL, with the path it names.
-    init(discovered gateway: DiscoveredGateway) throws(StormError) {
+    package init(discovered gateway: DiscoveredGateway) throws(StormError) {
         endpoint = try StormEndpoint(url: gateway.metricsURL)
         var rest = Substring(gateway.metricsURL)
         if let scheme = rest.range(of: "://") { rest = rest[scheme.upperBound...] }
@@ -40,15 +40,15 @@ struct GatewayTarget: Sendable, Equatable {
         registryID = gateway.id
     }
 
-    init(endpoint: StormEndpoint, path: String = "/metrics") {
+    package init(endpoint: StormEndpoint, path: String = "/metrics") {
         self.endpoint = endpoint
         self.path = path
     }
 }
 
 /// What is known of one gateway: its last two good scrapes, or why it is down.
-struct GatewayTracker: Sendable {
-    let target: GatewayTarget
+package struct GatewayTracker: Sendable {
+    package let target: GatewayTarget
     private(set) var latest: ScrapeSample?
     private(set) var previous: ScrapeSample?
     private(set) var failure: String?
@@ -57,10 +57,10 @@ struct GatewayTracker: Sendable {
     private(set) var channelsPrevious: ChannelSample?
     private(set) var channelsFailure: String?
 
-    init(target: GatewayTarget) { self.target = target }
+    package init(target: GatewayTarget) { self.target = target }
 
     /// A tracker as `--record` wrote it.
-    init(
+    package init(
         target: GatewayTarget, latest: ScrapeSample?, previous: ScrapeSample?, failure: String?,
         channelsLatest: ChannelSample?, channelsPrevious: ChannelSample?, channelsFailure: String?
     ) {
@@ -73,7 +73,7 @@ struct GatewayTracker: Sendable {
         self.channelsFailure = channelsFailure
     }
 
-    mutating func recordChannels(_ result: Result<ChannelSample, StormError>) {
+    package mutating func recordChannels(_ result: Result<ChannelSample, StormError>) {
         switch result {
         case .success(let sample):
             channelsPrevious = channelsLatest
@@ -87,13 +87,13 @@ struct GatewayTracker: Sendable {
     }
 
     /// The rows of the connections view from this gateway.
-    var channelRates: [ChannelRate] {
+    package var channelRates: [ChannelRate] {
         guard failure == nil, let channelsLatest else { return [] }
         return ChannelSample.rates(gateway: target.address, latest: channelsLatest, previous: channelsPrevious)
     }
 
     /// The figures of a history consumer (the consumers view).
-    var consumerFigures: ConsumerFigures {
+    package var consumerFigures: ConsumerFigures {
         if let failure {
             var figures = ConsumerFigures(address: target.address, url: target.url)
             figures.state = .down(failure)
@@ -103,7 +103,7 @@ struct GatewayTracker: Sendable {
         return ConsumerFigures(address: target.address, url: target.url, latest: latest, previous: previous)
     }
 
-    mutating func record(_ sample: ScrapeSample) {
+    package mutating func record(_ sample: ScrapeSample) {
         previous = latest
         latest = sample
         failure = nil
@@ -111,13 +111,13 @@ struct GatewayTracker: Sendable {
 
     /// A failed poll forgets the samples: rates restart from the next two good scrapes instead of
     /// averaging over the outage (and over a restart's counter reset).
-    mutating func recordFailure(_ reason: String) {
+    package mutating func recordFailure(_ reason: String) {
         failure = reason
         latest = nil
         previous = nil
     }
 
-    var figures: GatewayFigures {
+    package var figures: GatewayFigures {
         if let failure {
             var figures = GatewayFigures(address: target.address, url: target.url)
             figures.state = .down(failure)
@@ -129,27 +129,27 @@ struct GatewayTracker: Sendable {
 }
 
 /// Everything stormtop shows at one instant.
-struct DashboardFrame: Sendable {
-    var gateways: [GatewayFigures]
-    var cluster: ClusterFigures
+package struct DashboardFrame: Sendable {
+    package var gateways: [GatewayFigures]
+    package var cluster: ClusterFigures
     /// Cluster delivered messages per second, one value per interval, oldest first; nil where no gateway
     /// had a rate yet.
-    var deliveryHistory: [Double?]
-    var wallClock: Double
+    package var deliveryHistory: [Double?]
+    package var wallClock: Double
     /// Completed poll rounds (interactive: history samples taken).
-    var generation: Int
+    package var generation: Int
     /// What was read from Redis; nil without `--redis`.
-    var presence: PresenceSnapshot? = nil
+    package var presence: PresenceSnapshot? = nil
     /// History consumers (`--consumer`).
-    var consumers: [ConsumerFigures] = []
+    package var consumers: [ConsumerFigures] = []
     /// Every gateway's channels from `GET /api/v1/channels`.
-    var channelRates: [ChannelRate] = []
+    package var channelRates: [ChannelRate] = []
     /// Why a gateway's channel list could not be read, by gateway address.
-    var channelFailures: [String: String] = [:]
+    package var channelFailures: [String: String] = [:]
     /// The header's alerts.
-    var alerts: [Alert] = []
+    package var alerts: [Alert] = []
     /// `--replay`: which recorded poll this is ("replay 3/120"), for the header.
-    var replayPosition: String? = nil
+    package var replayPosition: String? = nil
 }
 
 /// The shared state between the pollers (which write) and the screen or report (which read).
@@ -161,34 +161,34 @@ struct DashboardFrame: Sendable {
 /// the last successful read: a gateway whose registry record expired leaves the table (one still given
 /// with `--gateway` stays, and shows DOWN once it stops answering). While Redis cannot be read the last
 /// list is kept, so a Redis outage does not empty the screen.
-final class DashboardStore: Sendable {
-    struct State: Sendable {
-        var trackers: [GatewayTracker]
-        var consumers: [GatewayTracker] = []
-        var history: [Double?] = []
-        var generation = 0
-        var presence: PresenceSnapshot?
+package final class DashboardStore: Sendable {
+    package struct State: Sendable {
+        package var trackers: [GatewayTracker]
+        package var consumers: [GatewayTracker] = []
+        package var history: [Double?] = []
+        package var generation = 0
+        package var presence: PresenceSnapshot?
     }
 
     /// How many delivery-rate samples the sparkline keeps: 20 minutes at the default interval, more than
     /// any terminal is wide.
-    static let historyLimit = 1200
+    package static let historyLimit = 1200
 
     /// Gateways given on the command line.
-    let configured: [GatewayTarget]
-    let thresholds: AlertThresholds
+    package let configured: [GatewayTarget]
+    package let thresholds: AlertThresholds
     private let state: Mutex<State>
 
-    init(targets: [GatewayTarget], consumers: [GatewayTarget] = [], presence: PresenceSnapshot? = nil, thresholds: AlertThresholds = AlertThresholds()) {
+    package init(targets: [GatewayTarget], consumers: [GatewayTarget] = [], presence: PresenceSnapshot? = nil, thresholds: AlertThresholds = AlertThresholds()) {
         self.configured = targets
         self.thresholds = thresholds
         self.state = Mutex(State(trackers: targets.map(GatewayTracker.init(target:)), consumers: consumers.map(GatewayTracker.init(target:)), presence: presence))
     }
 
     /// The history consumers to poll.
-    var consumerTargets: [GatewayTarget] { state.withLock { $0.consumers.map(\.target) } }
+    package var consumerTargets: [GatewayTarget] { state.withLock { $0.consumers.map(\.target) } }
 
-    func recordConsumer(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
+    package func recordConsumer(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
         state.withLock { state in
             guard let index = state.consumers.firstIndex(where: { $0.target.key == target.key }) else { return }
             switch result {
@@ -198,7 +198,7 @@ final class DashboardStore: Sendable {
         }
     }
 
-    func recordChannels(_ target: GatewayTarget, _ result: Result<ChannelSample, StormError>) {
+    package func recordChannels(_ target: GatewayTarget, _ result: Result<ChannelSample, StormError>) {
         state.withLock { state in
             guard let index = state.trackers.firstIndex(where: { $0.target.key == target.key }) else { return }
             state.trackers[index].recordChannels(result)
@@ -206,22 +206,22 @@ final class DashboardStore: Sendable {
     }
 
     /// A copy of everything known, for `--record`.
-    var snapshot: State { state.withLock { $0 } }
+    package var snapshot: State { state.withLock { $0 } }
 
     /// Replaces everything known (`--replay`).
-    func restore(_ replacement: State) {
+    package func restore(_ replacement: State) {
         state.withLock { $0 = replacement }
     }
 
     /// The gateways to poll now.
-    var targets: [GatewayTarget] { state.withLock { $0.trackers.map(\.target) } }
+    package var targets: [GatewayTarget] { state.withLock { $0.trackers.map(\.target) } }
 
     /// Whether `target` is still to be polled (a discovered gateway that left the registry is not).
-    func isPolled(_ target: GatewayTarget) -> Bool {
+    package func isPolled(_ target: GatewayTarget) -> Bool {
         state.withLock { $0.trackers.contains { $0.target.key == target.key } }
     }
 
-    func record(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
+    package func record(_ target: GatewayTarget, _ result: Result<ScrapeSample, StormError>) {
         state.withLock { state in
             guard let index = state.trackers.firstIndex(where: { $0.target.key == target.key }) else { return }
             switch result {
@@ -233,7 +233,7 @@ final class DashboardStore: Sendable {
 
     /// Records a read of Redis and, when it succeeded, makes the polled gateways the configured ones plus
     /// the registry's (keeping the samples of those already known).
-    func record(_ snapshot: PresenceSnapshot) {
+    package func record(_ snapshot: PresenceSnapshot) {
         var discovered: [GatewayTarget] = []
         for gateway in snapshot.gateways {
             // A record with an unusable URL is skipped rather than failing the whole view.
@@ -259,7 +259,7 @@ final class DashboardStore: Sendable {
     }
 
     /// Appends the current cluster delivery rate to the sparkline history.
-    func sampleHistory() {
+    package func sampleHistory() {
         state.withLock { state in
             let cluster = ClusterFigures(state.trackers.map(\.figures))
             state.history.append(cluster.deliveredPerSecond)
@@ -268,7 +268,7 @@ final class DashboardStore: Sendable {
         }
     }
 
-    func frame(wallClock: Double) -> DashboardFrame {
+    package func frame(wallClock: Double) -> DashboardFrame {
         let copy = state.withLock { $0 }
         let gateways = copy.trackers.map(\.figures)
         let consumers = copy.consumers.map(\.consumerFigures)
@@ -282,7 +282,7 @@ final class DashboardStore: Sendable {
     }
 
     /// A short reason for the table: the error message without the code prefix and the repeated URL.
-    static func reason(_ error: StormError) -> String {
+    package static func reason(_ error: StormError) -> String {
         var message = error.message
         // The client's hint for stormctl users ("— is stormd running? (set --server …)") does not apply.
         if let hint = message.range(of: " — ") { message = String(message[..<hint.lowerBound]) }

@@ -10,12 +10,12 @@ import Synchronization
 /// its own row; the screen reads the store and never waits for a poll. With `--redis`, a supervisor reads
 /// the registry every interval (on the reader's own queue, bounded by the same timeout) and starts a loop
 /// for each gateway that appeared; the loop of a gateway that left the registry ends by itself.
-final class Poller: Sendable {
-    let store: DashboardStore
-    let presence: PresenceReader?
+package final class Poller: Sendable {
+    package let store: DashboardStore
+    package let presence: PresenceReader?
     /// Seconds between polls of one gateway (and between sparkline samples).
-    let interval: Double
-    let timeout: Double
+    package let interval: Double
+    package let timeout: Double
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
     /// One kept-alive scraper per gateway, by `GatewayTarget.key`.
@@ -25,11 +25,11 @@ final class Poller: Sendable {
     /// One kept-alive API client per gateway (`/api/v1/channels`) and per consumer (`/readyz`), by key.
     private let clients = Mutex<[String: StormHTTPClient]>([:])
     /// Sent as `Authorization: Bearer` to `/api/v1/channels` (`STORM_TOKEN`); nil sends none.
-    let token: String?
+    package let token: String?
     /// `--record`: a line per interval (interactive) or per report (batch).
-    let recorder: Recorder?
+    package let recorder: Recorder?
 
-    init(store: DashboardStore, presence: PresenceReader? = nil, interval: Double, timeout: Double, token: String? = nil, recorder: Recorder? = nil) {
+    package init(store: DashboardStore, presence: PresenceReader? = nil, interval: Double, timeout: Double, token: String? = nil, recorder: Recorder? = nil) {
         self.store = store
         self.presence = presence
         self.interval = interval
@@ -52,7 +52,7 @@ final class Poller: Sendable {
     private var timeoutAmount: TimeAmount { .milliseconds(Int64(max(1, min(timeout * 1000, 3_600_000)))) }
 
     /// Reads a gateway's `GET /api/v1/channels` once (the connections view).
-    func pollChannels(_ target: GatewayTarget) async {
+    package func pollChannels(_ target: GatewayTarget) async {
         var headers = HTTPHeaders()
         if let token { headers.add(name: "Authorization", value: "Bearer \(token)") }
         let result: Result<ChannelSample, StormError>
@@ -66,7 +66,7 @@ final class Poller: Sendable {
     }
 
     /// Polls one history consumer: `/metrics`, then `/readyz`.
-    func pollConsumer(_ target: GatewayTarget) async {
+    package func pollConsumer(_ target: GatewayTarget) async {
         let result: Result<ScrapeSample, StormError>
         do {
             let exposition = try await scraper(for: target).scrape()
@@ -82,7 +82,7 @@ final class Poller: Sendable {
     }
 
     /// Monotonic seconds since the poller was made.
-    var elapsed: Double {
+    package var elapsed: Double {
         let duration = started.duration(to: clock.now)
         return Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
@@ -97,7 +97,7 @@ final class Poller: Sendable {
     }
 
     /// Polls one gateway once and records the outcome.
-    func poll(_ target: GatewayTarget) async {
+    package func poll(_ target: GatewayTarget) async {
         let result: Result<ScrapeSample, StormError>
         do {
             let exposition = try await scraper(for: target).scrape()
@@ -109,13 +109,13 @@ final class Poller: Sendable {
     }
 
     /// Reads Redis once (when given), which updates the list of gateways to poll.
-    func refreshPresence() async {
+    package func refreshPresence() async {
         guard let presence else { return }
         store.record(await presence.read())
     }
 
     /// Reads Redis, then polls every gateway once, concurrently; returns when all have answered or timed out.
-    func pollAll() async {
+    package func pollAll() async {
         await refreshPresence()
         await withTaskGroup(of: Void.self) { group in
             for target in store.targets {
@@ -131,7 +131,7 @@ final class Poller: Sendable {
     }
 
     /// Polls each gateway every `interval`, reads Redis and samples the sparkline, until cancelled.
-    func run() async {
+    package func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 var due = self.clock.now + .seconds(self.interval)
@@ -178,7 +178,7 @@ final class Poller: Sendable {
         await scraper?.close()
     }
 
-    func close() async {
+    package func close() async {
         let all = scrapers.withLock { scrapers in
             defer { scrapers.removeAll() }
             return Array(scrapers.values)

@@ -2,7 +2,7 @@ import Foundation
 import StormCore
 import Testing
 
-@testable import stormtop
+@testable import StormDashboard
 
 /// A history consumer's `/metrics`, as stormd's `ConsumerMetrics` writes it.
 func consumerExposition(lag: Double, rows: Double, batches: (count: Double, sum: Double), insertBuckets: [Double], failures: Double = 0, postgres: Double = 1) throws -> PrometheusExposition {

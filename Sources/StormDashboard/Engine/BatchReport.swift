@@ -2,9 +2,9 @@ import StormCore
 
 /// The batch-mode output (`--once`, `-n`): the screen's figures as plain text or one JSON object per
 /// report, for scripts and logs.
-enum BatchReport {
+package enum BatchReport {
     /// A text block like the screen's header and gateway table, ASCII only.
-    static func text(_ frame: DashboardFrame, interval: Double) -> String {
+    package static func text(_ frame: DashboardFrame, interval: Double) -> String {
         let c = frame.cluster
         var lines: [String] = []
         lines.append(
@@ -46,7 +46,7 @@ enum BatchReport {
     }
 
     /// The alerts, the stream, the consumers and the busiest channels, as the views 4-6 show them.
-    static func clusterViewLines(_ frame: DashboardFrame) -> [String] {
+    package static func clusterViewLines(_ frame: DashboardFrame) -> [String] {
         var lines = ["alerts: " + (frame.alerts.isEmpty ? "none" : frame.alerts.map(\.text).joined(separator: "; "))]
         if let stream = frame.gateways.lazy.filter({ $0.state == .up }).compactMap(\.stream).first {
             lines.append(
@@ -82,7 +82,7 @@ enum BatchReport {
         return lines
     }
 
-    static func streamJSON(_ stream: StreamFigures?) -> JSONValue {
+    package static func streamJSON(_ stream: StreamFigures?) -> JSONValue {
         guard let stream else { return .null }
         return .object([
             ("replicas", .number(stream.replicas)), ("replicas_configured", .number(stream.configuredReplicas)),
@@ -91,7 +91,7 @@ enum BatchReport {
         ])
     }
 
-    static func consumerJSON(_ consumer: ConsumerFigures) -> JSONValue {
+    package static func consumerJSON(_ consumer: ConsumerFigures) -> JSONValue {
         var error: JSONValue = .null
         if case .down(let reason) = consumer.state { error = .string(reason) }
         return .object([
@@ -106,10 +106,10 @@ enum BatchReport {
     }
 
     /// Channels listed by the text report; the JSON report has them all.
-    static let textChannelLimit = 20
+    package static let textChannelLimit = 20
 
     /// With `--redis`: the state of Redis and the busiest channels.
-    static func presenceLines(_ presence: PresenceSnapshot) -> [String] {
+    package static func presenceLines(_ presence: PresenceSnapshot) -> [String] {
         switch presence.state {
         case .waiting: return ["presence: \(presence.endpoint) not read yet"]
         case .down(let reason): return ["presence: \(presence.endpoint) DOWN (\(reason))"]
@@ -134,7 +134,7 @@ enum BatchReport {
     }
 
     /// The `presence` member of the JSON report: null without `--redis`.
-    static func presenceJSON(_ presence: PresenceSnapshot?) -> JSONValue {
+    package static func presenceJSON(_ presence: PresenceSnapshot?) -> JSONValue {
         guard let presence else { return .null }
         var state = "waiting"
         var error: JSONValue = .null
@@ -165,14 +165,14 @@ enum BatchReport {
         ])
     }
 
-    static func pad(_ text: String, _ width: Int, left: Bool) -> String {
+    package static func pad(_ text: String, _ width: Int, left: Bool) -> String {
         guard text.count < width else { return text }
         let fill = String(repeating: " ", count: width - text.count)
         return left ? text + fill : fill + text
     }
 
     /// One line of JSON; unknown figures are `null`, never omitted, so a consumer sees the full shape.
-    static func json(_ frame: DashboardFrame, interval: Double) -> String {
+    package static func json(_ frame: DashboardFrame, interval: Double) -> String {
         let c = frame.cluster
         let cluster: JSONValue = .object([
             ("gateways_up", .int(c.gatewaysUp)),
@@ -246,7 +246,7 @@ enum BatchReport {
 }
 
 /// Just enough JSON to write the report with keys in a fixed, readable order.
-enum JSONValue {
+package enum JSONValue {
     case null
     case bool(Bool)
     case int(Int)
@@ -256,7 +256,7 @@ enum JSONValue {
     case array([JSONValue])
     case object([(String, JSONValue)])
 
-    var rendered: String {
+    package var rendered: String {
         switch self {
         case .null: return "null"
         case .bool(let value): return value ? "true" : "false"

@@ -8,62 +8,62 @@ import StormCore
 ///
 /// The scrapes are kept as parsed samples, not as derived figures: a newer stormtop replaying an old
 /// recording computes its new columns too, where the metrics were there.
-struct RecordedPoll: Codable, Sendable, Equatable {
+package struct RecordedPoll: Codable, Sendable, Equatable {
     /// Format version, 1.
-    var version = 1
+    package var version = 1
     /// Seconds since the epoch when the line was written.
-    var time: Double
-    var interval: Double
-    var gateways: [RecordedTracker]
-    var consumers: [RecordedTracker]
-    var presence: RecordedPresence?
+    package var time: Double
+    package var interval: Double
+    package var gateways: [RecordedTracker]
+    package var consumers: [RecordedTracker]
+    package var presence: RecordedPresence?
 }
 
-struct RecordedTracker: Codable, Sendable, Equatable {
-    var url: String
-    var path: String
-    var registryID: String?
-    var latest: RecordedSample?
-    var previous: RecordedSample?
-    var failure: String?
-    var channelsLatest: ChannelSample?
-    var channelsPrevious: ChannelSample?
-    var channelsFailure: String?
+package struct RecordedTracker: Codable, Sendable, Equatable {
+    package var url: String
+    package var path: String
+    package var registryID: String?
+    package var latest: RecordedSample?
+    package var previous: RecordedSample?
+    package var failure: String?
+    package var channelsLatest: ChannelSample?
+    package var channelsPrevious: ChannelSample?
+    package var channelsFailure: String?
 }
 
-struct RecordedSample: Codable, Sendable, Equatable {
-    struct Family: Codable, Sendable, Equatable {
-        var name: String
-        var type: String
-        var samples: [Sample]
+package struct RecordedSample: Codable, Sendable, Equatable {
+    package struct Family: Codable, Sendable, Equatable {
+        package var name: String
+        package var type: String
+        package var samples: [Sample]
     }
-    struct Sample: Codable, Sendable, Equatable {
-        var name: String
+    package struct Sample: Codable, Sendable, Equatable {
+        package var name: String
         /// Label pairs in exposition order, `[name, value]` each.
-        var labels: [[String]]
-        var value: Double
+        package var labels: [[String]]
+        package var value: Double
     }
-    var elapsed: Double
-    var wallClock: Double
-    var ready: Bool?
-    var readyReason: String?
-    var families: [Family]
+    package var elapsed: Double
+    package var wallClock: Double
+    package var ready: Bool?
+    package var readyReason: String?
+    package var families: [Family]
 }
 
-struct RecordedPresence: Codable, Sendable, Equatable {
-    var endpoint: String
+package struct RecordedPresence: Codable, Sendable, Equatable {
+    package var endpoint: String
     /// `waiting`, `up` or `down`.
-    var state: String
-    var error: String?
-    var gateways: [DiscoveredGateway]
-    var channels: [ChannelFigures]
-    var truncated: Bool
-    var readSeconds: Double?
+    package var state: String
+    package var error: String?
+    package var gateways: [DiscoveredGateway]
+    package var channels: [ChannelFigures]
+    package var truncated: Bool
+    package var readSeconds: Double?
 }
 
 
-enum Recording {
-    static func encoder() -> JSONEncoder {
+package enum Recording {
+    package static func encoder() -> JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Histograms have +Inf buckets; a gauge may be NaN.
@@ -71,7 +71,7 @@ enum Recording {
         return encoder
     }
 
-    static func decoder() -> JSONDecoder {
+    package static func decoder() -> JSONDecoder {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "+Inf", negativeInfinity: "-Inf", nan: "NaN")
         return decoder
@@ -79,13 +79,13 @@ enum Recording {
 
     // MARK: store → line
 
-    static func poll(_ state: DashboardStore.State, time: Double, interval: Double) -> RecordedPoll {
+    package static func poll(_ state: DashboardStore.State, time: Double, interval: Double) -> RecordedPoll {
         RecordedPoll(
             time: time, interval: interval, gateways: state.trackers.map(tracker), consumers: state.consumers.map(tracker),
             presence: state.presence.map(presence))
     }
 
-    static func line(_ poll: RecordedPoll) throws(StormError) -> [UInt8] {
+    package static func line(_ poll: RecordedPoll) throws(StormError) -> [UInt8] {
         do {
             return Array(try encoder().encode(poll)) + [UInt8(ascii: "\n")]
         } catch {
@@ -93,14 +93,14 @@ enum Recording {
         }
     }
 
-    static func tracker(_ tracker: GatewayTracker) -> RecordedTracker {
+    package static func tracker(_ tracker: GatewayTracker) -> RecordedTracker {
         RecordedTracker(
             url: tracker.target.url, path: tracker.target.path, registryID: tracker.target.registryID,
             latest: tracker.latest.map(sample), previous: tracker.previous.map(sample), failure: tracker.failure,
             channelsLatest: tracker.channelsLatest, channelsPrevious: tracker.channelsPrevious, channelsFailure: tracker.channelsFailure)
     }
 
-    static func sample(_ sample: ScrapeSample) -> RecordedSample {
+    package static func sample(_ sample: ScrapeSample) -> RecordedSample {
         RecordedSample(
             elapsed: sample.elapsed, wallClock: sample.wallClock, ready: sample.ready, readyReason: sample.readyReason,
             families: sample.exposition.families.map { family in
@@ -110,7 +110,7 @@ enum Recording {
             })
     }
 
-    static func presence(_ snapshot: PresenceSnapshot) -> RecordedPresence {
+    package static func presence(_ snapshot: PresenceSnapshot) -> RecordedPresence {
         var state = "waiting"
         var error: String?
         switch snapshot.state {
@@ -128,7 +128,7 @@ enum Recording {
     // MARK: line → store
 
     /// Parses a recording: one poll per non-empty line. A line that does not parse is an error naming it.
-    static func read(_ bytes: [UInt8], file: String) throws(StormError) -> [RecordedPoll] {
+    package static func read(_ bytes: [UInt8], file: String) throws(StormError) -> [RecordedPoll] {
         var polls: [RecordedPoll] = []
         let decoder = decoder()
         for (number, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
@@ -142,7 +142,7 @@ enum Recording {
         return polls
     }
 
-    static func state(_ poll: RecordedPoll, history: [Double?], generation: Int) throws(StormError) -> DashboardStore.State {
+    package static func state(_ poll: RecordedPoll, history: [Double?], generation: Int) throws(StormError) -> DashboardStore.State {
         var state = DashboardStore.State(trackers: try poll.gateways.map(tracker))
         state.consumers = try poll.consumers.map(tracker)
         state.history = history
@@ -151,7 +151,7 @@ enum Recording {
         return state
     }
 
-    static func tracker(_ recorded: RecordedTracker) throws(StormError) -> GatewayTracker {
+    package static func tracker(_ recorded: RecordedTracker) throws(StormError) -> GatewayTracker {
         var target = GatewayTarget(endpoint: try StormEndpoint(url: recorded.url), path: recorded.path)
         target.registryID = recorded.registryID
         return GatewayTracker(
@@ -159,7 +159,7 @@ enum Recording {
             channelsLatest: recorded.channelsLatest, channelsPrevious: recorded.channelsPrevious, channelsFailure: recorded.channelsFailure)
     }
 
-    static func sample(_ recorded: RecordedSample) throws(StormError) -> ScrapeSample {
+    package static func sample(_ recorded: RecordedSample) throws(StormError) -> ScrapeSample {
         var families: [PrometheusMetricFamily] = []
         for family in recorded.families {
             guard let type = PrometheusMetricType(rawValue: family.type) else {
@@ -179,7 +179,7 @@ enum Recording {
             ready: recorded.ready, readyReason: recorded.readyReason)
     }
 
-    static func presence(_ recorded: RecordedPresence) -> PresenceSnapshot {
+    package static func presence(_ recorded: RecordedPresence) -> PresenceSnapshot {
         var snapshot = PresenceSnapshot(endpoint: recorded.endpoint)
         switch recorded.state {
         case "up": snapshot.state = .up
@@ -194,7 +194,7 @@ enum Recording {
     }
 
     /// Every frame of a recording, in order, as the screen showed them (sparkline included).
-    static func frames(_ polls: [RecordedPoll], thresholds: AlertThresholds) throws(StormError) -> [DashboardFrame] {
+    package static func frames(_ polls: [RecordedPoll], thresholds: AlertThresholds) throws(StormError) -> [DashboardFrame] {
         let store = DashboardStore(targets: [], thresholds: thresholds)
         var history: [Double?] = []
         var frames: [DashboardFrame] = []
@@ -213,11 +213,11 @@ enum Recording {
 /// Appends one line per poll to `--record FILE` (created or truncated at start); a line that cannot be
 /// written (disk full) is dropped, the dashboard goes on.
 /// `@unchecked`: only the poller writes, one poll after the other.
-final class Recorder: @unchecked Sendable {
-    let path: String
+package final class Recorder: @unchecked Sendable {
+    package let path: String
     private let handle: FileHandle
 
-    init(path: String) throws(StormError) {
+    package init(path: String) throws(StormError) {
         self.path = path
         guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
             throw StormError(.configuration, "--record: cannot create \(path)")
@@ -225,10 +225,10 @@ final class Recorder: @unchecked Sendable {
         self.handle = handle
     }
 
-    func write(_ store: DashboardStore, interval: Double, time: Double = Date().timeIntervalSince1970) {
+    package func write(_ store: DashboardStore, interval: Double, time: Double = Date().timeIntervalSince1970) {
         guard let line = try? Recording.line(Recording.poll(store.snapshot, time: time, interval: interval)) else { return }
         try? handle.write(contentsOf: line)
     }
 
-    func close() { try? handle.close() }
+    package func close() { try? handle.close() }
 }

@@ -1,7 +1,7 @@
 import StormCore
 import Testing
 
-@testable import stormtop
+@testable import StormDashboard
 
 /// Replies as redis-server 7.0 gave them for two gateways of a cluster with prefix `storm`, recorded
 /// with stormd 0.1 (`--presence-channels '*'`), then cut down.

@@ -3,18 +3,18 @@ import StormCore
 import Synchronization
 
 /// A gateway found in the registry in Redis (`P:gateway:<id>`, see docs/protocol.md, "Data model in Redis").
-struct DiscoveredGateway: Sendable, Equatable, Codable {
-    var id: String
-    var metricsURL: String
-    var version: String
+package struct DiscoveredGateway: Sendable, Equatable, Codable {
+    package var id: String
+    package var metricsURL: String
+    package var version: String
     /// `ok`, or `degraded` when the gateway could not write to Redis at its last heartbeat.
-    var presence: String
+    package var presence: String
 
     /// Reads a registry record; nil for anything stormd did not write or without a usable URL.
     ///
     /// The record is parsed here rather than shared with stormd's `GatewayRecord`: stormtop needs three of
     /// its fields and must keep working when a newer stormd adds some.
-    init?(json bytes: [UInt8]) {
+    package init?(json bytes: [UInt8]) {
         guard let members = try? JSONScanner.objectMembers(bytes),
             let id = members["id"].flatMap({ try? JSONScanner.string($0) }), !id.isEmpty
         else { return nil }
@@ -27,7 +27,7 @@ struct DiscoveredGateway: Sendable, Equatable, Codable {
         self.presence = members["presence"].flatMap { try? JSONScanner.string($0) } ?? "ok"
     }
 
-    init(id: String, metricsURL: String, version: String = "", presence: String = "ok") {
+    package init(id: String, metricsURL: String, version: String = "", presence: String = "ok") {
         self.id = id
         self.metricsURL = metricsURL
         self.version = version
@@ -36,47 +36,55 @@ struct DiscoveredGateway: Sendable, Equatable, Codable {
 }
 
 /// One row of the busiest-channels view: who is subscribed to a channel, across the cluster.
-struct ChannelFigures: Sendable, Equatable, Codable {
-    var channel: String
+package struct ChannelFigures: Sendable, Equatable, Codable {
+    package var channel: String
     /// Subscribed connections held by live gateways.
-    var clients: Int
+    package var clients: Int
     /// Distinct users among them; nil when the channel was too big to read its entries this poll
     /// (`clients` is then the hash length, which may still count a crashed gateway's entries).
-    var users: Int?
+    package var users: Int?
     /// Distinct live gateways holding those connections.
-    var gateways: Int?
+    package var gateways: Int?
 }
 
 /// What stormtop last read from Redis.
-struct PresenceSnapshot: Sendable {
-    enum State: Sendable, Equatable {
+package struct PresenceSnapshot: Sendable {
+    package enum State: Sendable, Equatable {
         case waiting
         case up
         case down(String)
     }
 
-    var endpoint: String
-    var state: State = .waiting
+    package var endpoint: String
+    package var state: State = .waiting
     /// Live gateways of the registry, in start order as the index keeps them.
-    var gateways: [DiscoveredGateway] = []
+    package var gateways: [DiscoveredGateway] = []
     /// Channels with presence, busiest first.
-    var channels: [ChannelFigures] = []
+    package var channels: [ChannelFigures] = []
     /// The key scan stopped at its budget: the channel list is incomplete.
-    var truncated = false
+    package var truncated = false
     /// How long the last read took, in seconds.
-    var readSeconds: Double?
+    package var readSeconds: Double?
+
+    package init(endpoint: String, state: State = .waiting, gateways: [DiscoveredGateway] = [], channels: [ChannelFigures] = [], readSeconds: Double? = nil) {
+        self.endpoint = endpoint
+        self.state = state
+        self.gateways = gateways
+        self.channels = channels
+        self.readSeconds = readSeconds
+    }
 }
 
 /// The key layout stormd writes, as docs/protocol.md ("Data model in Redis") describes it, and the
 /// decoding of the replies: pure functions, unit-tested with recorded replies.
-enum PresenceKeys {
-    static func gatewayIndex(_ prefix: String) -> String { "\(prefix):gateways" }
-    static func gateway(_ prefix: String, _ id: String) -> String { "\(prefix):gateway:\(id)" }
-    static func presencePrefix(_ prefix: String) -> String { "\(prefix):presence:" }
+package enum PresenceKeys {
+    package static func gatewayIndex(_ prefix: String) -> String { "\(prefix):gateways" }
+    package static func gateway(_ prefix: String, _ id: String) -> String { "\(prefix):gateway:\(id)" }
+    package static func presencePrefix(_ prefix: String) -> String { "\(prefix):presence:" }
 
     /// The SCAN pattern of every presence hash; glob characters in the prefix are escaped so that a
     /// prefix like `a*` does not match another cluster's keys.
-    static func presencePattern(_ prefix: String) -> String {
+    package static func presencePattern(_ prefix: String) -> String {
         var escaped = ""
         for character in presencePrefix(prefix) {
             if "*?[]\\".contains(character) { escaped.append("\\") }
@@ -87,7 +95,7 @@ enum PresenceKeys {
 
     /// The live gateways from `ZRANGE P:gateways 0 -1` and the `MGET` of their records: an id whose
     /// record expired (its gateway stopped heartbeating) is left out.
-    static func gateways(ids: [String], records: RedisReply) -> [DiscoveredGateway] {
+    package static func gateways(ids: [String], records: RedisReply) -> [DiscoveredGateway] {
         let values = records.array ?? []
         var found: [DiscoveredGateway] = []
         for (id, value) in zip(ids, values) {
@@ -98,7 +106,7 @@ enum PresenceKeys {
     }
 
     /// Decodes one `SCAN` reply: the next cursor and the keys.
-    static func scanPage(_ reply: RedisReply) -> (cursor: String, keys: [String])? {
+    package static func scanPage(_ reply: RedisReply) -> (cursor: String, keys: [String])? {
         guard let parts = reply.array, parts.count == 2, let cursor = parts[0].text, let keys = parts[1].array else { return nil }
         return (cursor, keys.compactMap(\.text))
     }
@@ -106,7 +114,7 @@ enum PresenceKeys {
     /// Per-channel figures from the presence hashes: `lengths` are the `HLEN` replies of `keys`, `values`
     /// the `HVALS` replies of those that were read in full (nil where skipped). Entries of gateways not
     /// in `live` are not counted: their gateway crashed and its entries linger until the hash expires.
-    static func channels(
+    package static func channels(
         keys: [String], prefix: String, lengths: [RedisReply], values: [RedisReply?], live: Set<String>
     ) -> [ChannelFigures] {
         let keyPrefix = presencePrefix(prefix)
@@ -145,40 +153,40 @@ enum PresenceKeys {
 /// Cost per poll: 2 round trips for the registry, 1 per `scanCount` keys for the scan, 1 pipelined `HLEN`
 /// of every channel, 1 pipelined `HVALS` of the channels that fit in `valueBudget` entries (smallest
 /// first; bigger ones show their `HLEN`).
-final class PresenceReader: Sendable {
-    let endpoint: RedisEndpoint
-    let prefix: String
-    let timeoutSeconds: Double
+package final class PresenceReader: Sendable {
+    package let endpoint: RedisEndpoint
+    package let prefix: String
+    package let timeoutSeconds: Double
     /// Keys asked per `SCAN` step (a hint to Redis, which may return more or fewer).
-    static let scanCount = 500
+    package static let scanCount = 500
     /// Most presence keys read per poll: beyond it the view says the list is incomplete.
-    static let keyBudget = 10_000
+    package static let keyBudget = 10_000
     /// Most entries fetched with `HVALS` per poll, over all channels.
-    static let valueBudget = 100_000
+    package static let valueBudget = 100_000
 
     private let queue = DispatchQueue(label: "stormtop.redis")
     private let connection = Mutex<RedisConnection?>(nil)
 
-    init(endpoint: RedisEndpoint, prefix: String, timeoutSeconds: Double) {
+    package init(endpoint: RedisEndpoint, prefix: String, timeoutSeconds: Double) {
         self.endpoint = endpoint
         self.prefix = prefix
         self.timeoutSeconds = timeoutSeconds
     }
 
     /// One read of registry and presence, off the caller's thread.
-    func read() async -> PresenceSnapshot {
+    package func read() async -> PresenceSnapshot {
         await withCheckedContinuation { continuation in
             queue.async { continuation.resume(returning: self.readBlocking()) }
         }
     }
 
-    func close() {
+    package func close() {
         connection.withLock { $0?.close(); $0 = nil }
     }
 
     /// Blocks for at most a few round trips of `timeoutSeconds` each. A failure closes the connection,
     /// so the next poll reconnects (Redis restarted or came back).
-    func readBlocking() -> PresenceSnapshot {
+    package func readBlocking() -> PresenceSnapshot {
         let started = ContinuousClock.now
         var snapshot = PresenceSnapshot(endpoint: endpoint.description)
         connection.withLock { connection in

@@ -1,26 +1,26 @@
 import StormCore
 
 /// One successful scrape, stamped with when it was answered.
-struct ScrapeSample: Sendable {
-    var exposition: PrometheusExposition
+package struct ScrapeSample: Sendable {
+    package var exposition: PrometheusExposition
     /// Monotonic seconds since stormtop started: the base of every rate, immune to clock changes.
-    var elapsed: Double
+    package var elapsed: Double
     /// Seconds since the epoch, only to turn `process_start_time_seconds` into an uptime.
-    var wallClock: Double
+    package var wallClock: Double
     /// Consumers only: whether `/readyz` answered 200, and its reason when it did not.
-    var ready: Bool? = nil
-    var readyReason: String? = nil
+    package var ready: Bool? = nil
+    package var readyReason: String? = nil
 }
 
 /// Whether a gateway answers.
-enum GatewayState: Sendable, Equatable {
+package enum GatewayState: Sendable, Equatable {
     /// Not polled yet (or the first poll is still running).
     case waiting
     case up
     /// The last poll failed; the reason is what the operator sees.
     case down(String)
 
-    var label: String {
+    package var label: String {
         switch self {
         case .waiting: return "wait"
         case .up: return "up"
@@ -28,69 +28,69 @@ enum GatewayState: Sendable, Equatable {
         }
     }
 
-    var isDown: Bool { if case .down = self { return true } else { return false } }
+    package var isDown: Bool { if case .down = self { return true } else { return false } }
 }
 
 /// Everything stormtop shows about one gateway, computed from its last two scrapes. Each figure is nil
 /// when it cannot be known: the gateway is down, the metric is not exported (process metrics on an
 /// older stormd), or a rate still lacks its second scrape.
-struct GatewayFigures: Sendable {
-    var address: String
-    var url: String
-    var state: GatewayState = .waiting
-    var version: String?
-    var instanceID: String?
-    var uptimeSeconds: Double?
-    var webSocketConnections: Double?
-    var sseConnections: Double?
-    var publishedPerSecond: Double?
-    var deliveredPerSecond: Double?
-    var brokerReceivedPerSecond: Double?
-    var acceptedPerSecond: Double?
-    var p95PublishSeconds: Double?
-    var p95FanoutSeconds: Double?
-    var residentMemoryBytes: Double?
-    var cpuPercent: Double?
-    var slowClientDropsPerSecond: Double?
-    var slowClientDropsTotal: Double?
-    var slowClientDisconnectsTotal: Double?
-    var malformedDropsTotal: Double?
-    var clientErrorsPerSecond: Double?
-    var clientErrorsTotal: Double?
+package struct GatewayFigures: Sendable {
+    package var address: String
+    package var url: String
+    package var state: GatewayState = .waiting
+    package var version: String?
+    package var instanceID: String?
+    package var uptimeSeconds: Double?
+    package var webSocketConnections: Double?
+    package var sseConnections: Double?
+    package var publishedPerSecond: Double?
+    package var deliveredPerSecond: Double?
+    package var brokerReceivedPerSecond: Double?
+    package var acceptedPerSecond: Double?
+    package var p95PublishSeconds: Double?
+    package var p95FanoutSeconds: Double?
+    package var residentMemoryBytes: Double?
+    package var cpuPercent: Double?
+    package var slowClientDropsPerSecond: Double?
+    package var slowClientDropsTotal: Double?
+    package var slowClientDisconnectsTotal: Double?
+    package var malformedDropsTotal: Double?
+    package var clientErrorsPerSecond: Double?
+    package var clientErrorsTotal: Double?
     /// The client error code counted most often, with its count.
-    var topClientError: (code: String, count: Double)?
-    var brokerConnected: Bool?
-    var brokerSubscriptions: Double?
+    package var topClientError: (code: String, count: Double)?
+    package var brokerConnected: Bool?
+    package var brokerSubscriptions: Double?
     /// From `storm_redis_connected`: 1 while presence in Redis is writable, 0 when down or not
     /// configured; nil from a gateway without presence support.
-    var redisConnected: Bool?
+    package var redisConnected: Bool?
     /// Publishes refused by `--client-publish-rate` (`rate_limited`), per second and in total.
-    var rateLimitedPerSecond: Double?
-    var rateLimitedTotal: Double?
+    package var rateLimitedPerSecond: Double?
+    package var rateLimitedTotal: Double?
     /// The JetStream stream as this gateway's broker last sampled it (`storm_stream_*`; nil without JetStream).
-    var stream: StreamFigures?
+    package var stream: StreamFigures?
     /// Observations between the last two scrapes, kept to aggregate the cluster's percentiles.
-    var publishWindow: PrometheusHistogram?
-    var fanoutWindow: PrometheusHistogram?
+    package var publishWindow: PrometheusHistogram?
+    package var fanoutWindow: PrometheusHistogram?
 
-    var connections: Double? {
+    package var connections: Double? {
         guard webSocketConnections != nil || sseConnections != nil else { return nil }
         return (webSocketConnections ?? 0) + (sseConnections ?? 0)
     }
 
     /// Messages delivered per message received from the broker: the average fan-out of this gateway.
-    var fanoutRatio: Double? {
+    package var fanoutRatio: Double? {
         guard let delivered = deliveredPerSecond, let received = brokerReceivedPerSecond, received > 0 else { return nil }
         return delivered / received
     }
 
-    init(address: String, url: String) {
+    package init(address: String, url: String) {
         self.address = address
         self.url = url
     }
 
     /// Figures from the latest scrape and, for rates and windowed percentiles, the one before it.
-    init(address: String, url: String, latest: ScrapeSample, previous: ScrapeSample?) {
+    package init(address: String, url: String, latest: ScrapeSample, previous: ScrapeSample?) {
         self.init(address: address, url: url)
         state = .up
         let now = latest.exposition
@@ -137,7 +137,7 @@ struct GatewayFigures: Sendable {
     }
 
     /// The observations of histogram `name` between two scrapes.
-    static func window(_ name: String, now: PrometheusExposition, before: PrometheusExposition) -> PrometheusHistogram? {
+    package static func window(_ name: String, now: PrometheusExposition, before: PrometheusExposition) -> PrometheusHistogram? {
         guard let current = now.histogram(name) else { return nil }
         guard let earlier = before.histogram(name) else { return current }
         return current.increase(since: earlier)
@@ -145,32 +145,32 @@ struct GatewayFigures: Sendable {
 }
 
 /// The cluster line of the header: sums over the gateways that answer.
-struct ClusterFigures: Sendable {
-    var gatewaysUp = 0
-    var gatewaysDown = 0
-    var gatewaysWaiting = 0
-    var webSocketConnections: Double?
-    var sseConnections: Double?
-    var publishedPerSecond: Double?
-    var deliveredPerSecond: Double?
-    var brokerReceivedPerSecond: Double?
-    var p95PublishSeconds: Double?
-    var p95FanoutSeconds: Double?
-    var slowClientDropsPerSecond: Double?
-    var slowClientDropsTotal: Double?
-    var brokersConnected = 0
-    var brokersKnown = 0
-    var brokerSubscriptions: Double?
-    var redisConnected = 0
-    var redisKnown = 0
-    var residentMemoryBytes: Double?
+package struct ClusterFigures: Sendable {
+    package var gatewaysUp = 0
+    package var gatewaysDown = 0
+    package var gatewaysWaiting = 0
+    package var webSocketConnections: Double?
+    package var sseConnections: Double?
+    package var publishedPerSecond: Double?
+    package var deliveredPerSecond: Double?
+    package var brokerReceivedPerSecond: Double?
+    package var p95PublishSeconds: Double?
+    package var p95FanoutSeconds: Double?
+    package var slowClientDropsPerSecond: Double?
+    package var slowClientDropsTotal: Double?
+    package var brokersConnected = 0
+    package var brokersKnown = 0
+    package var brokerSubscriptions: Double?
+    package var redisConnected = 0
+    package var redisKnown = 0
+    package var residentMemoryBytes: Double?
 
-    var connections: Double? {
+    package var connections: Double? {
         guard webSocketConnections != nil || sseConnections != nil else { return nil }
         return (webSocketConnections ?? 0) + (sseConnections ?? 0)
     }
 
-    init(_ gateways: [GatewayFigures]) {
+    package init(_ gateways: [GatewayFigures]) {
         var publishWindow: PrometheusHistogram?
         var fanoutWindow: PrometheusHistogram?
         for gateway in gateways {
@@ -206,12 +206,12 @@ struct ClusterFigures: Sendable {
     }
 
     /// nil + nil stays nil (nobody exports it); otherwise missing counts as zero.
-    static func add(_ total: Double?, _ value: Double?) -> Double? {
+    package static func add(_ total: Double?, _ value: Double?) -> Double? {
         guard let value else { return total }
         return (total ?? 0) + value
     }
 
-    static func merge(_ total: PrometheusHistogram?, _ value: PrometheusHistogram?) -> PrometheusHistogram? {
+    package static func merge(_ total: PrometheusHistogram?, _ value: PrometheusHistogram?) -> PrometheusHistogram? {
         guard let value else { return total }
         return total?.adding(value) ?? value
     }

@@ -2,22 +2,22 @@ import Foundation
 import StormCore
 
 /// The JetStream stream as one gateway exports it (`storm_stream_*`, sampled by stormd every 2 s).
-struct StreamFigures: Sendable, Equatable {
+package struct StreamFigures: Sendable, Equatable {
     /// Copies in sync now (leader + current followers).
-    var replicas: Double?
-    var configuredReplicas: Double?
+    package var replicas: Double?
+    package var configuredReplicas: Double?
     /// The server whose `storm_stream_leader_info` is 1.
-    var leader: String?
+    package var leader: String?
     /// `storm_stream_clustered`: false on a single NATS server (no leader to name); nil from an older stormd.
-    var clustered: Bool?
-    var messages: Double?
-    var bytes: Double?
+    package var clustered: Bool?
+    package var messages: Double?
+    package var bytes: Double?
     /// Caps; nil when unlimited (-1) or not exported.
-    var maxMessages: Double?
-    var maxBytes: Double?
+    package var maxMessages: Double?
+    package var maxBytes: Double?
 
     /// nil when the gateway exports none of the stream gauges (memory broker, `--jetstream off`, older stormd).
-    init?(_ exposition: PrometheusExposition) {
+    package init?(_ exposition: PrometheusExposition) {
         guard let configured = exposition.value("storm_stream_replicas_configured") ?? exposition.value("storm_stream_replicas") else { return nil }
         configuredReplicas = configured
         replicas = exposition.value("storm_stream_replicas")
@@ -29,7 +29,7 @@ struct StreamFigures: Sendable, Equatable {
         maxBytes = exposition.value("storm_stream_max_bytes").flatMap { $0 > 0 ? $0 : nil }
     }
 
-    init(
+    package init(
         replicas: Double?, configuredReplicas: Double?, leader: String?, clustered: Bool? = nil, messages: Double?, bytes: Double?, maxMessages: Double?,
         maxBytes: Double?
     ) {
@@ -44,7 +44,7 @@ struct StreamFigures: Sendable, Equatable {
     }
 
     /// How full the stream is against its tightest cap, in percent; nil when it has no cap.
-    var fullPercent: Double? {
+    package var fullPercent: Double? {
         var fullest: Double?
         if let messages, let maxMessages { fullest = max(fullest ?? 0, messages / maxMessages * 100) }
         if let bytes, let maxBytes { fullest = max(fullest ?? 0, bytes / maxBytes * 100) }
@@ -52,10 +52,10 @@ struct StreamFigures: Sendable, Equatable {
     }
 
     /// A clustered stream without a leader: it can neither store nor serve messages.
-    var leaderless: Bool { clustered == true && leader == nil }
+    package var leaderless: Bool { clustered == true && leader == nil }
 
     /// The LEADER column: the server, `standalone` on a single server, `NONE` when a clustered stream has none.
-    var leaderLabel: String {
+    package var leaderLabel: String {
         if let leader { return leader }
         switch clustered {
         case false?: return "standalone"
@@ -65,7 +65,7 @@ struct StreamFigures: Sendable, Equatable {
     }
 
     /// Fewer copies in sync than configured.
-    var underReplicated: Bool {
+    package var underReplicated: Bool {
         guard let replicas, let configuredReplicas else { return false }
         return replicas < configuredReplicas
     }
@@ -73,31 +73,31 @@ struct StreamFigures: Sendable, Equatable {
 
 /// One row of the consumers view: a history consumer's `/metrics` and `/readyz`
 /// (`stormd --role consumer`, or a gateway with `--role all`).
-struct ConsumerFigures: Sendable {
-    var address: String
-    var url: String
-    var state: GatewayState = .waiting
+package struct ConsumerFigures: Sendable {
+    package var address: String
+    package var url: String
+    package var state: GatewayState = .waiting
     /// `/readyz`: true on 200; false with its reason otherwise.
-    var ready: Bool?
-    var readyReason: String?
+    package var ready: Bool?
+    package var readyReason: String?
     /// `storm_consumer_lag_messages`.
-    var lag: Double?
-    var rowsPerSecond: Double?
-    var rowsTotal: Double?
+    package var lag: Double?
+    package var rowsPerSecond: Double?
+    package var rowsTotal: Double?
     /// Mean messages per batch written between the last two polls.
-    var batchSize: Double?
+    package var batchSize: Double?
     /// p95 of the batch transaction time between the last two polls.
-    var p95InsertSeconds: Double?
-    var failuresPerSecond: Double?
-    var failuresTotal: Double?
-    var postgresConnected: Bool?
+    package var p95InsertSeconds: Double?
+    package var failuresPerSecond: Double?
+    package var failuresTotal: Double?
+    package var postgresConnected: Bool?
 
-    init(address: String, url: String) {
+    package init(address: String, url: String) {
         self.address = address
         self.url = url
     }
 
-    init(address: String, url: String, latest: ScrapeSample, previous: ScrapeSample?) {
+    package init(address: String, url: String, latest: ScrapeSample, previous: ScrapeSample?) {
         self.init(address: address, url: url)
         state = .up
         let now = latest.exposition
@@ -119,7 +119,7 @@ struct ConsumerFigures: Sendable {
     }
 
     /// The READY column: `ready`, `NOT READY`, or `-` before /readyz answered.
-    var readyLabel: String {
+    package var readyLabel: String {
         switch ready {
         case true?: return "ready"
         case false?: return "NOT READY"
@@ -129,29 +129,29 @@ struct ConsumerFigures: Sendable {
 }
 
 /// One channel of one gateway from `GET /api/v1/channels`: subscribers, and rates from two polls.
-struct ChannelRate: Sendable, Equatable {
-    var channel: String
-    var gateway: String
-    var subscribers: Int
+package struct ChannelRate: Sendable, Equatable {
+    package var channel: String
+    package var gateway: String
+    package var subscribers: Int
     /// Messages the broker delivered for the channel per second, between the last two polls.
-    var messagesPerSecond: Double?
+    package var messagesPerSecond: Double?
     /// Deliveries to clients per second: messages per second times the local subscribers.
-    var deliveriesPerSecond: Double? { messagesPerSecond.map { $0 * Double(subscribers) } }
+    package var deliveriesPerSecond: Double? { messagesPerSecond.map { $0 * Double(subscribers) } }
 }
 
 /// One poll of `GET /api/v1/channels` on a gateway.
-struct ChannelSample: Sendable, Equatable, Codable {
-    struct Item: Sendable, Equatable, Codable {
-        var channel: String
-        var subscribers: Int
+package struct ChannelSample: Sendable, Equatable, Codable {
+    package struct Item: Sendable, Equatable, Codable {
+        package var channel: String
+        package var subscribers: Int
         /// nil from a stormd that does not count messages per channel.
-        var messages: Double?
+        package var messages: Double?
     }
-    var elapsed: Double
-    var items: [Item]
+    package var elapsed: Double
+    package var items: [Item]
 
     /// Decodes `{"gateway":…,"channels":[{"channel":…,"subscribers":N,"messages":M}…]}`.
-    static func decode(_ body: [UInt8], elapsed: Double) throws(StormError) -> ChannelSample {
+    package static func decode(_ body: [UInt8], elapsed: Double) throws(StormError) -> ChannelSample {
         struct Answer: Decodable { var channels: [Item] }
         do {
             let answer = try JSONDecoder().decode(Answer.self, from: Data(body))
@@ -166,7 +166,7 @@ struct ChannelSample: Sendable, Equatable, Codable {
     }
 
     /// The rows of `gateway` from this poll and the one before.
-    static func rates(gateway: String, latest: ChannelSample, previous: ChannelSample?) -> [ChannelRate] {
+    package static func rates(gateway: String, latest: ChannelSample, previous: ChannelSample?) -> [ChannelRate] {
         var before: [String: Double] = [:]
         for item in previous?.items ?? [] { before[item.channel] = item.messages }
         let seconds = latest.elapsed - (previous?.elapsed ?? latest.elapsed)
@@ -179,25 +179,30 @@ struct ChannelSample: Sendable, Equatable, Codable {
 }
 
 /// The thresholds of the header's alerts (`--lag-alert`, `--store-alert`).
-struct AlertThresholds: Sendable, Equatable {
+package struct AlertThresholds: Sendable, Equatable {
     /// Consumer lag in messages at or above which an alert shows.
-    var consumerLag: Double = 10_000
+    package var consumerLag: Double = 10_000
     /// Stream fullness in percent above which an alert shows.
-    var storePercent: Double = 90
+    package var storePercent: Double = 90
+
+    package init(consumerLag: Double = 10_000, storePercent: Double = 90) {
+        self.consumerLag = consumerLag
+        self.storePercent = storePercent
+    }
 }
 
 /// One line of the header's alert list.
-struct Alert: Sendable, Equatable {
-    enum Kind: String, Sendable {
+package struct Alert: Sendable, Equatable {
+    package enum Kind: String, Sendable {
         case gatewayDown = "gateway_down", consumerDown = "consumer_down", consumerNotReady = "consumer_not_ready", consumerLag = "consumer_lag"
         case noLeader = "stream_no_leader", underReplicated = "stream_under_replicated", storeFull = "store_full"
     }
-    var kind: Kind
-    var text: String
+    package var kind: Kind
+    package var text: String
 
     /// Every alert a frame raises, most serious first. The stream is the same for every gateway: it is
     /// judged once, from the first gateway that exports it.
-    static func evaluate(gateways: [GatewayFigures], consumers: [ConsumerFigures], thresholds: AlertThresholds) -> [Alert] {
+    package static func evaluate(gateways: [GatewayFigures], consumers: [ConsumerFigures], thresholds: AlertThresholds) -> [Alert] {
         var alerts: [Alert] = []
         for gateway in gateways {
             if case .down(let reason) = gateway.state { alerts.append(Alert(kind: .gatewayDown, text: "gateway \(gateway.address) DOWN: \(reason)")) }

@@ -1,8 +1,8 @@
 /// The screens `Tab` and `1`-`6` switch between.
-enum View: Int, CaseIterable, Sendable {
+package enum View: Int, CaseIterable, Sendable {
     case gateways, channels, errors, consumers, broker, connections
 
-    var title: String {
+    package var title: String {
         switch self {
         case .gateways: return "Gateways"
         case .channels: return "Channels"
@@ -13,54 +13,54 @@ enum View: Int, CaseIterable, Sendable {
         }
     }
 
-    var next: View { View(rawValue: (rawValue + 1) % View.allCases.count) ?? .gateways }
-    var previous: View { View(rawValue: (rawValue + View.allCases.count - 1) % View.allCases.count) ?? .gateways }
+    package var next: View { View(rawValue: (rawValue + 1) % View.allCases.count) ?? .gateways }
+    package var previous: View { View(rawValue: (rawValue + View.allCases.count - 1) % View.allCases.count) ?? .gateways }
 }
 
 /// Everything the keys change, and how each key changes it: a plain state machine, so the key map is
 /// unit-tested without a terminal.
-struct ViewState: Sendable, Equatable {
-    enum Outcome: Equatable {
+package struct ViewState: Sendable, Equatable {
+    package enum Outcome: Equatable {
         case none
         case quit
         /// `--replay`: show the recorded poll this many steps later (negative: earlier); pauses.
         case step(Int)
     }
 
-    var view: View = .gateways
+    package var view: View = .gateways
     /// Sort column per view, an index into the view's columns. The consumers view starts on LAG and the
     /// connections view on OUT/s, so the one that matters comes first.
-    var sortColumn: [View: Int] = [.consumers: 3, .connections: Layout.connectionsDefaultSort]
+    package var sortColumn: [View: Int] = [.consumers: 3, .connections: Layout.connectionsDefaultSort]
     /// Sort direction per view; columns start in their natural direction (names ascending, figures
     /// descending, so the busiest gateway comes first).
-    var sortReversed: [View: Bool] = [:]
+    package var sortReversed: [View: Bool] = [:]
     /// First table row shown.
-    var scroll = 0
+    package var scroll = 0
     /// Case-insensitive substring on address and state (on the channel name in the channels view with
     /// `--redis`); empty shows everything.
-    var filter = ""
+    package var filter = ""
     /// The filter being typed after `/`, or nil.
-    var editingFilter: String?
-    var paused = false
-    var showingHelp = false
+    package var editingFilter: String?
+    package var paused = false
+    package var showingHelp = false
     /// The channels view lists channels from Redis (`--redis`) instead of gateways.
-    var presenceChannels = false
+    package var presenceChannels = false
 
-    var currentSortColumn: Int { sortColumn[view] ?? 0 }
+    package var currentSortColumn: Int { sortColumn[view] ?? 0 }
 
     /// The state of a dashboard with `--redis`: the channels view lists channels from Redis, busiest
     /// (most clients) first.
-    static func withPresenceChannels() -> ViewState {
+    package static func withPresenceChannels() -> ViewState {
         var state = ViewState()
         state.presenceChannels = true
         state.sortColumn[.channels] = 1
         return state
     }
-    var currentSortReversed: Bool { sortReversed[view] ?? false }
+    package var currentSortReversed: Bool { sortReversed[view] ?? false }
 
     /// Applies one key. `pageSize` is the number of table rows visible, `rowCount` the rows after the
     /// filter: scrolling stays within them.
-    mutating func handle(_ key: Key, pageSize: Int, rowCount: Int) -> Outcome {
+    package mutating func handle(_ key: Key, pageSize: Int, rowCount: Int) -> Outcome {
         if var typed = editingFilter {
             switch key {
             case .enter:
@@ -144,7 +144,7 @@ struct ViewState: Sendable, Equatable {
         return .none
     }
 
-    mutating func clampScroll(pageSize: Int, rowCount: Int) {
+    package mutating func clampScroll(pageSize: Int, rowCount: Int) {
         scroll = max(0, min(scroll, rowCount - max(1, pageSize)))
     }
 
@@ -154,7 +154,7 @@ struct ViewState: Sendable, Equatable {
     }
 
     /// The key list of the help screen, one `(keys, what)` per line.
-    static let help: [(String, String)] = [
+    package static let help: [(String, String)] = [
         ("q", "quit (Ctrl-C too); the terminal is restored"),
         ("p  space", "pause / resume the display (polling goes on)"),
         ("Tab  1-6", "switch view: 1 gateways, 2 channels, 3 errors, 4 consumers, 5 broker, 6 connections (Shift-Tab back)"),
@@ -168,4 +168,11 @@ struct ViewState: Sendable, Equatable {
         ("Right Left  . ,", "--replay: next / previous recorded poll (pauses; space resumes)"),
         ("?  h", "this help (any key closes it)"),
     ]
+
+    package init(view: View = .gateways, sortColumn: [View: Int] = [.consumers: 3, .connections: Layout.connectionsDefaultSort], sortReversed: [View: Bool] = [:], editingFilter: String? = nil) {
+        self.view = view
+        self.sortColumn = sortColumn
+        self.sortReversed = sortReversed
+        self.editingFilter = editingFilter
+    }
 }

@@ -1,28 +1,28 @@
 import StormCore
 
 /// A sortable value: text sorts by name, numbers by size; unknown numbers always go last.
-enum SortValue: Sendable {
+package enum SortValue: Sendable {
     case text(String)
     case number(Double?)
 }
 
 /// One table column: how to show a row's figure in it and how to sort by it. `Row` is a gateway
 /// (`GatewayFigures`) or, in the channels view with `--redis`, a channel (`ChannelFigures`).
-struct Column<Row>: Sendable {
-    var title: String
-    var width: Int
-    var leftAligned = false
+package struct Column<Row>: Sendable {
+    package var title: String
+    package var width: Int
+    package var leftAligned = false
     /// Whether the first `s` on this column sorts biggest first (figures) or A-Z (names).
-    var descendingFirst = true
-    var text: @Sendable (Row, Bool) -> String
-    var sortValue: @Sendable (Row) -> SortValue
-    var style: @Sendable (Row) -> TextStyle = { _ in .normal }
+    package var descendingFirst = true
+    package var text: @Sendable (Row, Bool) -> String
+    package var sortValue: @Sendable (Row) -> SortValue
+    package var style: @Sendable (Row) -> TextStyle = { _ in .normal }
 
-    static func number(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?, _ format: @escaping @Sendable (Double?) -> String) -> Column {
+    package static func number(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?, _ format: @escaping @Sendable (Double?) -> String) -> Column {
         Column(title: title, width: width, text: { figures, _ in format(value(figures)) }, sortValue: { .number(value($0)) })
     }
 
-    static func latency(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?) -> Column {
+    package static func latency(_ title: String, _ width: Int, _ value: @escaping @Sendable (Row) -> Double?) -> Column {
         Column(title: title, width: width, text: { figures, unicode in Format.latency(value(figures), ascii: !unicode) }, sortValue: { .number(value($0)) })
     }
 }
@@ -39,20 +39,20 @@ struct Column<Row>: Sendable {
 /// rows 8…    one row per gateway, consumer or channel (scrolls)
 /// last row   key hints, or the filter being typed
 /// ```
-enum Layout {
-    static let headerRows = 8
-    static let minimumRows = 12
-    static let minimumColumns = 50
+package enum Layout {
+    package static let headerRows = 8
+    package static let minimumRows = 12
+    package static let minimumColumns = 50
 
-    static let gatewayColumn = Column<GatewayFigures>(
+    package static let gatewayColumn = Column<GatewayFigures>(
         title: "GATEWAY", width: 21, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.address },
         sortValue: { .text($0.address) })
-    static let stateColumn = Column<GatewayFigures>(
+    package static let stateColumn = Column<GatewayFigures>(
         title: "STATE", width: 5, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.state.label },
         sortValue: { .text($0.state.isDown ? "0" : $0.state == .up ? "2" : "1") },
         style: { $0.state.isDown ? .down : $0.state == .up ? .up : .dim })
 
-    static func columns(_ view: View) -> [Column<GatewayFigures>] {
+    package static func columns(_ view: View) -> [Column<GatewayFigures>] {
         switch view {
         case .gateways:
             return [
@@ -138,7 +138,7 @@ enum Layout {
     }
 
     /// The busiest-channels view with `--redis`: one row per channel with presence, from Redis.
-    static let channelColumns: [Column<ChannelFigures>] = [
+    package static let channelColumns: [Column<ChannelFigures>] = [
         Column(
             title: "CHANNEL", width: 32, leftAligned: true, descendingFirst: false, text: { channel, _ in channel.channel },
             sortValue: { .text($0.channel) }),
@@ -148,7 +148,7 @@ enum Layout {
     ]
 
     /// The consumers view: one row per history consumer (`--consumer`).
-    static let consumerColumns: [Column<ConsumerFigures>] = [
+    package static let consumerColumns: [Column<ConsumerFigures>] = [
         Column(
             title: "CONSUMER", width: 21, leftAligned: true, descendingFirst: false, text: { figures, _ in figures.address },
             sortValue: { .text($0.address) }),
@@ -172,7 +172,7 @@ enum Layout {
     ]
 
     /// The connections view: one row per channel and gateway, busiest first.
-    static let connectionColumns: [Column<ChannelRate>] = [
+    package static let connectionColumns: [Column<ChannelRate>] = [
         Column(
             title: "CHANNEL", width: 28, leftAligned: true, descendingFirst: false, text: { rate, _ in rate.channel },
             sortValue: { .text($0.channel) }),
@@ -185,9 +185,9 @@ enum Layout {
     ]
 
     /// The sort column the connections view starts on: deliveries per second.
-    static let connectionsDefaultSort = 4
+    package static let connectionsDefaultSort = 4
 
-    static func consumerRows(_ consumers: [ConsumerFigures], state: ViewState) -> [ConsumerFigures] {
+    package static func consumerRows(_ consumers: [ConsumerFigures], state: ViewState) -> [ConsumerFigures] {
         let needle = state.filter.lowercased()
         let filtered = needle.isEmpty ? consumers : consumers.filter {
             $0.address.lowercased().contains(needle) || $0.state.label.lowercased().contains(needle) || $0.readyLabel.lowercased().contains(needle)
@@ -195,19 +195,19 @@ enum Layout {
         return sorted(filtered, columns: consumerColumns, state: state) { $0.address }
     }
 
-    static func connectionRows(_ rates: [ChannelRate], state: ViewState) -> [ChannelRate] {
+    package static func connectionRows(_ rates: [ChannelRate], state: ViewState) -> [ChannelRate] {
         let needle = state.filter.lowercased()
         let filtered = needle.isEmpty ? rates : rates.filter { $0.channel.lowercased().contains(needle) || $0.gateway.lowercased().contains(needle) }
         return sorted(filtered, columns: connectionColumns, state: state) { $0.channel + " " + $0.gateway }
     }
 
     /// Whether the channels view shows channels from Redis rather than each gateway's broker figures.
-    static func showsPresence(_ state: ViewState) -> Bool {
+    package static func showsPresence(_ state: ViewState) -> Bool {
         state.view == .channels && state.presenceChannels
     }
 
     /// The number of sortable columns of the view `state` is on (`s` cycles through them).
-    static func columnCount(_ state: ViewState) -> Int {
+    package static func columnCount(_ state: ViewState) -> Int {
         if showsPresence(state) { return channelColumns.count }
         switch state.view {
         case .consumers: return consumerColumns.count
@@ -217,7 +217,7 @@ enum Layout {
     }
 
     /// The title and direction of the current sort column.
-    static func sortTitle(_ state: ViewState) -> (title: String, descending: Bool) {
+    package static func sortTitle(_ state: ViewState) -> (title: String, descending: Bool) {
         func pick<Row>(_ columns: [Column<Row>]) -> (String, Bool) {
             let column = columns[min(state.currentSortColumn, columns.count - 1)]
             return (column.title, column.descendingFirst != state.currentSortReversed)
@@ -231,7 +231,7 @@ enum Layout {
     }
 
     /// The rows of the current view: filtered, then sorted (ties by address, so rows do not jump).
-    static func rows(_ gateways: [GatewayFigures], state: ViewState) -> [GatewayFigures] {
+    package static func rows(_ gateways: [GatewayFigures], state: ViewState) -> [GatewayFigures] {
         let needle = state.filter.lowercased()
         let filtered = needle.isEmpty ? gateways : gateways.filter {
             $0.address.lowercased().contains(needle) || $0.state.label.lowercased().contains(needle)
@@ -240,14 +240,14 @@ enum Layout {
     }
 
     /// The channel rows: filtered on the channel name, then sorted (ties by name).
-    static func channelRows(_ channels: [ChannelFigures], state: ViewState) -> [ChannelFigures] {
+    package static func channelRows(_ channels: [ChannelFigures], state: ViewState) -> [ChannelFigures] {
         let needle = state.filter.lowercased()
         let filtered = needle.isEmpty ? channels : channels.filter { $0.channel.lowercased().contains(needle) }
         return sorted(filtered, columns: channelColumns, state: state) { $0.channel }
     }
 
     /// The number of rows the current view has, for scrolling.
-    static func rowCount(_ frame: DashboardFrame, state: ViewState) -> Int {
+    package static func rowCount(_ frame: DashboardFrame, state: ViewState) -> Int {
         if showsPresence(state) { return channelRows(frame.presence?.channels ?? [], state: state).count }
         switch state.view {
         case .consumers: return consumerRows(frame.consumers, state: state).count
@@ -256,7 +256,7 @@ enum Layout {
         }
     }
 
-    static func sorted<Row>(_ filtered: [Row], columns: [Column<Row>], state: ViewState, name: (Row) -> String) -> [Row] {
+    package static func sorted<Row>(_ filtered: [Row], columns: [Column<Row>], state: ViewState, name: (Row) -> String) -> [Row] {
         let column = columns[min(state.currentSortColumn, columns.count - 1)]
         let descending = column.descendingFirst != state.currentSortReversed
         return filtered.sorted { a, b in
@@ -276,13 +276,13 @@ enum Layout {
     }
 
     /// Table rows that fit under the header and above the footer (and the channels note).
-    static func pageSize(rows: Int, view: View) -> Int {
+    package static func pageSize(rows: Int, view: View) -> Int {
         max(1, rows - headerRows - 1 - (view == .channels || view == .connections ? 1 : 0))
     }
 
     // MARK: - Drawing
 
-    static func render(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
+    package static func render(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
         guard canvas.rows >= minimumRows, canvas.columns >= minimumColumns else {
             canvas.put(0, 0, "stormtop: terminal too small (\(canvas.columns)x\(canvas.rows), need \(minimumColumns)x\(minimumRows))", .warning)
             canvas.put(1, 0, "q quits", .normal)
@@ -297,7 +297,7 @@ enum Layout {
         renderFooter(frame, state: state, on: canvas)
     }
 
-    static func put(_ canvas: any Canvas, _ row: Int, _ column: Int, _ segments: [(String, TextStyle)]) {
+    package static func put(_ canvas: any Canvas, _ row: Int, _ column: Int, _ segments: [(String, TextStyle)]) {
         var x = column
         for (text, style) in segments {
             canvas.put(row, x, text, style)
@@ -305,7 +305,7 @@ enum Layout {
         }
     }
 
-    static func renderHeader(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
+    package static func renderHeader(_ frame: DashboardFrame, state: ViewState, interval: Double, on canvas: any Canvas) {
         let c = frame.cluster
         let unicode = canvas.unicode
         var title: [(String, TextStyle)] = [
@@ -371,7 +371,7 @@ enum Layout {
 
     /// Column titles on a full-width bar; the sort column's title stands out. Columns that do not fit are
     /// dropped from the right, never skipped in the middle.
-    static func renderTitles<Row>(_ columns: [Column<Row>], state: ViewState, on canvas: any Canvas) {
+    package static func renderTitles<Row>(_ columns: [Column<Row>], state: ViewState, on canvas: any Canvas) {
         let sortIndex = min(state.currentSortColumn, columns.count - 1)
         canvas.put(headerRows - 1, 0, String(repeating: " ", count: canvas.columns), .bar)
         var x = 0
@@ -383,7 +383,7 @@ enum Layout {
     }
 
     /// The busiest channels from Redis: subscribers and unique users per channel, across the cluster.
-    static func renderChannels(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+    package static func renderChannels(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
         renderTitles(channelColumns, state: state, on: canvas)
         let channels = frame.presence?.channels ?? []
         let rows = channelRows(channels, state: state)
@@ -418,7 +418,7 @@ enum Layout {
     /// The Redis figure of the header. With `--redis`, stormtop's own reading comes first. Without it,
     /// `storm_redis_connected` is 0 both when Redis is down and when the gateway runs without --redis:
     /// none connected is therefore shown plainly, some connected as a warning.
-    static func redisStatus(_ frame: DashboardFrame) -> (String, TextStyle) {
+    package static func redisStatus(_ frame: DashboardFrame) -> (String, TextStyle) {
         let c = frame.cluster
         let gateways = c.redisKnown == 0 ? "" : "  gateways \(c.redisConnected)/\(c.redisKnown)"
         if let presence = frame.presence {
@@ -436,7 +436,7 @@ enum Layout {
     }
 
     /// Row 5: the alerts, or that there are none.
-    static func renderAlerts(_ frame: DashboardFrame, on canvas: any Canvas) {
+    package static func renderAlerts(_ frame: DashboardFrame, on canvas: any Canvas) {
         guard !frame.alerts.isEmpty else {
             put(canvas, 5, 0, [("Alerts   ", .bold), ("none", .dim)])
             return
@@ -449,7 +449,7 @@ enum Layout {
     }
 
     /// Rows of any type under their column titles, scrolled; `message` when there are none.
-    static func renderRows<Row>(_ rows: [Row], columns: [Column<Row>], state: ViewState, empty message: String, on canvas: any Canvas) {
+    package static func renderRows<Row>(_ rows: [Row], columns: [Column<Row>], state: ViewState, empty message: String, on canvas: any Canvas) {
         renderTitles(columns, state: state, on: canvas)
         let page = pageSize(rows: canvas.rows, view: state.view)
         let first = max(0, min(state.scroll, rows.count - page))
@@ -464,7 +464,7 @@ enum Layout {
         if rows.isEmpty { canvas.put(headerRows, 0, message, .dim) }
     }
 
-    static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+    package static func renderTable(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
         if showsPresence(state) {
             renderChannels(frame, state: state, on: canvas)
             return
@@ -529,7 +529,7 @@ enum Layout {
         }
     }
 
-    static func renderFooter(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
+    package static func renderFooter(_ frame: DashboardFrame, state: ViewState, on canvas: any Canvas) {
         let row = canvas.rows - 1
         if let typed = state.editingFilter {
             put(canvas, row, 0, [("/", .bold), (typed, .normal), ("_", .selected), ("   Enter apply  Esc cancel", .dim)])
@@ -546,7 +546,7 @@ enum Layout {
         ])
     }
 
-    static func renderHelp(on canvas: any Canvas) {
+    package static func renderHelp(on canvas: any Canvas) {
         canvas.put(0, 0, "stormtop \(StormVersion.current): keys", .title)
         var row = 2
         for (keys, what) in ViewState.help where row < canvas.rows - 1 {
@@ -572,7 +572,7 @@ enum Layout {
         canvas.put(canvas.rows - 1, 0, "press any key to return", .bold)
     }
 
-    static func align(_ text: String, _ width: Int, left: Bool) -> String {
+    package static func align(_ text: String, _ width: Int, left: Bool) -> String {
         if text.count >= width { return left ? String(text.prefix(width)) : text }
         let fill = String(repeating: " ", count: width - text.count)
         return left ? text + fill : fill + text
@@ -580,7 +580,7 @@ enum Layout {
 
     /// One character per sample, scaled to the largest visible sample: `▁` is zero, `█` the peak, a blank
     /// a poll with no figure.
-    static func sparkline(_ values: [Double?], unicode: Bool) -> String {
+    package static func sparkline(_ values: [Double?], unicode: Bool) -> String {
         let levels: [Character] = unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", "-", "~", "=", "+", "*", "#"]
         let peak = values.compactMap { $0 }.max() ?? 0
         return String(values.map { value -> Character in

@@ -3,11 +3,11 @@ import Foundation
 /// How figures read on screen and in the text report: short, fixed precision, "-" when unknown.
 ///
 /// The same functions serve both so that `stormtop --once` prints exactly what the screen shows.
-enum Format {
-    static let unknown = "-"
+package enum Format {
+    package static let unknown = "-"
 
     /// A rate or count with 3 significant figures and k/M/G suffixes: `0`, `0.5`, `12.3`, `456`, `1.23k`.
-    static func quantity(_ value: Double?) -> String {
+    package static func quantity(_ value: Double?) -> String {
         guard let value, value.isFinite else { return unknown }
         let magnitude = abs(value)
         let (scaled, suffix): (Double, String) =
@@ -23,13 +23,13 @@ enum Format {
     }
 
     /// A whole count: `0`, `9999`, `12.3k`.
-    static func count(_ value: Double?) -> String {
+    package static func count(_ value: Double?) -> String {
         guard let value, value.isFinite else { return unknown }
         return abs(value) < 1e4 ? String(Int64(value.rounded())) : quantity(value)
     }
 
     /// A latency in seconds, shown in the unit that keeps 2-3 significant digits: `250µs`, `4.20ms`, `1.50s`.
-    static func latency(_ seconds: Double?, ascii: Bool = false) -> String {
+    package static func latency(_ seconds: Double?, ascii: Bool = false) -> String {
         guard let seconds, seconds.isFinite else { return unknown }
         if seconds >= 1 { return String(format: "%.2fs", seconds) }
         let milliseconds = seconds * 1000
@@ -40,7 +40,7 @@ enum Format {
     }
 
     /// Bytes with binary prefixes: `512B`, `48.2MiB`.
-    static func bytes(_ value: Double?) -> String {
+    package static func bytes(_ value: Double?) -> String {
         guard let value, value.isFinite, value >= 0 else { return unknown }
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var scaled = value
@@ -54,7 +54,7 @@ enum Format {
     }
 
     /// An uptime: `45s`, `12m03s`, `3h04m`, `2d03h`.
-    static func duration(_ seconds: Double?) -> String {
+    package static func duration(_ seconds: Double?) -> String {
         guard let seconds, seconds.isFinite, seconds >= 0 else { return unknown }
         let total = Int64(seconds)
         let (days, hours, minutes, secs) = (total / 86400, total / 3600 % 24, total / 60 % 60, total % 60)
@@ -65,13 +65,13 @@ enum Format {
     }
 
     /// A percentage: `3.2%`.
-    static func percent(_ value: Double?) -> String {
+    package static func percent(_ value: Double?) -> String {
         guard let value, value.isFinite else { return unknown }
         return String(format: value >= 100 ? "%.0f%%" : "%.1f%%", value)
     }
 
     /// Local wall-clock time `HH:MM:SS`.
-    static func clock(_ epochSeconds: Double) -> String {
+    package static func clock(_ epochSeconds: Double) -> String {
         var time = time_t(epochSeconds)
         var parts = tm()
         localtime_r(&time, &parts)
@@ -79,7 +79,7 @@ enum Format {
     }
 
     /// RFC 3339 UTC time with milliseconds, for the JSON report.
-    static func timestamp(_ epochSeconds: Double) -> String {
+    package static func timestamp(_ epochSeconds: Double) -> String {
         var time = time_t(epochSeconds)
         var parts = tm()
         gmtime_r(&time, &parts)
