@@ -94,7 +94,9 @@ struct ControlPlaneTests {
         }
     }
 
-    @Test("the admin disconnect crosses gateways through the control plane, and nothing is stored for it (NATS JetStream)")
+    @Test(
+        "the admin disconnect crosses gateways through the control plane, and nothing is stored for it (NATS JetStream)",
+        .enabled(if: NATSTestEnvironment.shouldRun, "STORM_TEST_NATS_URL is not set: run ./scripts/test to start nats-server"))
     func adminDisconnectOverNATS() async throws {
         guard let url = TestEnvironment.requireNATS() else { return }
         let prefix = "ctl\(UInt32.random(in: 0...UInt32.max))"

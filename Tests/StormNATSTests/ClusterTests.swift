@@ -15,7 +15,7 @@ import Testing
 
 /// Two gateways sharing one real nats-server (started by ./scripts/test): what one accepts, the other's
 /// clients receive. In CI these fail, never skip, when the server is missing.
-@Suite("Cluster over NATS", .serialized)
+@Suite("Cluster over NATS", .serialized, .enabled(if: NATSTestEnvironment.shouldRun, "STORM_TEST_NATS_URL is not set: run ./scripts/test to start nats-server"))
 struct ClusterTests {
     private func natsBroker(_ url: String, name: String, prefix: String) -> NATSBroker {
         var configuration = NATSBrokerConfiguration()
