@@ -252,7 +252,9 @@ let package = Package(
         .testTarget(name: "StormNATSTests", dependencies: daemonTestDependencies),
         .testTarget(name: "StormStoreTests", dependencies: daemonTestDependencies),
         .testTarget(name: "StormPresenceTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormHTTPTests", dependencies: daemonTestDependencies),
         .testTarget(name: "StormGatewayTests", dependencies: daemonTestDependencies),
+        .testTarget(name: "StormWebTests", dependencies: daemonTestDependencies),
         .testTarget(name: "StormConsumerTests", dependencies: daemonTestDependencies),
     ],
     swiftLanguageModes: [.v6]
