@@ -205,7 +205,12 @@ struct StructuredLogTests {
             #expect(sse.status == 401)
             await stream.close()
 
-            try await Task.sleep(for: .milliseconds(100))
+            // Each request's line is written as its response goes out: wait for all three.
+            let logged = try await eventually {
+                let paths = try capture.objects().filter { $0["message"] as? String == "http request" }.compactMap { $0["http.path"] as? String }
+                return paths.contains("/publish") && paths.contains("/healthz") && paths.contains("/events")
+            }
+            #expect(logged, "the three requests were not all logged: \(capture.all.suffix(5))")
             let objects = try capture.objects()
             let everything = capture.all.joined()
             for token in ["QUERYTOKEN", "HEADERTOKEN", "SSETOKEN", secret, "Bearer"] {
