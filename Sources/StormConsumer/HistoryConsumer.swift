@@ -213,7 +213,13 @@ package final class HistoryConsumer: Service, ConsumerHealthReporting, Sendable 
                         previousExcess = excess
                         lagFailureLogged = false
                     case .failure(let error):
-                        // Not a reason to stop storing: the fetch says soon enough whether NATS is gone.
+                        // Not a reason to stop storing: the fetch says soon enough whether NATS is gone. Nor
+                        // may an old sample's count of messages awaiting redelivery pin /readyz at
+                        // catching_up while no new sample can confirm it (the consumer info request of a
+                        // stream whose leader just died can fail for a while): forget it, and let the next
+                        // two samples decide again.
+                        awaitingRedelivery.withLockedValue { $0 = 0 }
+                        previousExcess = 0
                         if !lagFailureLogged {
                             logger.warning("cannot sample the consumer lag: \(error.message)")
                             lagFailureLogged = true

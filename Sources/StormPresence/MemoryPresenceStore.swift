@@ -17,9 +17,13 @@ package final class MemoryPresenceStore: PresenceStore {
 
     private let state = NIOLockedValueBox(State())
     package let ttl: TimeAmount
+    /// The clock expiry is measured on: the uptime clock, or a test's own (so a test of expiry moves time
+    /// itself instead of sleeping through the TTL and depending on how fast the machine is).
+    private let clock: @Sendable () -> NIODeadline
 
-    package init(ttl: TimeAmount = .seconds(30)) {
+    package init(ttl: TimeAmount = .seconds(30), clock: @escaping @Sendable () -> NIODeadline = { NIODeadline.now() }) {
         self.ttl = ttl
+        self.clock = clock
     }
 
     package var endpointDescription: String { "memory" }
@@ -29,7 +33,7 @@ package final class MemoryPresenceStore: PresenceStore {
     package func disconnect() {}
 
     package func write(_ batch: PresenceBatch) throws(StormError) -> PresenceWriteOutcome {
-        let now = NIODeadline.now()
+        let now = clock()
         return state.withLockedValue { state in
             var outcome = PresenceWriteOutcome()
             if let heartbeat = batch.heartbeat {
@@ -61,7 +65,7 @@ package final class MemoryPresenceStore: PresenceStore {
     }
 
     package func presence(in channel: ChannelName) throws(StormError) -> [PresenceEntry] {
-        let now = NIODeadline.now()
+        let now = clock()
         return state.withLockedValue { state in
             let entries = Array(state.channels[channel]?.values ?? [:].values)
             let live = entries.filter { Self.isLive($0.gateway, in: state, now: now) }
@@ -76,7 +80,7 @@ package final class MemoryPresenceStore: PresenceStore {
     }
 
     package func gateways() throws(StormError) -> [GatewayRecord] {
-        let now = NIODeadline.now()
+        let now = clock()
         return state.withLockedValue { state in
             state.gateways = state.gateways.filter { $0.value.expires > now }
             return state.gateways.values.map(\.record).sorted { ($0.startedMillis, $0.id) < ($1.startedMillis, $1.id) }
@@ -84,7 +88,7 @@ package final class MemoryPresenceStore: PresenceStore {
     }
 
     package func gateways(ofUser user: String) throws(StormError) -> [String] {
-        let now = NIODeadline.now()
+        let now = clock()
         return state.withLockedValue { state in
             (state.users[user] ?? [:]).filter { $0.value > 0 && Self.isLive($0.key, in: state, now: now) }.keys.sorted()
         }

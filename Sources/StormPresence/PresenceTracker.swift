@@ -270,6 +270,9 @@ package final class PresenceTracker: Sendable {
         if let user = result.user, configuration.events.matches(channel) { emit("join", channel: channel, client: client, user: user) }
     }
 
+    /// Connections this gateway tracks now (what a resync writes): for tests waiting on a disconnect.
+    package var localClientCount: Int { local.withLockedValue { $0.clients.count } }
+
     /// Records that `client` no longer receives `channel`.
     package func leave(_ client: String, channel: ChannelName) {
         guard tracks(channel) else { return }

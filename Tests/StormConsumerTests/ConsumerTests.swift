@@ -111,9 +111,9 @@ struct ConsumerTests {
             let started = ContinuousClock.now
             let counts = try await Self.running(consumer) {
                 let counts = try await Self.waitForRows(fixture.postgres, 10_000)
-                // Anything still arriving would show up now.
-                try await Task.sleep(for: .milliseconds(300))
-                #expect(consumer.health == .ready)
+                // Ready once a lag sample saw nothing pending and nothing un-acknowledged: nothing is still
+                // arriving after that (the final counts below would show a duplicate).
+                #expect(await eventually { consumer.health == .ready }, "\(consumer.health)")
                 return counts
             }
             let elapsed = ContinuousClock.now - started
@@ -251,7 +251,8 @@ struct ConsumerTests {
         try await server.start()
         let port = server.localAddress?.port ?? 0
         try await Self.running(consumer) {
-            try await Task.sleep(for: .milliseconds(500))
+            // Until the consumer has tried PostgreSQL (and failed), /readyz says it is starting.
+            #expect(await eventually { consumer.notReadyError?.code == .storeUnavailable }, "\(String(describing: consumer.notReadyError))")
             let connection = try await RawConnection.connect(port: port)
             try await cleaningUp({ await connection.close() }) {
                 #expect(try await connection.request("GET", "/healthz").status == 200)

@@ -214,7 +214,12 @@ struct PresenceUnitTests {
 
     @Test("memory store: entries of a gateway whose record expired vanish; routing follows live gateways")
     func memoryStoreExpiry() throws {
-        let store = MemoryPresenceStore(ttl: .milliseconds(300))
+        // The store's clock is the test's: time moves only when the test says so, so a slow machine cannot
+        // make b's heartbeats arrive later than its TTL (or a's record outlive it).
+        let now = NIOLockedValueBox(NIODeadline.uptimeNanoseconds(1_000_000_000))
+        let ttl = TimeAmount.seconds(30)
+        let store = MemoryPresenceStore(ttl: ttl, clock: { now.withLockedValue { $0 } })
+        func advance(_ amount: TimeAmount) { now.withLockedValue { $0 = $0 + amount } }
         let channel = try ChannelName(validating: "room")
         func record(_ id: String) -> GatewayRecord {
             GatewayRecord(id: id, httpURL: "http://x", metricsURL: "http://x/metrics", version: "t", startedMillis: 1, heartbeatMillis: unixMillisNow())
@@ -232,16 +237,29 @@ struct PresenceUnitTests {
         #expect(try store.presence(in: channel).map(\.client) == ["a-1", "b-1"])
         #expect(try store.gateways(ofUser: "bob") == ["a", "b"])
         #expect(try store.gateways().map(\.id) == ["a", "b"])
-        // Only b keeps heartbeating.
-        for _ in 0..<4 {
-            Thread.sleep(forTimeInterval: 0.12)
+        // Only b keeps heartbeating, a third of the TTL apart: its record never expires.
+        for _ in 0..<3 {
+            advance(.seconds(10))
             var beat = PresenceBatch(gateway: "b")
             beat.heartbeat = .init(record: record("b"), channels: [channel], users: ["bob"])
             #expect(try !store.write(beat).registrationWasMissing)
+            if now.withLockedValue({ $0 }) < .uptimeNanoseconds(1_000_000_000) + ttl {
+                // Within a's TTL: a is still live.
+                #expect(try store.gateways().map(\.id) == ["a", "b"])
+            }
         }
+        // A TTL after a's last heartbeat, a has expired and b has not.
+        advance(.seconds(1))
         #expect(try store.presence(in: channel).map(\.client) == ["b-1"])
         #expect(try store.gateways(ofUser: "bob") == ["b"])
         #expect(try store.gateways().map(\.id) == ["b"])
+        // a heartbeating again after it expired is told its registration was missing (it resyncs).
+        var late = PresenceBatch(gateway: "a")
+        late.heartbeat = .init(record: record("a"), channels: [], users: [])
+        #expect(try store.write(late).registrationWasMissing)
+        var gone = PresenceBatch(gateway: "a")
+        gone.deregister = true
+        _ = try store.write(gone)
         var leave = PresenceBatch(gateway: "b")
         leave.left[channel] = ["b-1"]
         leave.userCounts["bob"] = 0
@@ -419,7 +437,7 @@ struct RedisPresenceTests {
             #expect(try await sockets[0].next("message").text.contains("still here"))
             // A client that leaves while Redis is away must not come back with it.
             await sockets.removeLast().close()
-            try await Task.sleep(for: .milliseconds(300))
+            #expect(await eventually { gateway.context.presence.localClientCount == 4 }, "the closed connection is still tracked")
             try await redis.start()
             let restarted = ContinuousClock.now
             var seen: [String]?
