@@ -17,7 +17,7 @@ import Testing
 /// WebSocket recovery and the HTTP history route both answer with every message after it, exactly once,
 /// read from PostgreSQL for the old part and from JetStream for the rest.
 @Suite(
-    "Recovery and history beyond the stream (real JetStream and PostgreSQL)", .serialized,
+    "Recovery and history beyond the stream (real JetStream and PostgreSQL)", .serialized, .timeLimit(.minutes(3)),
     .enabled(if: PostgresTestEnvironment.shouldRun, "needs STORM_TEST_POSTGRES_URL and STORM_TEST_NATS_URL: run ./scripts/test"))
 struct ArchiveRecoveryTests {
     static let kept: Int64 = 10
