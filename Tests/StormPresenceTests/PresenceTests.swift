@@ -342,9 +342,9 @@ struct MemoryPresenceTests {
     @Test("a disconnect's reason reaches the client in the close frame, cut to 123 bytes on a character boundary")
     func disconnectReason() async throws {
         try await TestGateway.with(configure: { configurePresence(&$0, redis: nil, prefix: "m", channels: "*") }) { gateway in
-            // 60 two-byte characters (120 bytes) and then a three-byte one: it does not fit.
-            let long = String(repeating: "é", count: 60) + "€tail"
-            for (reason, expected) in [("account closed", "account closed"), (long, String(repeating: "é", count: 60))] {
+            // 61 two-byte characters (122 bytes), then a three-byte one that does not fit in 123.
+            let long = String(repeating: "é", count: 61) + "€tail"
+            for (reason, expected) in [("account closed", "account closed"), (long, String(repeating: "é", count: 61))] {
                 let ws = try await TestWebSocket.connect(port: gateway.port)
                 _ = try await ws.subscribe(["kick.reason"])
                 var clients: [String] = []
