@@ -9,4 +9,13 @@ package protocol PresenceSession: AnyObject {
 
     /// Closes the connection for a gateway shutdown (WebSocket close 1001, SSE stream end).
     func closeForShutdown()
+
+    /// Closes the connection because a disconnect request named it (`POST …/disconnect`), with the
+    /// request's reason when it gave one (the WebSocket close frame's reason, at most 123 bytes).
+    func closeOnRequest(reason: String?)
+}
+
+extension PresenceSession {
+    /// A transport with no close reason to carry (an SSE stream ends) closes as for a shutdown.
+    package func closeOnRequest(reason: String?) { closeForShutdown() }
 }

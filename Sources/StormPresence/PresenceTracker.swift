@@ -358,18 +358,42 @@ package final class PresenceTracker: Sendable {
 
     // MARK: Disconnects (through the broker)
 
-    /// Asks the gateway that holds `client` to close it. Returns the gateways asked.
-    package func disconnectEverywhere(client: String) async throws(StormError) -> [String] {
+    /// Most bytes of a disconnect reason carried: a WebSocket close frame's reason holds 123.
+    package static let maximumReasonBytes = 123
+
+    /// `reason` cut to `maximumReasonBytes` on a character boundary; nil when empty.
+    package static func disconnectReason(_ reason: String?) -> String? {
+        guard let reason, !reason.isEmpty else { return nil }
+        var budget = maximumReasonBytes
+        var cut = ""
+        for scalar in reason.unicodeScalars {
+            let size = String(scalar).utf8.count
+            if size > budget { break }
+            budget -= size
+            cut.unicodeScalars.append(scalar)
+        }
+        return cut
+    }
+
+    private static func controlPayload(_ key: String, _ name: String, reason: String?) -> String {
+        var target = JSONWriter.quoted(key) + ":" + JSONWriter.quoted(name)
+        if let reason = disconnectReason(reason) { target += ",\"reason\":" + JSONWriter.quoted(reason) }
+        return "{\"disconnect\":{" + target + "}}"
+    }
+
+    /// Asks the gateway that holds `client` to close it (`reason`: the close frame's reason). Returns
+    /// the gateways asked.
+    package func disconnectEverywhere(client: String, reason: String? = nil) async throws(StormError) -> [String] {
         guard let gateway = Self.gateway(ofClient: client) else {
             throw StormError(.badRequest, "'\(client)' is not a client id (expected <gateway id>-<n>, as GET /api/v1/channels/{channel}/presence lists them)")
         }
-        try await sendControl(#"{"disconnect":{"client":"# + JSONWriter.quoted(client) + "}}", to: [gateway])
+        try await sendControl(Self.controlPayload("client", client, reason: reason), to: [gateway])
         return [gateway]
     }
 
     /// Asks every gateway that holds connections of `user` to close them. An anonymous user is its
     /// client id, so a user with no routing entry that looks like a client id is treated as one.
-    package func disconnectEverywhere(user: String) async throws(StormError) -> [String] {
+    package func disconnectEverywhere(user: String, reason: String? = nil) async throws(StormError) -> [String] {
         let store = self.store
         let gateways: [String]
         do {
@@ -380,9 +404,9 @@ package final class PresenceTracker: Sendable {
             throw StormError(.connection, "presence store \(store.endpointDescription) cannot be read: \(error)")
         }
         if gateways.isEmpty, let owner = Self.gateway(ofClient: user), owner.count == 12, owner.allSatisfy(\.isHexDigit) {
-            return try await disconnectEverywhere(client: user)
+            return try await disconnectEverywhere(client: user, reason: reason)
         }
-        try await sendControl(#"{"disconnect":{"user":"# + JSONWriter.quoted(user) + "}}", to: gateways)
+        try await sendControl(Self.controlPayload("user", user, reason: reason), to: gateways)
         return gateways
     }
 
@@ -402,6 +426,7 @@ package final class PresenceTracker: Sendable {
         }
         let client = target["client"].flatMap { try? JSONScanner.string($0) }
         let user = target["user"].flatMap { try? JSONScanner.string($0) }
+        let reason = Self.disconnectReason(target["reason"].flatMap { try? JSONScanner.string($0) })
         let handles = local.withLockedValue { local -> [SessionHandle] in
             if let client { return local.clients[client].map { [$0.handle] } ?? [] }
             guard let user else { return [] }
@@ -410,7 +435,7 @@ package final class PresenceTracker: Sendable {
         if !handles.isEmpty {
             logger.info("disconnecting on request", metadata: ["storm.client": "\(client ?? "-")", "storm.user": "\(user ?? "-")", "storm.connections": "\(handles.count)"])
         }
-        for handle in handles { handle.close() }
+        for handle in handles { handle.close(reason: reason) }
     }
 
     // MARK: The writer thread
@@ -594,10 +619,10 @@ package struct SessionHandle: Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// Closes the connection (WebSocket close 1001, SSE end of stream): there is no dedicated
-    /// "disconnected by request" close yet.
-    package func close() {
+    /// Closes the connection on a disconnect request (WebSocket close 1001 with `reason`, or the
+    /// default reason; SSE end of stream).
+    package func close(reason: String? = nil) {
         let session = self.session
-        eventLoop.execute { session.value.closeForShutdown() }
+        eventLoop.execute { session.value.closeOnRequest(reason: reason) }
     }
 }

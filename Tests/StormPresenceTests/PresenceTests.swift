@@ -65,10 +65,11 @@ private func configurePresence(
 
 extension Gateway {
     /// GETs an API path and returns the status and the JSON members of the answer.
-    fileprivate func api(_ method: String = "GET", _ path: String) async throws -> (status: Int, members: [String: [UInt8]], text: String) {
+    fileprivate func api(_ method: String = "GET", _ path: String, json body: String? = nil) async throws -> (status: Int, members: [String: [UInt8]], text: String) {
         let connection = try await RawConnection.connect(port: port)
         return try await cleaningUp({ await connection.close() }) {
-            let response = try await connection.request(method, path)
+            let response = try await connection.request(
+                method, path, body: body.map { Array($0.utf8) } ?? [], headers: body == nil ? [] : ["Content-Type: application/json"])
             return (response.status, (try? JSONScanner.objectMembers(response.body)) ?? [:], response.text)
         }
     }
@@ -353,6 +354,39 @@ struct MemoryPresenceTests {
             #expect(closeCode == 1001)
             #expect(try await eventually { try await gateway.presenceClients("kick.me") == [] })
             #expect(try await gateway.api("POST", "/api/v1/clients/nonsense/disconnect").status == 400)
+        }
+    }
+
+    @Test("a disconnect's reason reaches the client in the close frame, cut to 123 bytes on a character boundary")
+    func disconnectReason() async throws {
+        try await TestGateway.with(configure: { configurePresence(&$0, redis: nil, prefix: "m", channels: "*") }) { gateway in
+            // 61 two-byte characters (122 bytes), then a three-byte one that does not fit in 123.
+            let long = String(repeating: "é", count: 61) + "€tail"
+            for (reason, expected) in [("account closed", "account closed"), (long, String(repeating: "é", count: 61))] {
+                let ws = try await TestWebSocket.connect(port: gateway.port)
+                _ = try await ws.subscribe(["kick.reason"])
+                var clients: [String] = []
+                #expect(try await eventually {
+                    clients = try await gateway.presenceClients("kick.reason") ?? []
+                    return clients.count == 1
+                })
+                let client = try #require(clients.first)
+                #expect(try await gateway.api("POST", "/api/v1/clients/\(client)/disconnect", json: #"{"reason":"x","other":1}"#.replacingOccurrences(of: "\"x\"", with: "7")).status == 400,
+                    "a reason that is not a string is refused")
+                let answer = try await gateway.api("POST", "/api/v1/clients/\(client)/disconnect", json: "{\"reason\":\(JSONWriter.quoted(reason))}")
+                #expect(answer.status == 200, "\(answer.text)")
+                var close: TestFrame?
+                for _ in 0..<10 {
+                    let frame = try await ws.readFrame()
+                    if frame.opcode == 0x8 {
+                        close = frame
+                        break
+                    }
+                }
+                #expect(close?.closeCode == 1001)
+                #expect(close.map { String(decoding: $0.payload.dropFirst(2), as: UTF8.self) } == expected)
+                #expect(try await eventually { try await gateway.presenceClients("kick.reason") == [] })
+            }
         }
     }
 }

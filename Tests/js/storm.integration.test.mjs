@@ -36,6 +36,9 @@ async function waitFor(what, condition, ms = 10000) {
 class TestWebSocket {
   static instances = [];
 
+  /** While set (a promise), new sockets wait for it before connecting: a test holds reconnects back. */
+  static gate = null;
+
   constructor(url) {
     TestWebSocket.instances.push(this);
     this.onopen = this.onmessage = this.onclose = this.onerror = null;
@@ -43,6 +46,11 @@ class TestWebSocket {
     this.fragments = [];
     this.done = false;
     this.closeSent = false;
+    if (TestWebSocket.gate) TestWebSocket.gate.then(() => this.start(url));
+    else this.start(url);
+  }
+
+  start(url) {
     const target = new URL(url.replace(/^ws/, "http"));
     const key = crypto.randomBytes(16).toString("base64");
     const request = http.request({
@@ -233,9 +241,9 @@ function hs256(payload) {
   return input + "." + crypto.createHmac("sha256", SECRET).update(input).digest("base64url");
 }
 
-function tokenFor(user, seconds) {
+function tokenFor(user, seconds, claims = {}) {
   const now = Math.floor(Date.now() / 1000);
-  return hs256({ sub: user, iat: now, exp: now + seconds, storm: { sub: ["*"], pub: ["*"] } });
+  return hs256({ sub: user, iat: now, exp: now + seconds, storm: { sub: ["*"], pub: ["*"], ...claims } });
 }
 
 /** A client with the test WebSocket and a log of its state changes. */
@@ -375,4 +383,92 @@ test("a slow client is closed with 4008 and recovers what it missed from its off
   assert.ok(received.every((e, i) => i === 0 || e.offset > received[i - 1].offset), "in offset order");
   assert.deepEqual(recovered, [], "recovered from the offset");
   assert.equal(storm.state, "connected");
+});
+
+test("excludeSelf: the publisher does not get its own message, another subscriber does", { skip, timeout: 60000 }, async (t) => {
+  const gateway = new Gateway(await freePort());
+  await gateway.start();
+  const a = client(gateway);
+  const b = client(gateway);
+  t.after(async () => { a.close(); b.close(); await gateway.kill(); });
+  const channel = "js.exclude-" + suffix();
+  const fromA = collect(a.subscribe(channel)).received;
+  const fromB = collect(b.subscribe(channel)).received;
+  a.connect();
+  b.connect();
+  await waitFor("both subscribed", () => a.subscription(channel).state === "subscribed" && b.subscription(channel).state === "subscribed");
+  const excluded = await a.publish(channel, { n: 1 }, { excludeSelf: true });
+  assert.equal(typeof excluded.offset, "number", "the publisher still gets the reply with the offset");
+  await a.publish(channel, { n: 2 });
+  await waitFor("b gets both", () => fromB.length === 2);
+  await waitFor("a gets the second", () => fromA.length === 1);
+  // One channel's messages arrive in offset order: once a has n:2, n:1 would have come before it.
+  assert.deepEqual(fromA.map((e) => e.data.n), [2]);
+  assert.deepEqual(fromB.map((e) => e.data.n), [1, 2]);
+});
+
+test("since latest: the newest stored message first, then live ones", { skip, timeout: 60000 }, async (t) => {
+  const gateway = new Gateway(await freePort());
+  await gateway.start();
+  const storm = client(gateway);
+  t.after(async () => { storm.close(); await gateway.kill(); });
+  const channel = "js.latest-" + suffix();
+  for (let n = 1; n <= 3; n++) await gateway.publish(channel, JSON.stringify({ n }));
+  const subscription = storm.subscribe(channel, { since: "latest" });
+  const { received, recovered } = collect(subscription);
+  const changes = [];
+  subscription.on("state", (change) => changes.push(change));
+  storm.connect();
+  await waitFor("the newest message", () => received.length === 1);
+  assert.equal(received[0].data.n, 3);
+  assert.equal(changes.find((c) => c.state === "subscribed").recovered, true);
+  await gateway.publish(channel, JSON.stringify({ n: 4 }));
+  await waitFor("the live one", () => received.length === 2);
+  assert.deepEqual(received.map((e) => e.data.n), [3, 4]);
+  assert.equal(subscription.offset, received[1].offset, "the offset is tracked from what arrives");
+  assert.deepEqual(recovered, []);
+});
+
+test("server-side subscriptions (storm.channels): delivered, and resumed from their offsets after the connection is cut", { skip, timeout: 60000 }, async (t) => {
+  const gateway = new Gateway(await freePort(), [], { STORM_JWT_SECRET: SECRET });
+  await gateway.start();
+  const inbox = "js.inbox-" + suffix();
+  const token = tokenFor("carol", 600, { channels: [inbox] });
+  const storm = client(gateway, { token });
+  t.after(async () => { TestWebSocket.gate = null; storm.close(); await gateway.kill(); });
+  const received = [];
+  const recovered = [];
+  const events = [];
+  storm.on("subscribed", (event) => {
+    events.push(event);
+    for (const subscription of event.subscriptions) {
+      if (!event.added.includes(subscription.channel)) continue;
+      subscription.on("message", (envelope) => received.push(envelope));
+      subscription.on("recovered", (event) => recovered.push(event));
+    }
+  });
+  storm.connect();
+  await waitFor("the subscribed event", () => events.length === 1);
+  assert.deepEqual(events[0].channels, [inbox]);
+  assert.equal(storm.subscription(inbox).server, true);
+  assert.equal(storm.subscription(inbox).state, "subscribed");
+  const publish = (n) => gateway.publish(inbox, JSON.stringify({ n }), { Authorization: "Bearer " + token });
+  for (let n = 1; n <= 3; n++) await publish(n);
+  await waitFor("the first three", () => received.length === 3);
+
+  // Cut the connection and hold the reconnect back while five more are stored.
+  let open;
+  TestWebSocket.gate = new Promise((resolve) => { open = resolve; });
+  TestWebSocket.instances.at(-1).socket.destroy();
+  await waitFor("disconnected", () => storm.state !== "connected");
+  for (let n = 4; n <= 8; n++) await publish(n);
+  TestWebSocket.gate = null;
+  open();
+  await waitFor("every message after the reconnect", () => received.length >= 8, 15000);
+  await publish(9);
+  await waitFor("a live one after the resume", () => received.length >= 9);
+  assert.deepEqual(received.map((e) => e.data.n), [1, 2, 3, 4, 5, 6, 7, 8, 9], "nothing lost or repeated, in order");
+  assert.deepEqual(recovered, [], "the same epoch: recovered");
+  assert.equal(storm.state, "connected");
+  assert.equal(storm.subscription(inbox).state, "subscribed");
 });

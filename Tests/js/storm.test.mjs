@@ -229,3 +229,109 @@ test("SSE fallback after WebSocket failures; the stream resumes with positions",
     "an offset at or below since= first on a new stream: the offsets restarted (recovered:false), delivered");
   assert.equal(of(machine.message({ type: "message", channel: "a", offset: 2 }, "2,40"), "emitSub").length, 0, "then dedup again");
 });
+
+test("publish with excludeSelf sends exclude_self: true, also on a resend", () => {
+  const machine = connected();
+  let frame = sent(machine.publish("chat.a", { text: "hi" }, "key-x", { excludeSelf: true }))[0];
+  assert.deepEqual(frame, { id: frame.id, op: "publish", channel: "chat.a", data: { text: "hi" }, idempotency_key: "key-x", exclude_self: true });
+  machine.socketClosed(1006);
+  machine.timerFired("reconnect");
+  frame = sent(machine.socketOpened()).find((f) => f.op === "publish");
+  assert.equal(frame.exclude_self, true);
+  frame = sent(machine.publish("chat.a", 1, "key-y"))[0];
+  assert.equal("exclude_self" in frame, false, "absent unless asked");
+});
+
+test("excludeSelf over SSE: the client drops its own message (id = key) but keeps the position", () => {
+  const machine = new StormMachine({ transports: ["sse"], random: () => 0.5 });
+  machine.subscribe("a");
+  machine.connect();
+  machine.socketOpened();
+  machine.publish("a", "mine", "k-self", { excludeSelf: true });
+  assert.equal(of(machine.message({ type: "message", channel: "a", id: "k-self", offset: 5 }), "emitSub").length, 0);
+  assert.equal(machine.subs.get("a").offset, 5);
+  assert.equal(of(machine.message({ type: "message", channel: "a", id: "other", offset: 6 }), "emitSub").length, 1);
+});
+
+test("subscribe with since latest sends since:\"latest\"; a reconnect resumes from the offset once known", () => {
+  const machine = new StormMachine({ transports: ["websocket"], random: () => 0.5 });
+  machine.subscribe("prices.eur", { since: "latest" });
+  machine.subscribe("plain");
+  machine.connect();
+  let frames = sent(machine.socketOpened());
+  const latest = frames.find((f) => f.channels.includes("prices.eur"));
+  assert.deepEqual(latest, { id: latest.id, op: "subscribe", channels: ["prices.eur"], since: "latest" });
+  const plain = frames.find((f) => f.channels.includes("plain"));
+  assert.equal(plain.since, undefined);
+  machine.message({ type: "reply", id: plain.id, result: { channels: ["plain"], epoch: "E1" } });
+  assert.equal(of(machine.message({ type: "message", channel: "prices.eur", id: "early", offset: 8 }), "emitSub").length, 0,
+    "nothing is delivered before the latest reply (the gateway holds live messages back meanwhile)");
+  let actions = machine.message({ type: "reply", id: latest.id, result: { channels: ["prices.eur"], epoch: "E1", recovered: true } });
+  assert.equal(of(actions, "emitSub").find((a) => a.event === "state").payload.recovered, true);
+  assert.equal(of(machine.message({ type: "message", channel: "prices.eur", id: "newest", offset: 9 }), "emitSub").length, 1);
+
+  // Reconnect: the channel has an offset now, so it resumes from it like any other.
+  machine.socketClosed(1006);
+  machine.timerFired("reconnect");
+  frames = sent(machine.socketOpened());
+  assert.deepEqual(frames[0].since, { positions: { "prices.eur": 9 }, epoch: "E1" });
+
+  // A latest subscription that never got a message asks for the newest again.
+  const fresh = new StormMachine({ transports: ["websocket"], random: () => 0.5 });
+  fresh.subscribe("state.x", { since: "latest" });
+  fresh.connect();
+  const first = sent(fresh.socketOpened())[0];
+  actions = fresh.message({ type: "reply", id: first.id, result: { channels: ["state.x"], epoch: "E1", recovered: false, recovery_error: { code: "broker_unavailable", message: "slow" } } });
+  assert.deepEqual(of(actions, "emitSub").find((a) => a.event === "recovered").payload,
+    { recovered: false, epoch: "E1", latest: true, error: { code: "broker_unavailable", message: "slow" } });
+  fresh.socketClosed(1006);
+  fresh.timerFired("reconnect");
+  assert.equal(sent(fresh.socketOpened())[0].since, "latest");
+});
+
+test("server-side subscriptions: a subscribed frame creates them, their messages are delivered and resumed", () => {
+  const machine = connected(["mine"]);
+  let actions = machine.message({ type: "subscribed", channels: ["inbox.alice", "mine"], epoch: "E1" });
+  assert.deepEqual(of(actions, "emitSub").map((a) => a.channel + ":" + a.payload.state), ["inbox.alice:subscribed"]);
+  const event = actions.find((a) => a.type === "emit" && a.event === "subscribed");
+  assert.deepEqual(event.payload, { channels: ["inbox.alice", "mine"], added: ["inbox.alice"], epoch: "E1" });
+  assert.equal(machine.subs.get("inbox.alice").server, true);
+  assert.equal(machine.subs.get("mine").server, true, "one of ours the server holds too");
+  actions = machine.message({ type: "message", channel: "inbox.alice", id: "m-1", offset: 21, data: "hi" });
+  assert.equal(of(actions, "emitSub").filter((a) => a.event === "message").length, 1, "delivered, not dropped");
+  machine.message({ type: "message", channel: "mine", id: "m-2", offset: 22 });
+
+  // Reconnect: the gateway subscribes the connection to them again at connect (without a position),
+  // so the client unsubscribes them first and resubscribes from its positions.
+  machine.socketClosed(1001);
+  machine.timerFired("reconnect");
+  const frames = sent(machine.socketOpened());
+  assert.deepEqual(frames.map((f) => f.op), ["unsubscribe", "subscribe"]);
+  assert.deepEqual(frames[0].channels, ["mine", "inbox.alice"]);
+  assert.deepEqual(frames[1].since, { positions: { mine: 22, "inbox.alice": 21 }, epoch: "E1" });
+  actions = machine.message({ type: "subscribed", channels: ["inbox.alice", "mine"], epoch: "E1" });
+  assert.equal(of(actions, "emitSub").length, 0, "the pending resume decides their state");
+  assert.equal(of(machine.message({ type: "message", channel: "inbox.alice", id: "m-5", offset: 25 }), "emitSub").length, 0,
+    "a message of the server's own subscription before the resume's reply is dropped: the replay brings it in order");
+  assert.equal(machine.subs.get("inbox.alice").offset, 21);
+  machine.message({ type: "reply", id: frames[0].id, result: { channels: ["mine", "inbox.alice"] } });
+  actions = machine.message({ type: "reply", id: frames[1].id, result: { channels: ["mine", "inbox.alice"], epoch: "E1", recovered: true } });
+  assert.deepEqual(of(actions, "emitSub").map((a) => a.payload.state), ["subscribed", "subscribed"]);
+  const replay = [23, 25].map((offset) => of(machine.message({ type: "message", channel: "inbox.alice", id: "r" + offset, offset }), "emitSub").length);
+  assert.deepEqual(replay, [1, 1]);
+});
+
+test("server-side subscriptions over SSE: a message of a channel the client did not name is delivered", () => {
+  const machine = new StormMachine({ transports: ["sse"], random: () => 0.5, token: token({ sub: "alice", storm: { channels: ["inbox.alice"] } }) });
+  let actions = machine.connect();
+  const open = of(actions, "open")[0];
+  assert.equal(open.serverChannels, true, "the stream opens for the token's storm.channels even with no subscription");
+  machine.socketOpened();
+  actions = machine.message({ type: "message", channel: "inbox.alice", id: "m-1", offset: 4, data: 1 }, "4");
+  assert.deepEqual(of(actions, "emitSub").map((a) => a.event), ["state", "message"]);
+  assert.equal(actions.find((a) => a.event === "subscribed").payload.channels[0], "inbox.alice");
+  machine.socketClosed(1006);
+  actions = machine.timerFired("reconnect");
+  assert.deepEqual(of(actions, "open")[0].channels, ["inbox.alice"]);
+  assert.equal(of(actions, "open")[0].since, "4");
+});

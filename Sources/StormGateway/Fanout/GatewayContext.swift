@@ -34,13 +34,17 @@ package final class GatewayContext: Sendable {
     package let consumer = NIOLockedValueBox<(any ConsumerHealthReporting)?>(nil)
     /// The backend hooks (`--connect-hook`, `--subscribe-hook`, `--publish-hook`); none by default.
     package let hooks: GatewayHooks
+    /// What the process runs (`--role`: `gateway` or `all`), for `/readyz`.
+    package let role: String
 
     package init(
         router: ChannelRouter, publisher: Publisher, metrics: GatewayMetrics, limits: GatewayLimits, state: GatewayState, broker: any MessageBroker, presence: PresenceTracker, auth: Authenticator,
         logger: Logger, connectionIDs: ConnectionIDs = ConnectionIDs(instanceID: "gw"), historyStore: (any HistoryStore)? = nil,
         requestPolicy: RequestPolicy = RequestPolicy(), historyReads: HistoryReaderConfiguration = HistoryReaderConfiguration(),
-        connectionLimits: ConnectionLimits = ConnectionLimits(), hooks: GatewayHooks? = nil
+        connectionLimits: ConnectionLimits = ConnectionLimits(), hooks: GatewayHooks? = nil,
+        role: String = "gateway"
     ) {
+        self.role = role
         self.hooks = hooks ?? GatewayHooks.disabled(metrics: metrics, logger: logger)
         self.historyReader = HistoryReader(broker: broker, archive: historyStore, configuration: historyReads, metrics: metrics)
         self.requestPolicy = requestPolicy

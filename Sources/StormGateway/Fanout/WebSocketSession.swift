@@ -219,6 +219,15 @@ package final class WebSocketSession: ChannelInboundHandler, FanoutSubscriber {
         close(code: 1001, reason: "gateway shutting down")
     }
 
+    /// A disconnect request (`stormctl disconnect --reason`): 1001 with the request's reason, so the
+    /// client learns why; a disabled user still hears 4001.
+    package func closeOnRequest(reason: String?) {
+        if let user = principal.user, gateway.auth.isDisabled(user) {
+            return close(code: 4001, reason: "user '\(user.prefix(64))' is disabled")
+        }
+        close(code: 1001, reason: reason ?? "disconnected on request")
+    }
+
     /// Ends a client that let `--client-buffer` bytes pile up (docs/protocol.md, `slow_client`): it gets
     /// nothing more from the fan-out (the hub forgets it at `.closed`), then a 4008 close frame after
     /// what the socket already holds, and the TCP connection is cut once that frame is out or after the

@@ -77,7 +77,8 @@ package enum AdminRoutes {
             try await auth.refresh()
             return answer(.ok, ["deleted": parts[1]])
         case (3, "users", .POST) where parts[2] == "disconnect":
-            let gateways = try await gateway.presence.disconnectEverywhere(user: parts[1])
+            let reason = try PresenceRoutes.disconnectReason(ByteBuffer(bytes: body))
+            let gateways = try await gateway.presence.disconnectEverywhere(user: parts[1], reason: reason)
             return PresenceRoutes.Answer(
                 status: .ok,
                 body: ByteBuffer(string: "{\"user\":\(JSONWriter.quoted(parts[1])),\"gateways\":[\(gateways.map(JSONWriter.quoted).joined(separator: ","))]}\n"))

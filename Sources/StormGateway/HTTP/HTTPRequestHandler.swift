@@ -153,7 +153,7 @@ package final class GatewayRoutes: HTTPRoutes {
                 }
             }
         case (let path, let method) where PresenceRoutes.handles(path):
-            PresenceRoutes.route(method: method, target: target, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
+            PresenceRoutes.route(method: method, target: target, body: body, gateway: gateway, eventLoop: context.eventLoop).assumeIsolated().whenComplete { [self] result in
                 switch result {
                 case .success(let answer): self.respond(context: context, head: head, status: answer.status, contentType: "application/json", body: answer.body)
                 case .failure(let error): self.respond(context: context, head: head, error: error)
@@ -174,7 +174,7 @@ package final class GatewayRoutes: HTTPRoutes {
         } else {
             // The gateway serves whatever its helpers' state: presence and the history consumer are
             // reported (a degraded one needs attention) without taking the gateway out of rotation.
-            var body = "{\"status\":\"ready\",\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription)),\"presence\":\"\(gateway.presence.health)\""
+            var body = "{\"status\":\"ready\",\"role\":\(JSONWriter.quoted(gateway.role)),\"broker\":\(JSONWriter.quoted(gateway.broker.endpointDescription)),\"presence\":\"\(gateway.presence.health)\""
             if let consumer = gateway.consumer.withLockedValue({ $0 }) {
                 switch consumer.health {
                 case .ready: body += ",\"consumer\":\"ready\""

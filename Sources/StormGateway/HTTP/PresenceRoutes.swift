@@ -27,7 +27,19 @@ package enum PresenceRoutes {
     package static func handles(_ path: String) -> Bool { path.hasPrefix("/api/v1/") }
 
     /// Answers one request; the future fails with a `StormError` for client errors (400, 404, 405).
-    package static func route(method: HTTPMethod, target: RequestTarget, gateway: GatewayContext, eventLoop: any EventLoop) -> EventLoopFuture<Answer> {
+    /// A disconnect request's body: empty, or `{"reason":"…"}` (the close frame's reason, cut to 123 bytes).
+    package static func disconnectReason(_ body: ByteBuffer) throws(StormError) -> String? {
+        let bytes = Array(body.readableBytesView)
+        guard bytes.contains(where: { ![UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t")].contains($0) }) else { return nil }
+        guard let members = try? JSONScanner.objectMembers(bytes) else {
+            throw StormError(.badRequest, "a disconnect request's body must be empty or a JSON object {\"reason\":\"…\"}")
+        }
+        guard let raw = members["reason"] else { return nil }
+        guard let reason = try? JSONScanner.string(raw) else { throw StormError(.badRequest, "'reason' must be a string") }
+        return PresenceTracker.disconnectReason(reason)
+    }
+
+    package static func route(method: HTTPMethod, target: RequestTarget, body: ByteBuffer = ByteBuffer(), gateway: GatewayContext, eventLoop: any EventLoop) -> EventLoopFuture<Answer> {
         let parts = target.path.dropFirst("/api/v1/".count).split(separator: "/", omittingEmptySubsequences: false).map {
             RequestTarget.percentDecode($0)
         }
@@ -70,10 +82,12 @@ package enum PresenceRoutes {
             let name = parts[1]
             guard !name.isEmpty else { return eventLoop.makeFailedFuture(StormError(.badRequest, "\(target.path) names no \(parts[0] == "users" ? "user" : "client")")) }
             let byUser = parts[0] == "users"
+            let reason: String?
+            do throws(StormError) { reason = try disconnectReason(body) } catch { return eventLoop.makeFailedFuture(error) }
             let promise = eventLoop.makePromise(of: Answer.self)
             Task {
                 do {
-                    let gateways = byUser ? try await tracker.disconnectEverywhere(user: name) : try await tracker.disconnectEverywhere(client: name)
+                    let gateways = byUser ? try await tracker.disconnectEverywhere(user: name, reason: reason) : try await tracker.disconnectEverywhere(client: name, reason: reason)
                     let key = byUser ? "user" : "client"
                     let body = "{\"\(key)\":\(JSONWriter.quoted(name)),\"gateways\":[" + gateways.map { JSONWriter.quoted($0) }.joined(separator: ",") + "]}\n"
                     promise.succeed(Answer(status: .ok, body: ByteBuffer(string: body)))

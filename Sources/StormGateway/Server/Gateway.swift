@@ -101,7 +101,8 @@ package final class Gateway: Service, Sendable {
             router: router, publisher: publisher, metrics: metrics, limits: configuration.limits, state: state, broker: broker, presence: presence, auth: auth, logger: logger,
             connectionIDs: ConnectionIDs(instanceID: ids.instanceID), historyStore: client.map { PostgresHistoryStore(client: $0) },
             requestPolicy: configuration.requestPolicy, historyReads: configuration.historyReads, connectionLimits: configuration.connections,
-            hooks: GatewayHooks(configuration: configuration.hooks, metrics: metrics, logger: logger))
+            hooks: GatewayHooks(configuration: configuration.hooks, metrics: metrics, logger: logger),
+            role: configuration.store.role.rawValue)
         self.httpSettings = GatewayRoutes.settings(context)
     }
 

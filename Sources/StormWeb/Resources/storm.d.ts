@@ -48,8 +48,10 @@ export interface StateChange {
 export interface SubscriptionStateChange {
   state: SubscriptionStateName;
   previous: SubscriptionStateName;
-  /** On a resubscribe: whether the gateway promised no gap and no repeat. */
+  /** On a resubscribe (or a `since: "latest"` subscribe): whether the gateway promised no gap and no repeat (or read the newest message). */
   recovered?: boolean;
+  /** A server-side subscription (the token's `storm.channels`, the connect hook) that just started. */
+  server?: boolean;
   error?: StormErrorBody;
 }
 
@@ -94,6 +96,22 @@ export interface StormOptions {
 export interface PublishOptions {
   /** Makes retries safe: the gateway stores one message per key. Generated when absent. */
   idempotencyKey?: string;
+  /** Not delivered back to this client (`"exclude_self": true`); every other subscriber gets it. */
+  excludeSelf?: boolean;
+}
+
+export interface SubscribeOptions {
+  /** `"latest"`: the channel's newest stored message first, then live ones (state channels). */
+  since?: "latest";
+}
+
+/** The gateway subscribed the connection at connect (docs/protocol.md, "Server-side subscriptions"). */
+export interface ServerSubscribed {
+  /** Every channel the `subscribed` frame named. */
+  channels: string[];
+  /** Those that were not subscriptions of this client before. */
+  added: string[];
+  epoch: string | null;
 }
 
 declare class Emitter<Events> {
@@ -104,7 +122,8 @@ declare class Emitter<Events> {
 export interface SubscriptionEvents {
   state: SubscriptionStateChange;
   message: Envelope;
-  recovered: { recovered: false; epoch?: string };
+  /** `latest`: the newest message could not be read; `error`: the reply's `recovery_error`. */
+  recovered: { recovered: false; epoch?: string | null; latest?: true; error?: StormErrorBody };
   error: StormErrorBody;
 }
 
@@ -113,6 +132,8 @@ export declare class Subscription extends Emitter<SubscriptionEvents> {
   readonly state: SubscriptionStateName;
   /** The offset of the last message delivered, or null. */
   readonly offset: number | null;
+  /** True for a subscription the gateway made (storm.channels, the connect hook), not `subscribe()`. */
+  readonly server?: boolean;
   unsubscribe(): void;
 }
 
@@ -122,6 +143,8 @@ export interface StormEvents {
   error: StormErrorBody;
   token: { exp: number | null };
   transport: { transport: Transport; reason: string };
+  /** Server-side subscriptions, with their `Subscription` objects (listen to their `message` here). */
+  subscribed: ServerSubscribed & { subscriptions: Subscription[] };
 }
 
 export declare class Storm extends Emitter<StormEvents> {
@@ -132,14 +155,16 @@ export declare class Storm extends Emitter<StormEvents> {
   connect(): this;
   close(): void;
   setToken(token: string): void;
-  subscribe(channel: string): Subscription;
+  subscribe(channel: string, options?: SubscribeOptions): Subscription;
+  /** The live subscription to `channel`, one of ours or a server-side one. */
+  subscription(channel: string): Subscription | undefined;
   unsubscribe(channel: string): void;
   publish(channel: string, data: unknown, options?: PublishOptions): Promise<PublishResult>;
 }
 
 export type Action =
   | { type: "open"; transport: "websocket"; token: string | null }
-  | { type: "open"; transport: "sse"; channels: string[]; since: string | null; token: string | null }
+  | { type: "open"; transport: "sse"; channels: string[]; since: string | null; token: string | null; serverChannels?: true }
   | { type: "closeSocket"; code: number }
   | { type: "send"; frame: Record<string, unknown> }
   | { type: "startTimer"; name: string; delay: number }
@@ -159,9 +184,9 @@ export declare class StormMachine {
   readonly epoch: string | null;
   connect(): Action[];
   close(): Action[];
-  subscribe(channel: string): Action[];
+  subscribe(channel: string, options?: SubscribeOptions): Action[];
   unsubscribe(channel: string): Action[];
-  publish(channel: string, data: unknown, key?: string): Action[];
+  publish(channel: string, data: unknown, key?: string, options?: { excludeSelf?: boolean }): Action[];
   tokenReceived(token: string): Action[];
   tokenFailed(error: unknown): Action[];
   socketOpened(): Action[];

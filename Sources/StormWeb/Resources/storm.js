@@ -96,7 +96,7 @@ export function newIdempotencyKey() {
  * `{type:"send", frame}`, `{type:"startTimer", name, delay}`, `{type:"cancelTimer", name}`,
  * `{type:"fetchToken"}`, `{type:"httpPublish", key, channel, data, token}`,
  * `{type:"publishDone", key, result}`, `{type:"publishFailed", key, error}`,
- * `{type:"emit", event, payload}` (client events: state, error, token) and
+ * `{type:"emit", event, payload}` (client events: state, error, token, transport, subscribed) and
  * `{type:"emitSub", channel, event, payload}` (subscription events: state, message, recovered, error).
  */
 export class StormMachine {
@@ -122,7 +122,8 @@ export class StormMachine {
     this.nextId = 1;
     this.requests = new Map();       // request id -> {op, channels | key}
     this.subs = new Map();           // channel -> {state, offset, requestId}
-    this.publishes = new Map();      // key -> {channel, data, requestId, attempt}
+    this.publishes = new Map();      // key -> {channel, data, requestId, attempt, excludeSelf}
+    this.excluded = new Map();       // SSE: key (the message id) of an excludeSelf publish -> when (ms)
     this.sseIds = [];                // channel order of the current SSE stream
     if (this.token) this.tokenExp = this.expOf(this.token);
   }
@@ -163,14 +164,19 @@ export class StormMachine {
     return actions;
   }
 
-  subscribe(channel) {
+  /**
+   * `options.since: "latest"`: start with the channel's newest stored message (docs/protocol.md, "The
+   * newest message first"), asked again on a reconnect until the channel has an offset.
+   */
+  subscribe(channel, options = {}) {
     const existing = this.subs.get(channel);
     if (existing && existing.state !== SubscriptionState.unsubscribed) return [];
-    this.subs.set(channel, { state: SubscriptionState.unsubscribed, offset: existing ? existing.offset : null, requestId: null, recover: false });
+    const latest = options.since === "latest";
+    this.subs.set(channel, { state: SubscriptionState.unsubscribed, offset: existing ? existing.offset : null, requestId: null, latest, server: false });
     const actions = this.setSubState(channel, SubscriptionState.subscribing);
     if (this.state !== State.connected) return actions;
     if (this.transport === "sse") return actions.concat(this.reopenSSE());
-    return actions.concat(this.sendSubscribe([channel], false));
+    return actions.concat(this.sendSubscribe([channel], latest ? "latest" : false));
   }
 
   unsubscribe(channel) {
@@ -189,11 +195,27 @@ export class StormMachine {
     return actions;
   }
 
-  /** Queues a publish; it is sent (and resent, with the same key) until the gateway answers. */
-  publish(channel, data, key = newIdempotencyKey()) {
+  /**
+   * Queues a publish; it is sent (and resent, with the same key) until the gateway answers.
+   * `options.excludeSelf`: not delivered back to this connection (`"exclude_self": true`; over SSE,
+   * where the publish is an HTTP request, the client drops the message itself by its id, the key).
+   */
+  publish(channel, data, key = newIdempotencyKey(), options = {}) {
     if (this.publishes.has(key)) return [];
-    this.publishes.set(key, { channel, data, requestId: null, attempt: 0 });
+    const excludeSelf = Boolean(options.excludeSelf);
+    this.publishes.set(key, { channel, data, requestId: null, attempt: 0, excludeSelf });
+    if (excludeSelf) this.rememberExcluded(key);
     return this.sendPublish(key);
+  }
+
+  /** Keys of excludeSelf publishes, for SSE: kept 60 s (as the gateway does), at most 65,536. */
+  rememberExcluded(key) {
+    const now = this.now();
+    for (const [k, at] of this.excluded) {
+      if (now - at <= 60000 && this.excluded.size < 65536) break;
+      this.excluded.delete(k);
+    }
+    this.excluded.set(key, now);
   }
 
   // --- events from the token source -------------------------------------------------------------
@@ -260,12 +282,24 @@ export class StormMachine {
       }
     } else {
       const fresh = [];
+      const latest = [];
       const resumed = [];
       for (const [channel, sub] of this.subs) {
         if (sub.state !== SubscriptionState.subscribing) continue;
-        (sub.offset !== null && this.epoch !== null ? resumed : fresh).push(channel);
+        if (sub.offset !== null && this.epoch !== null) resumed.push(channel);
+        else (sub.latest ? latest : fresh).push(channel);
+      }
+      // A channel the gateway subscribed this connection to at connect (a server-side subscription)
+      // is held again by the time our request arrives, and a subscribe of a held channel replays
+      // nothing: unsubscribe it first, so the resubscribe replays what was missed from its offset.
+      const held = resumed.filter((channel) => this.subs.get(channel).server);
+      if (held.length) {
+        const id = this.nextId++;
+        this.requests.set(id, { op: "unsubscribe", channels: held });
+        actions.push({ type: "send", frame: { id, op: "unsubscribe", channels: held } });
       }
       if (resumed.length) actions.push(...this.sendSubscribe(resumed, true));
+      if (latest.length) actions.push(...this.sendSubscribe(latest, "latest"));
       if (fresh.length) actions.push(...this.sendSubscribe(fresh, false));
     }
     for (const key of this.publishes.keys()) actions.push(...this.sendPublish(key));
@@ -320,7 +354,39 @@ export class StormMachine {
     if (frame.type === "message") return this.deliver(frame, sseLastEventId);
     if (frame.type === "reply") return this.reply(frame.id, frame.result || {});
     if (frame.type === "error") return this.error(frame.id, frame.error || {});
+    if (frame.type === "subscribed") return this.serverSubscribed(frame);
     return [];
+  }
+
+  /**
+   * `{"type":"subscribed","channels":[…],"epoch":"E"}`: the gateway subscribed this connection at
+   * connect (a token's `storm.channels`, the connect hook). Unknown channels become subscriptions
+   * (`server: true`) like any other: their messages are delivered, their offsets kept and resumed.
+   */
+  serverSubscribed(frame) {
+    const channels = Array.isArray(frame.channels) ? frame.channels.filter((c) => typeof c === "string") : [];
+    const actions = [];
+    if (typeof frame.epoch === "string") {
+      if (this.epoch !== null && frame.epoch !== this.epoch) {
+        for (const sub of this.subs.values()) sub.offset = null;
+      }
+      this.epoch = frame.epoch;
+    }
+    const added = [];
+    for (const channel of channels) {
+      const sub = this.subs.get(channel);
+      if (sub) {
+        sub.server = true;
+        // Ours already: our own request (pending, or answered) decides its state.
+        if (sub.requestId === null && sub.state === SubscriptionState.subscribing) actions.push(...this.setSubState(channel, SubscriptionState.subscribed));
+        continue;
+      }
+      this.subs.set(channel, { state: SubscriptionState.unsubscribed, offset: null, requestId: null, latest: false, server: true });
+      added.push(channel);
+      actions.push(...this.setSubState(channel, SubscriptionState.subscribed, { server: true }));
+    }
+    actions.push({ type: "emit", event: "subscribed", payload: { channels, added, epoch: typeof frame.epoch === "string" ? frame.epoch : null } });
+    return actions;
   }
 
   /** The answer to an `httpPublish` action: `status` (0 when the request failed) and the parsed body. */
@@ -391,9 +457,22 @@ export class StormMachine {
     if (this.transport === "sse") {
       const channels = this.liveChannels();
       this.sseIds = channels;
-      return [{ type: "open", transport: "sse", channels, since: this.ssePositions(channels), token: this.token }];
+      const claimed = this.claimedChannels();
+      // since= must give one position per channel of the stream, the token's storm.channels included:
+      // when some of them are not named (none of their messages arrived yet), the list would not match.
+      const since = claimed.every((c) => channels.includes(c)) ? this.ssePositions(channels) : null;
+      const action = { type: "open", transport: "sse", channels, since, token: this.token };
+      if (claimed.length) action.serverChannels = true;
+      return [action];
     }
     return [{ type: "open", transport: "websocket", token: this.token }];
+  }
+
+  /** The token's `storm.channels` (server-side subscriptions), decoded without verifying. */
+  claimedChannels() {
+    const payload = this.token ? decodeTokenPayload(this.token) : null;
+    const claimed = payload && payload.storm && Array.isArray(payload.storm.channels) ? payload.storm.channels : [];
+    return claimed.filter((c) => typeof c === "string");
   }
 
   liveChannels() {
@@ -429,15 +508,20 @@ export class StormMachine {
     return [{ type: "startTimer", name: "token", delay: refreshDelay(this.tokenExp, this.now(), this.options.refreshMargin) }];
   }
 
-  sendSubscribe(channels, resume) {
+  /** `mode`: `true` resumes from the channels' positions, `"latest"` asks for the newest message first. */
+  sendSubscribe(channels, mode) {
     const id = this.nextId++;
     const frame = { id, op: "subscribe", channels };
+    const resume = mode === true;
+    const latest = mode === "latest";
     if (resume) {
       const positions = {};
       for (const channel of channels) positions[channel] = this.subs.get(channel).offset;
       frame.since = { positions, epoch: this.epoch };
+    } else if (latest) {
+      frame.since = "latest";
     }
-    this.requests.set(id, { op: "subscribe", channels, resume });
+    this.requests.set(id, { op: "subscribe", channels, resume, latest });
     for (const channel of channels) this.subs.get(channel).requestId = id;
     return [{ type: "send", frame }];
   }
@@ -453,6 +537,7 @@ export class StormMachine {
     entry.requestId = id;
     this.requests.set(id, { op: "publish", key });
     const frame = { id, op: "publish", channel: entry.channel, data: entry.data, idempotency_key: key };
+    if (entry.excludeSelf) frame.exclude_self = true;
     return [{ type: "send", frame }];
   }
 
@@ -470,7 +555,27 @@ export class StormMachine {
     const sub = this.subs.get(channel);
     const actions = [];
     if (typeof sseLastEventId === "string" && sseLastEventId) this.absorbSSEPositions(sseLastEventId, channel, envelope.offset);
+    if (!sub && this.transport === "sse" && typeof channel === "string" && channel) {
+      // A channel the stream carries that we did not name: the token's storm.channels (server-side).
+      this.subs.set(channel, { state: SubscriptionState.unsubscribed, offset: null, requestId: null, latest: false, server: true });
+      // Not added to sseIds: the stream's ids list its channels in the gateway's order (named ones,
+      // then the token's); the next stream names it, and its position comes from this message on.
+      actions.push(...this.setSubState(channel, SubscriptionState.subscribed, { server: true }));
+      actions.push({ type: "emit", event: "subscribed", payload: { channels: [channel], added: [channel], epoch: null } });
+      return actions.concat(this.deliver(envelope));
+    }
     if (!sub || sub.state === SubscriptionState.unsubscribed) return actions;
+    if (this.transport === "websocket" && sub.requestId !== null) {
+      const pending = this.requests.get(sub.requestId);
+      // A resume or "latest" replays from the position once it is answered; anything before the
+      // reply came from a subscription the connection already held (a server-side one) and is part
+      // of that replay: drop it rather than move the position past what is still to come.
+      if (pending && (pending.resume || pending.latest)) return actions;
+    }
+    if (this.transport === "sse" && this.excluded.has(envelope.id)) {
+      if (typeof envelope.offset === "number" && (sub.offset === null || envelope.offset > sub.offset)) sub.offset = envelope.offset;
+      return actions;  // our own excludeSelf publish, which went out over HTTP
+    }
     if (typeof envelope.offset === "number") {
       const restarted = sub.newStream && sub.offset !== null && envelope.offset <= sub.offset;
       sub.newStream = false;
@@ -517,11 +622,15 @@ export class StormMachine {
         const sub = this.subs.get(channel);
         if (!sub || sub.requestId !== id) continue;
         sub.requestId = null;
-        if (request.resume && result.recovered === false) {
-          sub.offset = null;  // offsets of the old epoch or removed history: start dedup afresh
-          actions.push({ type: "emitSub", channel, event: "recovered", payload: { recovered: false, epoch: result.epoch } });
+        const asked = request.resume || request.latest;
+        if (asked && result.recovered === false) {
+          const payload = { recovered: false, epoch: result.epoch };
+          if (request.latest) payload.latest = true;
+          if (result.recovery_error) payload.error = result.recovery_error;
+          if (request.resume) sub.offset = null;  // offsets of the old epoch or removed history: start dedup afresh
+          actions.push({ type: "emitSub", channel, event: "recovered", payload });
         }
-        actions.push(...this.setSubState(channel, SubscriptionState.subscribed, { recovered: request.resume ? result.recovered !== false : undefined }));
+        actions.push(...this.setSubState(channel, SubscriptionState.subscribed, { recovered: asked ? result.recovered !== false : undefined }));
       }
     } else if (request.op === "publish") {
       this.publishes.delete(request.key);
@@ -655,15 +764,23 @@ export class Storm extends Emitter {
     this.run(this.machine.tokenReceived(token));
   }
 
-  /** The subscription to `channel` (the same object while it lives); subscribes when not yet. */
-  subscribe(channel) {
+  /**
+   * The subscription to `channel` (the same object while it lives); subscribes when not yet.
+   * `options.since: "latest"` starts with the channel's newest stored message.
+   */
+  subscribe(channel, options = {}) {
     let subscription = this.subscriptions.get(channel);
     if (!subscription) {
       subscription = new Subscription(this, channel);
       this.subscriptions.set(channel, subscription);
     }
-    this.run(this.machine.subscribe(channel));
+    this.run(this.machine.subscribe(channel, options));
     return subscription;
+  }
+
+  /** The live subscription to `channel` (one of ours or a server-side one), or undefined. */
+  subscription(channel) {
+    return this.subscriptions.get(channel);
   }
 
   unsubscribe(channel) {
@@ -673,7 +790,8 @@ export class Storm extends Emitter {
   /**
    * Publishes `data` (any JSON value; over HTTP a string is sent as the body's text) and resolves
    * with the gateway's answer `{id, channel, ts, offset}`. Retried with the same `idempotencyKey`
-   * (generated when not given) until the gateway answers, so it is stored once.
+   * (generated when not given) until the gateway answers, so it is stored once. `excludeSelf: true`:
+   * the message is not delivered back to this client (every other subscriber gets it).
    */
   publish(channel, data, options = {}) {
     const key = options.idempotencyKey || newIdempotencyKey();
@@ -682,7 +800,7 @@ export class Storm extends Emitter {
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     this.pendingPublishes.set(key, { promise, resolve, reject });
-    this.run(this.machine.publish(channel, data, key));
+    this.run(this.machine.publish(channel, data, key, { excludeSelf: options.excludeSelf }));
     return promise;
   }
 
@@ -703,14 +821,25 @@ export class Storm extends Emitter {
       case "httpPublish": return this.httpPublish(action);
       case "publishDone": return this.settle(action.key, true, action.result);
       case "publishFailed": return this.settle(action.key, false, action.error);
-      case "emit": return this.emit(action.event, action.payload);
+      case "emit":
+        if (action.event === "subscribed") {
+          const subscriptions = action.payload.channels.map((c) => this.subscriptions.get(c)).filter(Boolean);
+          return this.emit("subscribed", { ...action.payload, subscriptions });
+        }
+        return this.emit(action.event, action.payload);
       case "emitSub": return this.emitSub(action.channel, action.event, action.payload);
       default: return undefined;
     }
   }
 
   emitSub(channel, event, payload) {
-    const subscription = this.subscriptions.get(channel);
+    let subscription = this.subscriptions.get(channel);
+    if (!subscription && this.machine.subs.has(channel)) {
+      // A server-side subscription: the gateway subscribed us (storm.channels, the connect hook).
+      subscription = new Subscription(this, channel);
+      subscription.server = true;
+      this.subscriptions.set(channel, subscription);
+    }
     if (!subscription) return;
     if (event === "state") {
       subscription.state = payload.state;
@@ -802,7 +931,7 @@ export class Storm extends Emitter {
   }
 
   openSSE(action) {
-    if (!action.channels.length) {
+    if (!action.channels.length && !action.serverChannels) {
       // Nothing to stream: the client is "connected" for publishing over HTTP.
       this.socket = { close() {} };
       queueMicrotask(() => this.run(this.machine.socketOpened()));

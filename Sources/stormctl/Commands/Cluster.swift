@@ -109,7 +109,7 @@ extension Stormctl {
         static let configuration = CommandConfiguration(
             abstract: "Disconnect a user's connections or one client, on whichever gateways hold them (admin).",
             discussion: """
-                Sends POST /api/v1/users/USER/disconnect or POST /api/v1/clients/CLIENT/disconnect; the request travels through the broker to the gateways that hold the target, which close the connections. Needs an admin token. Client ids are those of stormctl presence. --reason is sent in the request body for the audit trail; gateways do not yet pass it on to the client.
+                Sends POST /api/v1/users/USER/disconnect or POST /api/v1/clients/CLIENT/disconnect; the request travels through the broker to the gateways that hold the target, which close the connections. Needs an admin token. Client ids are those of stormctl presence. --reason is sent in the request body ({"reason":"…"}) and carried to the gateways, which close each WebSocket with 1001 and that reason (cut to 123 bytes, the most a close frame holds); without it the reason is "disconnected on request". SSE streams just end.
 
                 Examples:
                   stormctl disconnect --user alice
@@ -127,7 +127,7 @@ extension Stormctl {
         @Option(name: .long, help: "Disconnect this one connection (client id).")
         var client: String?
 
-        @Option(name: .long, help: "Why, sent in the request body.")
+        @Option(name: .long, help: "Why: the WebSocket close frame's reason the client gets (at most 123 bytes).")
         var reason: String?
 
         func validate() throws {

@@ -50,9 +50,77 @@ struct GatewayProbe: Sendable {
     var consumerLag: Double? { metrics?.sum("storm_consumer_lag_messages") }
     /// Replicas of the message stream, when the gateway exports `storm_stream_replicas`.
     var streamReplicas: Double? { metrics?.value("storm_stream_replicas") }
+    /// The message stream as the gateway's `storm_stream_*` gauges describe it; nil when it exports
+    /// none (the memory engine, `--jetstream off`, a stream not sampled yet) or `/metrics` was unread.
+    var stream: StreamFigures? {
+        guard let metrics, let current = metrics.value("storm_stream_replicas") else { return nil }
+        let leader = metrics.samples(named: "storm_stream_leader_info").first { $0.value == 1 }?.labels["leader"]
+        return StreamFigures(
+            replicas: current, configuredReplicas: metrics.value("storm_stream_replicas_configured"),
+            clustered: metrics.value("storm_stream_clustered").map { $0 == 1 },
+            messages: metrics.value("storm_stream_messages"), bytes: metrics.value("storm_stream_bytes"),
+            maxMessages: metrics.value("storm_stream_max_messages"), maxBytes: metrics.value("storm_stream_max_bytes"), leader: leader)
+    }
+
+    /// The process's role: `/readyz`'s `role` (`gateway`, `all`, `consumer`); nil when it was not read.
+    var role: String? {
+        if let role = readyField("role") { return role }
+        // A gateway from before /readyz named its role: one that answered is at least a gateway.
+        return readyStatus == 200 ? "gateway" : nil
+    }
+
+    /// The stream row: what the gauges say, or why there is no stream.
+    var streamSummary: String {
+        if let stream { return stream.summary }
+        if metrics != nil { return "none (no storm_stream_* gauges: the memory engine, --jetstream off, or not sampled yet)" }
+        return "unknown (\(metricsError ?? readyError ?? "/metrics not read"))"
+    }
+
     var uptimeSeconds: Double? {
         guard let start = metrics?.value("process_start_time_seconds") else { return nil }
         return max(0, Date().timeIntervalSince1970 - start)
+    }
+}
+
+/// The JetStream stream's figures from a gateway's `/metrics` (`storm_stream_*`).
+struct StreamFigures: Sendable {
+    var replicas: Double
+    var configuredReplicas: Double?
+    var clustered: Bool?
+    var messages: Double?
+    var bytes: Double?
+    var maxMessages: Double?
+    var maxBytes: Double?
+    var leader: String?
+
+    private static func number(_ value: Double?) -> String { value.map { NagiosMeasurement.format($0) } ?? "unknown" }
+    private static func limit(_ value: Double?) -> String {
+        guard let value else { return "unknown" }
+        return value < 0 ? "unlimited" : NagiosMeasurement.format(value)
+    }
+
+    var replicasText: String { "\(Self.number(replicas))/\(Self.number(configuredReplicas)) in sync" + (clustered == true ? ", leader \(leader ?? "none")" : "") }
+    var limitsText: String { "max_messages=\(Self.limit(maxMessages)) max_bytes=\(Self.limit(maxBytes))" }
+
+    /// One line: health, size and how full it is.
+    var summary: String {
+        var health = "ok"
+        if replicas == 0 { health = "unconfirmed (the last sample failed)" }
+        else if let configured = configuredReplicas, replicas < configured { health = "under-replicated" }
+        var text = "jetstream, \(health), \(Self.number(messages)) messages, \(Self.number(bytes)) bytes"
+        var fill: [String] = []
+        if let messages, let max = maxMessages, max > 0 { fill.append("\(Int((messages / max * 100).rounded()))% of max_messages") }
+        if let bytes, let max = maxBytes, max > 0 { fill.append("\(Int((bytes / max * 100).rounded()))% of max_bytes") }
+        if !fill.isEmpty { text += " (" + fill.joined(separator: ", ") + ")" }
+        return text
+    }
+
+    /// `{"replicas":…,"replicas_configured":…,…}` with numbers (null where unknown).
+    var json: String {
+        func n(_ value: Double?) -> String { value.map { NagiosMeasurement.format($0) } ?? "null" }
+        return "{\"replicas\":\(n(replicas)),\"replicas_configured\":\(n(configuredReplicas)),\"clustered\":\(clustered.map { "\($0)" } ?? "null"),"
+            + "\"leader\":\(leader.map(JSONWriter.quoted) ?? "null"),\"messages\":\(n(messages)),\"bytes\":\(n(bytes)),"
+            + "\"max_messages\":\(n(maxMessages)),\"max_bytes\":\(n(maxBytes))}"
     }
 }
 
@@ -62,7 +130,7 @@ extension Stormctl {
         static let configuration = CommandConfiguration(
             abstract: "Show each gateway's version, uptime, broker, stream, consumer, presence and connections.",
             discussion: """
-                Every gateway listed by GET /api/v1/gateways is asked for /readyz and /metrics; what neither exposes is printed as unknown. A gateway that does not answer is reported as down and the command exits 75 after printing the others.
+                Every gateway listed by GET /api/v1/gateways is asked for /readyz and /metrics; what neither exposes is printed as unknown. The role is /readyz's role (gateway, all, consumer); the stream is what the storm_stream_* gauges say (replicas in sync of configured, leader, messages, bytes, max_messages and max_bytes, -1 meaning unlimited), or none when the gateway exports no stream gauges (the memory engine, --jetstream off). With --json each gateway also has a stream_figures object of numbers, null without a stream. A gateway that does not answer is reported as down and the command exits 75 after printing the others.
 
                 Examples:
                   stormctl info
@@ -89,10 +157,11 @@ extension Stormctl {
                         ("status", probe.readyStatus == nil ? "down (\(probe.readyError ?? "no answer"))" : probe.readyStatus == 200 ? "ready" : "not ready (\(probe.readyError ?? "HTTP \(probe.readyStatus ?? 0)"))"),
                         ("version", probe.version ?? registryVersion ?? "unknown"),
                         ("uptime", probe.uptimeSeconds.map { Age.format(milliseconds: $0 * 1000) } ?? "unknown"),
-                        ("role", probe.readyField("role") ?? "unknown"),
+                        ("role", probe.role ?? "unknown"),
                         ("broker", probe.readyField("broker").map { b in b + (probe.metrics?.value("storm_broker_connected") == 1 ? " (connected)" : probe.metrics == nil ? "" : " (disconnected)") } ?? "unknown"),
-                        ("stream", probe.readyField("stream") ?? "unknown"),
-                        ("stream replicas", probe.streamReplicas.map { NagiosMeasurement.format($0) } ?? "unknown"),
+                        ("stream", probe.streamSummary),
+                        ("stream replicas", probe.stream?.replicasText ?? (probe.metrics == nil ? "unknown" : "none")),
+                        ("stream limits", probe.stream?.limitsText ?? (probe.metrics == nil ? "unknown" : "none")),
                         ("consumer", probe.readyField("consumer").map { c in c + (probe.readyField("consumer_error").map { " (\($0))" } ?? "") } ?? "unknown"),
                         ("consumer lag", probe.consumerLag.map { NagiosMeasurement.format($0) } ?? "unknown"),
                         ("presence", probe.readyField("presence") ?? "unknown"),
@@ -102,7 +171,8 @@ extension Stormctl {
                     ]
                     if global.json {
                         let keys = rows.map { ($0.0.replacingOccurrences(of: " ", with: "_"), $0.1) }
-                        objects.append("{" + keys.map { "\(JSONWriter.quoted($0.0)):\(JSONWriter.quoted($0.1))" }.joined(separator: ",") + "}")
+                        let figures = ",\"stream_figures\":" + (probe.stream?.json ?? "null")
+                        objects.append("{" + keys.map { "\(JSONWriter.quoted($0.0)):\(JSONWriter.quoted($0.1))" }.joined(separator: ",") + figures + "}")
                     } else {
                         var table = KeyValueTable()
                         for (key, value) in rows { table.add(key, value) }
